@@ -1,0 +1,44 @@
+"""Experiments: one module per experiment, each a ``Config`` dataclass and ``run(config)``.
+
+Every experiment module defines
+
+- ``Config``: a dataclass whose fields (with defaults and ``metadata={"help": ...}``) are the
+  experiment's settings; the CLI turns the fields into ``--flags`` automatically;
+- ``run(config) -> dict``: runs the experiment, writes its JSON results (with
+  :func:`tnattn.io.result_envelope`) and PNG figures into ``config.out`` and returns the results.
+
+So the same experiment runs from Python, from the CLI (``tnattn experiment NAME``) and from the
+tests (with a tiny config).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["EXPERIMENTS", "load"]
+
+#: Experiment name (as typed on the command line) -> module path.
+EXPERIMENTS: dict[str, str] = {
+    "perceptron-1d": "tnattn.experiments.perceptron_1d",
+    "perceptron-ball": "tnattn.experiments.perceptron_ball",
+    "scenario-b": "tnattn.experiments.scenario_b",
+    "scenario-a": "tnattn.experiments.scenario_a",
+    "structure": "tnattn.experiments.structure",
+}
+
+
+def load(name: str) -> ModuleType:
+    """Import the module of experiment ``name``.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a known experiment.
+    """
+    try:
+        module_path = EXPERIMENTS[name]
+    except KeyError:
+        known = ", ".join(sorted(EXPERIMENTS))
+        raise ValueError(f"unknown experiment {name!r}; known experiments: {known}") from None
+    return importlib.import_module(module_path)

@@ -1,0 +1,108 @@
+"""Atomic result files: nothing half-written survives a crash.
+
+Every writer here writes to a temporary file in the destination folder and then ``os.replace``s
+it into place, which is atomic on POSIX filesystems: a reader sees either the old file or the new
+one, never a truncated mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "result_envelope"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
+    """Write a file atomically.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination. Its parent folder is created if missing.
+    write : callable
+        Called with an open file object (text for ``mode="w"``, binary for ``mode="wb"``).
+    mode : {"w", "wb"}
+        File mode of the temporary file.
+
+    Returns
+    -------
+    pathlib.Path
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert dataclasses, tensors, numpy values, paths and non-finite floats to JSON values.
+
+    Non-finite floats become ``None`` (JSON has no NaN/Infinity), so the files stay valid JSON
+    for every reader.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (str, int, bool)) or obj is None:
+        return obj
+    tolist = getattr(obj, "tolist", None)  # torch.Tensor, numpy arrays and numpy scalars
+    if callable(tolist):
+        return to_jsonable(tolist())
+    item = getattr(obj, "item", None)
+    if callable(item):
+        return to_jsonable(item())
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Atomically write ``obj`` (after :func:`to_jsonable`) as JSON to ``path``."""
+    text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
+    return atomic_write(path, lambda handle: handle.write(text + "\n"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file written by :func:`write_json`."""
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def result_envelope(name: str, config: Any, results: Any) -> dict:
+    """Wrap results with the config and library version that produced them.
+
+    Every result file of tnattn carries these, so a number can always be traced back to the
+    settings and code that made it.
+    """
+    from tnattn import __version__
+
+    return {
+        "experiment": name,
+        "tnattn_version": __version__,
+        "config": to_jsonable(config),
+        "results": to_jsonable(results),
+    }
