@@ -1,0 +1,27 @@
+"""TN-attention models: the layer, stacks, initialisations and exact constructions.
+
+- :class:`TNAttention`: one uniform TN-attention layer (``nn.Module``);
+- :class:`TNAttentionStack`: layers whose per-site outputs feed the next layer;
+- :func:`exact_rule30`, :func:`exact_local_rule`, :func:`exact_contexts`: hand-built contexts that
+  encode the neighbourhood exactly (train only ``C``);
+- :mod:`tnattn.models.init`: initialisation schemes and boundary vectors.
+"""
+
+from ._backend import BACKENDS
+from .exact import exact_contexts, exact_local_rule, exact_rule30
+from .init import BOUNDARIES, INITS
+from .layer import ACTIVATIONS, NonFiniteParameterError, TNAttention
+from .stack import TNAttentionStack
+
+__all__ = [
+    "TNAttention",
+    "TNAttentionStack",
+    "NonFiniteParameterError",
+    "exact_rule30",
+    "exact_local_rule",
+    "exact_contexts",
+    "ACTIVATIONS",
+    "BACKENDS",
+    "BOUNDARIES",
+    "INITS",
+]
