@@ -255,7 +255,7 @@ class TNAttention(nn.Module):
         if x.dtype in _INT_DTYPES:
             if x.dim() != 2:
                 raise ValueError(f"x of integer symbols must have shape (N, M), got {tuple(x.shape)}")
-            x = x.long()
+            x = x.long().contiguous()  # native ops take dense int64 symbols
             if x.numel():
                 checks.append((x.min() >= 0) & (x.max() < self.d))
         elif x.dtype.is_floating_point:
@@ -264,7 +264,7 @@ class TNAttention(nn.Module):
                     f"x of real embeddings must have shape (N, M, d={self.d}), got {tuple(x.shape)}"
                     " (integer symbols need an integer dtype)"
                 )
-            x = x.to(ref.dtype)
+            x = x.to(ref.dtype).contiguous()
             checks.append(torch.isfinite(x).all())
         else:
             raise TypeError(f"x must hold integer symbols (int64/int32/uint8...) or real embeddings, got {x.dtype}")
