@@ -1,7 +1,134 @@
-// pybind11 module tnattn._C: placeholder until the kernels land.
+// pybind11 module tnattn._C: thin wrappers around the C++ entry points of tnattn/cpu.h.
+//
+// Tensors travel as raw addresses (Python ints from tensor.data_ptr(); 0 = null) plus sizes and
+// flags, so no torch headers are needed. tnattn.ops guarantees contiguity, dtypes, devices and
+// shapes before calling. `dbl` selects double (true) or float (false) for all floating buffers.
+// The GIL is released while the kernels run.
 #include <pybind11/pybind11.h>
+
+#include <cstdint>
+
+#include "tnattn/cpu.h"
+
 namespace py = pybind11;
+using tnattn::cpu::Dims;
+using tnattn::cpu::XArg;
+
+namespace {
+
+template <typename T>
+T* ptr(std::uintptr_t a) {
+  return reinterpret_cast<T*>(a);
+}
+
+XArg make_x(std::uintptr_t x, int x_kind, bool x_shared) {
+  if (x_kind < 0 || x_kind > 3) throw py::value_error("x_kind must be 0 (uint8), 1 (int32), 2 (int64) or 3 (real)");
+  return XArg{reinterpret_cast<const void*>(x), x_kind, x_shared};
+}
+
+Dims make_dims(int64_t E, int64_t N, int64_t M, int d, int D, int c) {
+  if (E < 1 || N < 1 || M < 1 || d < 1 || D < 1 || c < 1)
+    throw py::value_error("tnattn._C: all sizes must be positive");
+  return Dims{E, N, M, d, D, c};
+}
+
+int64_t contexts_forward(bool dbl, std::uintptr_t A, std::uintptr_t x, int x_kind, bool x_shared,
+                         std::uintptr_t boundary, bool boundary_per_batch, std::uintptr_t out, int64_t E,
+                         int64_t N, int64_t M, int d, int D, bool reverse, int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, 1);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::contexts_forward<double>(ptr<const double>(A), xa, ptr<const double>(boundary),
+                                                 boundary_per_batch, ptr<double>(out), dm, reverse, num_threads);
+  return tnattn::cpu::contexts_forward<float>(ptr<const float>(A), xa, ptr<const float>(boundary),
+                                              boundary_per_batch, ptr<float>(out), dm, reverse, num_threads);
+}
+
+int64_t contexts_backward(bool dbl, std::uintptr_t A, std::uintptr_t x, int x_kind, bool x_shared,
+                          std::uintptr_t boundary, bool boundary_per_batch, std::uintptr_t grad_out,
+                          std::uintptr_t grad_A, std::uintptr_t grad_boundary, std::uintptr_t grad_x, int64_t E,
+                          int64_t N, int64_t M, int d, int D, bool reverse, int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, 1);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::contexts_backward<double>(ptr<const double>(A), xa, ptr<const double>(boundary),
+                                                  boundary_per_batch, ptr<const double>(grad_out), ptr<double>(grad_A),
+                                                  ptr<double>(grad_boundary), ptr<double>(grad_x), dm, reverse,
+                                                  num_threads);
+  return tnattn::cpu::contexts_backward<float>(ptr<const float>(A), xa, ptr<const float>(boundary),
+                                               boundary_per_batch, ptr<const float>(grad_out), ptr<float>(grad_A),
+                                               ptr<float>(grad_boundary), ptr<float>(grad_x), dm, reverse,
+                                               num_threads);
+}
+
+int64_t tn_attention_forward(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
+                             std::uintptr_t A_right, std::uintptr_t C, std::uintptr_t u, bool u_per_batch,
+                             std::uintptr_t v, bool v_per_batch, std::uintptr_t W, int64_t E, int64_t N, int64_t M,
+                             int d, int D, int c, int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, c);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::tn_attention_forward<double>(xa, ptr<const double>(A_left), ptr<const double>(A_right),
+                                                     ptr<const double>(C), ptr<const double>(u), u_per_batch,
+                                                     ptr<const double>(v), v_per_batch, ptr<double>(W), dm,
+                                                     num_threads);
+  return tnattn::cpu::tn_attention_forward<float>(xa, ptr<const float>(A_left), ptr<const float>(A_right),
+                                                  ptr<const float>(C), ptr<const float>(u), u_per_batch,
+                                                  ptr<const float>(v), v_per_batch, ptr<float>(W), dm, num_threads);
+}
+
+int64_t tn_attention_backward(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
+                              std::uintptr_t A_right, std::uintptr_t C, std::uintptr_t u, bool u_per_batch,
+                              std::uintptr_t v, bool v_per_batch, std::uintptr_t grad_W, std::uintptr_t grad_A_left,
+                              std::uintptr_t grad_A_right, std::uintptr_t grad_C, std::uintptr_t grad_u,
+                              std::uintptr_t grad_v, std::uintptr_t grad_x, int64_t E, int64_t N, int64_t M, int d,
+                              int D, int c, int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, c);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::tn_attention_backward<double>(
+        xa, ptr<const double>(A_left), ptr<const double>(A_right), ptr<const double>(C), ptr<const double>(u),
+        u_per_batch, ptr<const double>(v), v_per_batch, ptr<const double>(grad_W), ptr<double>(grad_A_left),
+        ptr<double>(grad_A_right), ptr<double>(grad_C), ptr<double>(grad_u), ptr<double>(grad_v),
+        ptr<double>(grad_x), dm, num_threads);
+  return tnattn::cpu::tn_attention_backward<float>(
+      xa, ptr<const float>(A_left), ptr<const float>(A_right), ptr<const float>(C), ptr<const float>(u),
+      u_per_batch, ptr<const float>(v), v_per_batch, ptr<const float>(grad_W), ptr<float>(grad_A_left),
+      ptr<float>(grad_A_right), ptr<float>(grad_C), ptr<float>(grad_u), ptr<float>(grad_v), ptr<float>(grad_x), dm,
+      num_threads);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "tnattn native kernels (CPU; CUDA when built with TNATTN_CUDA)";
   m.def("has_cuda", []() { return false; });
+  m.attr("X_UINT8") = int(tnattn::cpu::kUInt8);
+  m.attr("X_INT32") = int(tnattn::cpu::kInt32);
+  m.attr("X_INT64") = int(tnattn::cpu::kInt64);
+  m.attr("X_REAL") = int(tnattn::cpu::kReal);
+  m.def("contexts_forward", &contexts_forward, py::arg("dbl"), py::arg("A"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("boundary"), py::arg("boundary_per_batch"), py::arg("out"), py::arg("E"),
+        py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"), py::arg("reverse"), py::arg("num_threads"),
+        "Normalised contexts into out (E, N, M, D). Returns the number of sequences with symbols outside [0, d).");
+  m.def("contexts_backward", &contexts_backward, py::arg("dbl"), py::arg("A"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("boundary"), py::arg("boundary_per_batch"), py::arg("grad_out"),
+        py::arg("grad_A"), py::arg("grad_boundary"), py::arg("grad_x"), py::arg("E"), py::arg("N"), py::arg("M"),
+        py::arg("d"), py::arg("D"), py::arg("reverse"), py::arg("num_threads"),
+        "Backward of contexts_forward: grad_A (E,d,D,D), grad_boundary (E,N,D), grad_x (E,N,M,d); 0 = skip.");
+  m.def("tn_attention_forward", &tn_attention_forward, py::arg("dbl"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("A_left"), py::arg("A_right"), py::arg("C"), py::arg("u"), py::arg("u_per_batch"),
+        py::arg("v"), py::arg("v_per_batch"), py::arg("W"), py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"),
+        py::arg("D"), py::arg("c"), py::arg("num_threads"),
+        "Fused TN attention local maps into W (E, N, M, d, c). Returns the number of bad sequences.");
+  m.def("tn_attention_backward", &tn_attention_backward, py::arg("dbl"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("A_left"), py::arg("A_right"), py::arg("C"), py::arg("u"),
+        py::arg("u_per_batch"), py::arg("v"), py::arg("v_per_batch"), py::arg("grad_W"), py::arg("grad_A_left"),
+        py::arg("grad_A_right"), py::arg("grad_C"), py::arg("grad_u"), py::arg("grad_v"), py::arg("grad_x"),
+        py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"), py::arg("c"), py::arg("num_threads"),
+        "Backward of tn_attention_forward; gradient buffers as in tnattn/cpu.h (0 = skip).");
 }

@@ -1,0 +1,286 @@
+// CPU-only machinery shared by contexts.cpp and tn_attention.cpp: threads, work blocks, symbol
+// staging, the block scans (several sequences advanced in lockstep) and deterministic reductions.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "tnattn/common.h"
+#include "tnattn/cpu.h"
+
+namespace tnattn {
+namespace cpu {
+namespace detail {
+
+// Sequences advanced in lockstep by one thread. One sequence's scan is a chain of dependent
+// mat-vecs (latency bound); interleaving kBlock independent chains lets the out-of-order core
+// overlap them. Measured on the benchmark machine: see benchmarks/README.md.
+constexpr int kBlock = 8;
+
+// ------------------------------------------------------------------------------------------------
+// Threads
+
+// Work below this many scalar multiply-adds runs on the calling thread: spawning costs ~20-50 us.
+constexpr double kMinWorkPerThread = 2.0e5;
+
+inline int choose_threads(int requested, int64_t units, double work) {
+  int t = std::max(1, requested);
+  t = static_cast<int>(std::min<int64_t>(t, units));
+  const int by_work = static_cast<int>(std::max(1.0, work / kMinWorkPerThread));
+  return std::max(1, std::min(t, by_work));
+}
+
+// Calls fn(tid, lo, hi) on contiguous, balanced ranges of [0, total) on nthreads threads (the caller
+// runs range 0). An exception in any worker is rethrown after all have joined.
+template <class F>
+void parallel_ranges(int64_t total, int nthreads, F&& fn) {
+  if (nthreads <= 1 || total <= 1) {
+    fn(0, int64_t(0), total);
+    return;
+  }
+  std::vector<std::exception_ptr> errors(nthreads);
+  std::vector<std::thread> pool;
+  pool.reserve(nthreads - 1);
+  auto range = [&](int t) {
+    const int64_t lo = total * t / nthreads, hi = total * (t + 1) / nthreads;
+    try {
+      fn(t, lo, hi);
+    } catch (...) {
+      errors[t] = std::current_exception();
+    }
+  };
+  for (int t = 1; t < nthreads; ++t) pool.emplace_back(range, t);
+  range(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// Work units are (group e, block b) pairs, b over ceil(N / kBlock) blocks of sequences.
+struct Blocks {
+  int64_t N, nb;
+  explicit Blocks(int64_t N_) : N(N_), nb((N_ + kBlock - 1) / kBlock) {}
+  int64_t e(int64_t unit) const { return unit / nb; }
+  int64_t n0(int64_t unit) const { return (unit % nb) * kBlock; }
+  int np(int64_t unit) const { return static_cast<int>(std::min<int64_t>(kBlock, N - n0(unit))); }
+};
+
+// Per-thread partial sums of a per-group gradient (size `size` per group), accumulated in double
+// and reduced in thread order, so the result depends on num_threads but not on timing.
+struct GroupPartials {
+  int64_t size = 0;
+  std::vector<int64_t> first, last;  // groups touched by each thread
+  std::vector<std::vector<double>> buf;
+  GroupPartials(int nthreads, int64_t size_, int64_t total_units, const Blocks& blk) : size(size_) {
+    first.resize(nthreads);
+    last.resize(nthreads);
+    buf.resize(nthreads);
+    for (int t = 0; t < nthreads; ++t) {
+      const int64_t lo = total_units * t / nthreads, hi = total_units * (t + 1) / nthreads;
+      first[t] = hi > lo ? blk.e(lo) : 0;
+      last[t] = hi > lo ? blk.e(hi - 1) : -1;
+    }
+  }
+  // Called by thread t only (allocation happens in the owning thread).
+  double* slot(int t, int64_t e) {
+    if (buf[t].empty()) buf[t].assign(static_cast<size_t>((last[t] - first[t] + 1) * size), 0.0);
+    return buf[t].data() + (e - first[t]) * size;
+  }
+  template <typename T>
+  void flush(int t, int64_t e, T* local) {
+    double* s = slot(t, e);
+    for (int64_t k = 0; k < size; ++k) {
+      s[k] += static_cast<double>(local[k]);
+      local[k] = T(0);
+    }
+  }
+  // out[e * size + map(k)] = sum_t partial; map permutes the local layout into the output's.
+  template <typename T, class Map>
+  void reduce_into(T* out, int64_t E, Map map) const {
+    std::vector<double> acc(static_cast<size_t>(size));
+    for (int64_t e = 0; e < E; ++e) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (size_t t = 0; t < buf.size(); ++t)
+        if (!buf[t].empty() && e >= first[t] && e <= last[t]) {
+          const double* s = buf[t].data() + (e - first[t]) * size;
+          for (int64_t k = 0; k < size; ++k) acc[k] += s[k];
+        }
+      for (int64_t k = 0; k < size; ++k) out[e * size + map(k)] = static_cast<T>(acc[k]);
+    }
+  }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Inputs of one block
+
+// Copies the symbols of sequences n0..n0+np-1 of group e into sym[i * np + p] as int32 and checks
+// their range. Returns the number of sequences with an out-of-range symbol.
+template <typename S>
+int stage_typed(const S* x, int64_t M, int np, int d, int32_t* sym) {
+  int bad = 0;
+  for (int p = 0; p < np; ++p) {
+    const S* xp = x + p * M;
+    bool ok = true;
+    for (int64_t i = 0; i < M; ++i) {
+      const S s = xp[i];
+      // Unsigned comparison rejects negatives too; the store happens only for valid symbols.
+      const bool in = static_cast<uint64_t>(static_cast<int64_t>(s)) < static_cast<uint64_t>(d);
+      ok = ok && in;
+      sym[i * np + p] = in ? static_cast<int32_t>(s) : 0;
+    }
+    bad += ok ? 0 : 1;
+  }
+  return bad;
+}
+
+inline int stage_symbols(const XArg& x, int64_t e, int64_t n0, int np, const Dims& dm, int32_t* sym) {
+  const int64_t xe = x.shared ? 0 : e;
+  const int64_t off = (xe * dm.N + n0) * dm.M;
+  switch (x.kind) {
+    case kUInt8: return stage_typed(static_cast<const uint8_t*>(x.ptr) + off, dm.M, np, dm.d, sym);
+    case kInt32: return stage_typed(static_cast<const int32_t*>(x.ptr) + off, dm.M, np, dm.d, sym);
+    default: return stage_typed(static_cast<const int64_t*>(x.ptr) + off, dm.M, np, dm.d, sym);
+  }
+}
+
+// The inputs of a block: staged symbols (int path) or row pointers into the embeddings (real path).
+template <typename T>
+struct BlockX {
+  const int32_t* sym = nullptr;  // sym[i * np + p]
+  const T* xr[kBlock] = {};      // xr[p] + i * d
+  int np = 0;
+};
+
+// Element (p, i) of a per-block array of vectors (or scalars).
+template <typename T>
+struct Strided {
+  T* base = nullptr;
+  int64_t ps = 0, is = 0;
+  T* at(int p, int64_t i) const { return base + p * ps + i * is; }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Block scans. A "direction" is a matrix tensor mat (d, D, D) applied in vecmat form: left contexts
+// use mat = A, right contexts use mat = A^T and walk the sequence backwards.
+
+// Y(p, i0) = b_p/|b_p|;  Y(p, i) = normalize(Y(p, j)^T mat[x_j]) with j the previous position.
+template <typename T, int DC, bool REAL>
+void scan_forward(const T* mat, const BlockX<T>& X, int d, const T* const* bnd, int64_t M, int Drt,
+                  bool reverse, Strided<T> Y, Strided<T> Nrm) {
+  const int D = dim<DC>(Drt);
+  const int np = X.np;
+  const int64_t i0 = reverse ? M - 1 : 0;
+  for (int p = 0; p < np; ++p) {
+    T* y = Y.at(p, i0);
+    for (int b = 0; b < D; ++b) y[b] = bnd[p][b];
+    const T n = normalize_inplace<DC>(y, Drt);
+    if (Nrm.base) *Nrm.at(p, i0) = n;
+  }
+  for (int64_t k = 1; k < M; ++k) {
+    const int64_t i = reverse ? M - 1 - k : k;
+    const int64_t j = reverse ? i + 1 : i - 1;
+    for (int p = 0; p < np; ++p) {
+      T* y = Y.at(p, i);
+      const T* yp = Y.at(p, j);
+      if constexpr (REAL) {
+        vecmat_embed<DC>(yp, mat, X.xr[p] + j * d, d, y, Drt);
+      } else {
+        vecmat<DC>(yp, mat + static_cast<int64_t>(X.sym[j * np + p]) * D * D, y, Drt);
+      }
+      const T n = normalize_inplace<DC>(y, Drt);
+      if (Nrm.base) *Nrm.at(p, i) = n;
+    }
+  }
+}
+
+// Reverse (adjoint) scan of scan_forward. G(p, i) = dLoss/dY(p, i) from outside the recurrence.
+// Accumulates dmat (d, D, D) (if non-null) and gX[p] (M, d) (real path, if non-null); writes
+// gB[p] = dLoss/d boundary (if non-null). work: (2 * np + 1) * D scalars.
+template <typename T, int DC, bool REAL>
+void scan_backward(const T* mat, const T* matT, const BlockX<T>& X, int d, int64_t M, int Drt,
+                   bool reverse, Strided<const T> Y, Strided<const T> Nrm, Strided<const T> G, T* dmat,
+                   T* const* gB, T* const* gX, T* work) {
+  (void)mat;
+  const int D = dim<DC>(Drt);
+  const int np = X.np;
+  T* carried = work;          // dLoss/dY(p, i) through the recurrence
+  T* gw = work + np * D;      // dLoss/d(pre-normalisation vector)
+  T* u = work + 2 * np * D;   // scratch of the real path
+  for (int k = 0; k < np * D; ++k) carried[k] = T(0);
+  for (int64_t k = M - 1; k >= 1; --k) {
+    const int64_t i = reverse ? M - 1 - k : k;
+    const int64_t j = reverse ? i + 1 : i - 1;
+    for (int p = 0; p < np; ++p) {
+      T* c = carried + p * D;
+      const T* g = G.at(p, i);
+      for (int b = 0; b < D; ++b) c[b] += g[b];
+      if constexpr (REAL) {
+        step_adjoint_embed<DC>(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), c, matT, X.xr[p] + j * d, d,
+                               gw + p * D, c, dmat, gX ? gX[p] + j * d : nullptr, u, Drt);
+      } else {
+        const int64_t s = X.sym[j * np + p];
+        step_adjoint<DC>(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), c, matT + s * D * D, gw + p * D, c,
+                         dmat ? dmat + s * D * D : nullptr, Drt);
+      }
+    }
+  }
+  const int64_t i0 = reverse ? M - 1 : 0;
+  for (int p = 0; p < np; ++p) {
+    T* c = carried + p * D;
+    const T* g = G.at(p, i0);
+    for (int b = 0; b < D; ++b) c[b] += g[b];
+    if (gB) normalize_adjoint<DC>(Y.at(p, i0), *Nrm.at(p, i0), c, gB[p], Drt);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Small tensor rearrangements (per group, outside the time loop)
+
+// out[s][b][a] = in[s][a][b]
+template <typename T>
+void transpose_mats(const T* in, T* out, int count, int D) {
+  for (int s = 0; s < count; ++s)
+    for (int a = 0; a < D; ++a)
+      for (int b = 0; b < D; ++b) out[(s * D + b) * D + a] = in[(s * D + a) * D + b];
+}
+
+// C (d, D, D, c) -> Ct (d*c, D, D) with k = s*c + o.
+template <typename T>
+void c_to_ct(const T* C, T* Ct, int d, int D, int c) {
+  for (int s = 0; s < d; ++s)
+    for (int a = 0; a < D; ++a)
+      for (int b = 0; b < D; ++b)
+        for (int o = 0; o < c; ++o) Ct[((s * c + o) * D + a) * D + b] = C[((s * D + a) * D + b) * c + o];
+}
+
+// ------------------------------------------------------------------------------------------------
+// Compile-time bond dimension dispatch: the listed sizes get fully specialised loops; any other D
+// runs the generic (runtime-D) instantiation.
+template <class F>
+auto dispatch_dim(int D, F&& f) {
+  switch (D) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 10: return f(std::integral_constant<int, 10>{});
+    case 12: return f(std::integral_constant<int, 12>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 20: return f(std::integral_constant<int, 20>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace tnattn

@@ -1,0 +1,334 @@
+"""Autograd-aware torch ops for TN attention, backed by the fused C++ kernels of ``tnattn._C``.
+
+Ops (namespace ``tnattn``, registered with :func:`torch.library.custom_op`):
+
+* ``tnattn::contexts(A, x, boundary, *, reverse=False) -> (N, M, D)`` -- :func:`contexts`
+* ``tnattn::tn_attention(x, A_left, A_right, C, u, v) -> (N, M, d, c)`` -- :func:`tn_attention`
+* ``tnattn::contexts_backward`` and ``tnattn::tn_attention_backward`` -- their backward passes,
+  custom ops themselves so that ``torch.compile``/AOT autograd trace them like any aten op.
+
+Both forward ops have fake (meta) kernels and autograd formulas; gradients flow to every floating
+input (A, A_left, A_right, C, boundary/u/v and real embeddings x). Passing the same tensor as
+``A_left`` and ``A_right`` gives the shared-tensor model; autograd sums the two gradients. Double
+backward is not supported.
+
+What the forward saves for backward
+-----------------------------------
+Only its inputs (x, the parameters and the boundary vectors): no activations. The C++ backward
+recomputes the contexts and their pre-normalisation norms block by block (8 sequences at a time, in
+a per-thread scratch of O(8 * M * D) that stays in cache) and then runs the local-map backward and
+the reverse adjoint scans. The extra scan costs less than writing and re-reading O(N * M * D)
+saved contexts would. Peak extra memory is the output itself, O(N * M * d * c), plus the gradients.
+
+Numerics
+--------
+* Exact-zero rule: ``normalize(w) = w / |w|`` when the computed norm is non-zero; when it is exactly
+  zero (e.g. a zero boundary vector or a symbol whose matrix annihilates the context) the context is
+  the zero vector, stays zero for the rest of the scan, produces no NaN and passes a zero gradient.
+  :mod:`tnattn.reference` implements the same rule.
+* Gradients of A and C are reduced over the batch in double precision, in a fixed order for a given
+  thread count (results do not depend on thread timing).
+
+Bad input
+---------
+Wrong types raise ``TypeError``, wrong shapes/sizes ``ValueError``, both naming the argument:
+ranks, mismatched d or D (between A_left, A_right, C, x), unsupported or mixed dtypes, mixed
+devices, an empty batch (N = 0) or empty sequences (M = 0) -- there is no sensible context of an
+empty sequence, so these raise rather than return empty results. Symbols outside [0, d) are
+detected by the kernel itself (nothing is read out of bounds) and raise ``ValueError``.
+Non-contiguous inputs are accepted (copied to contiguous memory first).
+
+Threads: the kernels split the batch over ``torch.get_num_threads()`` threads (``std::thread``;
+small problems run on the calling thread).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _C
+from ._checks import (
+    XInfo,
+    check_boundary,
+    check_devices,
+    check_params,
+    check_x,
+)
+
+__all__ = ["contexts", "tn_attention"]
+
+
+def _num_threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def _raise_bad_symbols(bad: int, d: int) -> None:
+    if bad:
+        raise ValueError(f"x holds symbols outside [0, d) = [0, {d}) in {bad} sequence(s)")
+
+
+def _check_contexts(A: Tensor, x: Tensor, boundary: Tensor) -> tuple[XInfo, int, int, bool]:
+    A = check_params("A", A)
+    d, D = A.shape[0], A.shape[1]
+    xi = check_x(x, d, A.dtype)
+    per_batch = check_boundary(boundary, xi.N, D, A.dtype, "boundary")
+    check_devices(A=A, x=x, boundary=boundary)
+    return xi, d, D, per_batch
+
+
+def _check_tn_attention(x, A_left, A_right, C, u, v) -> tuple[XInfo, int, int, int, bool, bool]:
+    A_left = check_params("A_left", A_left)
+    A_right = check_params("A_right", A_right)
+    d, D = A_left.shape[0], A_left.shape[1]
+    if A_right.dtype != A_left.dtype:
+        raise TypeError(f"A_right has dtype {A_right.dtype} but A_left has {A_left.dtype}")
+    if A_right.shape != A_left.shape:
+        raise ValueError(
+            f"A_right has shape {tuple(A_right.shape)} but A_left has {tuple(A_left.shape)}; "
+            "both must be (d, D, D)"
+        )
+    if not isinstance(C, Tensor):
+        raise TypeError(f"C must be a torch.Tensor, got {type(C).__name__}")
+    if C.dtype != A_left.dtype:
+        raise TypeError(f"C has dtype {C.dtype} but A_left has {A_left.dtype}")
+    if C.dim() != 4 or C.shape[0] != d or C.shape[1] != D or C.shape[2] != D:
+        raise ValueError(f"C must have shape (d, D, D, c) = ({d}, {D}, {D}, c), got {tuple(C.shape)}")
+    c = C.shape[3]
+    if c == 0:
+        raise ValueError("C has c = 0 outputs; need c >= 1")
+    xi = check_x(x, d, A_left.dtype)
+    u_pb = check_boundary(u, xi.N, D, A_left.dtype, "u")
+    v_pb = check_boundary(v, xi.N, D, A_left.dtype, "v")
+    check_devices(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
+    return xi, d, D, c, u_pb, v_pb
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+# ------------------------------------------------------------------------------------------------
+# contexts
+
+
+@torch.library.custom_op("tnattn::contexts", mutates_args=())
+def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    """Normalised left (or right) contexts of a batch of sequences.
+
+    Parameters
+    ----------
+    A : Tensor, shape (d, D, D), float32 or float64
+        Context tensor, symbol first.
+    x : Tensor, shape (N, M) of uint8/int32/int64 symbols in [0, d), or (N, M, d) real embeddings
+        With embeddings, the matrix at site i is ``sum_s x[n, i, s] A[s]``.
+    boundary : Tensor, shape (D,) or (N, D)
+        Boundary vector, shared by the batch or one per sequence.
+    reverse : bool, keyword-only
+        False (left contexts): ``out[:, 0] = b/|b|``, ``out[:, i] = normalize(out[:, i-1]^T A(x_{i-1}))``.
+        True (right contexts): ``out[:, M-1] = b/|b|``, ``out[:, i] = normalize(A(x_{i+1}) out[:, i+1])``.
+
+    Returns
+    -------
+    Tensor, shape (N, M, D)
+        Unit vectors (or exactly zero, see the module's exact-zero rule).
+    """
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    out = torch.empty((xi.N, xi.M, D), dtype=A.dtype, device=A.device)
+    bad = _C.contexts_forward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
+        boundary.data_ptr(), per_batch, out.data_ptr(), 1, xi.N, xi.M, d, D, reverse, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return out
+
+
+@contexts.register_fake
+def _contexts_fake(A, x, boundary, *, reverse=False):
+    xi, d, D, _ = _check_contexts(A, x, boundary)
+    return A.new_empty((xi.N, xi.M, D))
+
+
+@torch.library.custom_op("tnattn::contexts_backward", mutates_args=())
+def contexts_backward(
+    grad_out: Tensor,
+    A: Tensor,
+    x: Tensor,
+    boundary: Tensor,
+    reverse: bool,
+    need_A: bool,
+    need_boundary: bool,
+    need_x: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of :func:`contexts`: ``(grad_A, grad_boundary, grad_x)``.
+
+    ``grad_out`` has shape (N, M, D). A gradient that is not needed (or ``grad_x`` for integer
+    symbols) comes back as an empty tensor of shape (0,).
+    """
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    grad_out = grad_out.to(A.dtype).contiguous()
+    gA = torch.empty_like(A) if need_A else None
+    gb = A.new_empty((xi.N, D)) if need_boundary else None
+    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else None
+    bad = _C.contexts_backward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False, boundary.data_ptr(),
+        per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), 1, xi.N, xi.M, d, D, reverse,
+        _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    empty = A.new_empty((0,))
+    if gb is not None and not per_batch:
+        gb = gb.sum(0)
+    return (
+        gA if gA is not None else empty,
+        gb if gb is not None else empty.clone(),
+        gx if gx is not None else empty.clone(),
+    )
+
+
+@contexts_backward.register_fake
+def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    empty = A.new_empty((0,))
+    gA = torch.empty_like(A) if need_A else empty
+    gb = (A.new_empty((xi.N, D)) if per_batch else A.new_empty((D,))) if need_boundary else empty.clone()
+    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else empty.clone()
+    return gA, gb, gx
+
+
+def _contexts_setup(ctx, inputs, keyword_only_inputs, output):
+    A, x, boundary = inputs
+    ctx.save_for_backward(A, x, boundary)
+    ctx.reverse = keyword_only_inputs.get("reverse", False)
+
+
+def _contexts_grad(ctx, grad):
+    A, x, boundary = ctx.saved_tensors
+    need_A, need_x, need_b = ctx.needs_input_grad[:3]
+    need_x = need_x and x.is_floating_point()
+    if not (need_A or need_x or need_b):
+        return None, None, None
+    gA, gb, gx = torch.ops.tnattn.contexts_backward(grad, A, x, boundary, ctx.reverse, need_A, need_b, need_x)
+    return (gA if need_A else None), (gx if need_x else None), (gb if need_b else None)
+
+
+contexts.register_autograd(_contexts_grad, setup_context=_contexts_setup)
+
+
+# ------------------------------------------------------------------------------------------------
+# tn_attention
+
+
+@torch.library.custom_op("tnattn::tn_attention", mutates_args=())
+def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """TN-attention local maps, fused (left contexts, right contexts, contraction with C).
+
+    ``W[n, i, s, o] = sum_{a,b} L[n, i, a] C[s, a, b, o] R[n, i, b]`` with
+    ``L = contexts(A_left, x, u)`` and ``R = contexts(A_right, x, v, reverse=True)``.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, M) of uint8/int32/int64 symbols in [0, d), or (N, M, d) real embeddings
+    A_left, A_right : Tensor, shape (d, D, D), float32 or float64
+        Left / right context tensors; pass the same tensor twice for the shared-tensor model.
+    C : Tensor, shape (d, D, D, c)
+        Classification tensor.
+    u, v : Tensor, shape (D,) or (N, D)
+        Left / right boundary vectors.
+
+    Returns
+    -------
+    Tensor, shape (N, M, d, c)
+        The local map of every site; the raw output for the actual symbol is ``W[n, i, x[n, i]]``.
+    """
+    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    W = torch.empty((xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
+    bad = _C.tn_attention_forward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), 1, xi.N, xi.M, d, D, c,
+        _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return W
+
+
+@tn_attention.register_fake
+def _tn_attention_fake(x, A_left, A_right, C, u, v):
+    xi, d, D, c, _, _ = _check_tn_attention(x, A_left, A_right, C, u, v)
+    return C.new_empty((xi.N, xi.M, d, c))
+
+
+@torch.library.custom_op("tnattn::tn_attention_backward", mutates_args=())
+def tn_attention_backward(
+    grad_W: Tensor,
+    x: Tensor,
+    A_left: Tensor,
+    A_right: Tensor,
+    C: Tensor,
+    u: Tensor,
+    v: Tensor,
+    needs: list[bool],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward of :func:`tn_attention`: ``(grad_x, grad_A_left, grad_A_right, grad_C, grad_u, grad_v)``.
+
+    ``needs`` holds six flags in that order; an unneeded gradient (and ``grad_x`` for integer
+    symbols) comes back as an empty tensor of shape (0,).
+    """
+    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    if len(needs) != 6:
+        raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    grad_W = grad_W.to(C.dtype).contiguous()
+    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    gx = C.new_empty((xi.N, xi.M, d)) if (n_x and xi.real) else None
+    gAL = torch.empty_like(A_left) if n_AL else None
+    gAR = torch.empty_like(A_right) if n_AR else None
+    gC = torch.empty_like(C) if n_C else None
+    gu = C.new_empty((xi.N, D)) if n_u else None
+    gv = C.new_empty((xi.N, D)) if n_v else None
+    bad = _C.tn_attention_backward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
+        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), 1, xi.N, xi.M, d, D, c, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    if gu is not None and not u_pb:
+        gu = gu.sum(0)
+    if gv is not None and not v_pb:
+        gv = gv.sum(0)
+    return tuple(g if g is not None else C.new_empty((0,)) for g in (gx, gAL, gAR, gC, gu, gv))
+
+
+@tn_attention_backward.register_fake
+def _tn_attention_backward_fake(grad_W, x, A_left, A_right, C, u, v, needs):
+    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    shapes = (
+        (xi.N, xi.M, d) if (n_x and xi.real) else None,
+        tuple(A_left.shape) if n_AL else None,
+        tuple(A_right.shape) if n_AR else None,
+        tuple(C.shape) if n_C else None,
+        ((xi.N, D) if u_pb else (D,)) if n_u else None,
+        ((xi.N, D) if v_pb else (D,)) if n_v else None,
+    )
+    return tuple(C.new_empty(s if s is not None else (0,)) for s in shapes)
+
+
+def _tn_attention_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _tn_attention_grad(ctx, grad):
+    x, A_left, A_right, C, u, v = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:6])
+    needs[0] = needs[0] and x.is_floating_point()
+    if not any(needs):
+        return (None,) * 6
+    grads = torch.ops.tnattn.tn_attention_backward(grad, x, A_left, A_right, C, u, v, needs)
+    return tuple(g if n else None for g, n in zip(grads, needs))
+
+
+tn_attention.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
