@@ -26,6 +26,18 @@ def gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
+def _has_ops():
+    try:
+        import tnattn.ops  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# Every model-level test that takes `backend` runs on the reference and, once built, on the native ops.
+BACKENDS = ["reference", pytest.param("ops", marks=pytest.mark.skipif(not _has_ops(), reason="tnattn.ops not built"))]
+
+
 def make(D=3, d=2, c=1, seed=0, **kw):
     kw.setdefault("backend", "reference")
     kw.setdefault("dtype", F64)
@@ -61,12 +73,14 @@ def expected_logits(model, x):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("real", [False, True])
 @pytest.mark.parametrize("c,normalize_map", [(1, True), (3, True), (1, False), (2, False)])
-def test_forward_equals_reference_ops(shared, real, c, normalize_map):
+def test_forward_equals_reference_ops(shared, real, c, normalize_map, backend):
     d = 3
-    model = make(D=4, d=d, c=c, shared=shared, normalize_map=normalize_map, boundary="random", scale_init=1.7)
+    model = make(D=4, d=d, c=c, shared=shared, normalize_map=normalize_map, boundary="random", scale_init=1.7,
+                 backend=backend)
     x = embeddings(5, 9, d) if real else symbols(5, 9, d)
     want = expected_logits(model, x)
     torch.testing.assert_close(model.logits(x), want, rtol=1e-12, atol=1e-12)
@@ -232,13 +246,15 @@ def _train(model, x, y, steps=5, lr=0.05, weight_decay=1e-3):
         opt.step()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shared", [True, False])
 @pytest.mark.parametrize("via", ["init", "set_trainable"])
-def test_scenario_b_freezes_contexts_bit_identically(shared, via):
+def test_scenario_b_freezes_contexts_bit_identically(shared, via, backend):
+    kw = dict(D=3, shared=shared, boundary="random", train_boundary=True, backend=backend)
     if via == "init":
-        model = make(D=3, shared=shared, boundary="random", train_boundary=True, train_contexts=False)
+        model = make(train_contexts=False, **kw)
     else:
-        model = make(D=3, shared=shared, boundary="random", train_boundary=True).set_trainable(contexts=False)
+        model = make(**kw).set_trainable(contexts=False)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if n in ("A_left", "A_right", "u", "v")}
     assert len(frozen) == (4 if not shared else 3)
     C0, s0 = model.C.detach().clone(), model.scale.detach().clone()
@@ -378,8 +394,11 @@ def test_bad_inputs_raise(x, exc):
         model(x)
 
 
-def test_empty_batch_is_fine():
-    assert make(D=3)(torch.zeros(0, 4, dtype=torch.long)).shape == (0, 4, 1)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_is_fine(backend):
+    model = make(D=3, backend=backend)
+    assert model(torch.zeros(0, 4, dtype=torch.long)).shape == (0, 4, 1)
+    assert model.features(torch.zeros(0, 4, dtype=torch.long)).shape == (0, 4, 2 * 3 * 3)
 
 
 def test_nan_parameter_raises():
@@ -412,9 +431,10 @@ def test_bad_constructor_arguments(kw):
 # ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shared,D,offset", [(True, 4, 2), (False, 2, 0), (True, 6, 2), (False, 5, 0)])
-def test_exact_contexts_are_one_hot_neighbours(shared, D, offset):
-    model = exact_rule30(D, shared=shared, backend="reference", dtype=F64)
+def test_exact_contexts_are_one_hot_neighbours(shared, D, offset, backend):
+    model = exact_rule30(D, shared=shared, backend=backend, dtype=F64)
     assert model.D == D and model.shared == shared
     x = symbols(5, 12)
     padded = torch.nn.functional.pad(x, (1, 1))  # open boundary: outside cells read 0
@@ -446,10 +466,11 @@ def _fit_classifier_only(model, x, y, steps, lr=0.1):
         opt.step()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("shared", [True, False])
-def test_exact_rule30_training_only_C_reaches_zero_test_error(shared):
+def test_exact_rule30_training_only_C_reaches_zero_test_error(shared, backend):
     rule = elementary(30)
-    model = exact_rule30(shared=shared, generator=gen(0), backend="reference")
+    model = exact_rule30(shared=shared, generator=gen(0), backend=backend)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"C", "scale"}
     A0 = model.A_left.detach().clone()
     x = torch.tensor(list(itertools.product((0, 1), repeat=5)))  # all 32 length-5 sequences
@@ -488,8 +509,9 @@ def test_exact_rule30_untrained_is_not_already_correct():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_stack_composes_layers_and_backprops():
-    stack = TNAttentionStack.build(3, 3, d=2, c_hidden=3, c=1, generator=gen(0), backend="reference", dtype=F64)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stack_composes_layers_and_backprops(backend):
+    stack = TNAttentionStack.build(3, 3, d=2, c_hidden=3, c=1, generator=gen(0), backend=backend, dtype=F64)
     assert [(l.d, l.c) for l in stack.layers] == [(2, 3), (3, 3), (3, 1)]
     x = symbols(4, 9)
     h1 = stack.layers[0](x)

@@ -291,8 +291,12 @@ class TNAttention(nn.Module):
         """The backend namespace in use (``.name``, ``.contexts``, ``.tn_attention``)."""
         return resolve_backend(self.backend)
 
+    def _ops_for(self, x: Tensor):
+        # The native ops reject an empty batch; the reference handles it, and nothing is computed.
+        return self.ops if x.shape[0] else resolve_backend("reference")
+
     def _raw_maps(self, x: Tensor) -> Tensor:
-        return self.ops.tn_attention(x, self.A_left, self.A_right, self.C, self.u, self.v)
+        return self._ops_for(x).tn_attention(x, self.A_left, self.A_right, self.C, self.u, self.v)
 
     def _normalise(self, W: Tensor) -> Tensor:
         if not self.normalize_map:
@@ -368,7 +372,7 @@ class TNAttention(nn.Module):
         return self._contexts(self._prepare(x))
 
     def _contexts(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        ops = self.ops
+        ops = self._ops_for(x)
         return ops.contexts(self.A_left, x, self.u), ops.contexts(self.A_right, x, self.v, reverse=True)
 
     def features(self, x: Tensor) -> Tensor:
@@ -390,7 +394,7 @@ class TNAttention(nn.Module):
         L, R = self._contexts(x)
         phi = x if x.is_floating_point() else nn.functional.one_hot(x, self.d).to(L.dtype)
         f = torch.einsum("nia,nis,nib->niasb", L, phi, R)
-        return f.reshape(*f.shape[:2], -1)
+        return f.reshape(*f.shape[:2], self.D * self.d * self.D)
 
     def classifier_matrix(self) -> Tensor:
         """``C`` laid out to match :meth:`features`: shape (D*d*D, c), rows in (a, s, b) order."""
