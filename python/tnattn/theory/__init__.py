@@ -1,0 +1,12 @@
+"""Perceptron grokking theory (SCIENCE.md section 4): closed forms and vectorised simulators.
+
+* :mod:`tnattn.theory.perceptron_1d` -- the 1D exponential model (bias-only perceptron);
+* :mod:`tnattn.theory.ball` -- the D-dimensional ball model (weights only, no bias).
+
+Both modules work in numpy (float64) with seeded ``numpy.random.Generator`` objects; the
+simulators run thousands of independent data sets per call.
+"""
+
+from tnattn.theory import perceptron_1d
+
+__all__ = ["perceptron_1d"]
