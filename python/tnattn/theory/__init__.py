@@ -7,6 +7,6 @@ Both modules work in numpy (float64) with seeded ``numpy.random.Generator`` obje
 simulators run thousands of independent data sets per call.
 """
 
-from tnattn.theory import perceptron_1d
+from tnattn.theory import ball, perceptron_1d
 
-__all__ = ["perceptron_1d"]
+__all__ = ["ball", "perceptron_1d"]
