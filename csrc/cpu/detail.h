@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
+#include "simd.h"
 #include "tnattn/common.h"
 #include "tnattn/cpu.h"
 
@@ -99,6 +101,18 @@ struct GroupPartials {
       local[k] = T(0);
     }
   }
+  // As flush, from a zero-padded local layout (count, Dp, Dp) into the compact (count, D, D) one.
+  template <typename T>
+  void flush_padded(int t, int64_t e, T* local, int count, int D, int Dp) {
+    double* s = slot(t, e);
+    for (int q = 0; q < count; ++q)
+      for (int a = 0; a < D; ++a)
+        for (int b = 0; b < D; ++b) {
+          T& v = local[(int64_t(q) * Dp + a) * Dp + b];
+          s[(int64_t(q) * D + a) * D + b] += static_cast<double>(v);
+          v = T(0);
+        }
+  }
   // out[e * size + map(k)] = sum_t partial; map permutes the local layout into the output's.
   template <typename T, class Map>
   void reduce_into(T* out, int64_t E, Map map) const {
@@ -164,121 +178,136 @@ struct Strided {
   T* at(int p, int64_t i) const { return base + p * ps + i * is; }
 };
 
+template <typename T>
+const T* boundary_row(const T* boundary, bool per_batch, const Dims& dm, int64_t e, int64_t n) {
+  return boundary + (e * (per_batch ? dm.N : 1) + (per_batch ? n : 0)) * dm.D;
+}
+
+// Staging of one block's inputs; returns the number of bad sequences (then the block is skipped).
+template <typename T, bool REAL>
+int prepare_block(const XArg& x, const Dims& dm, int64_t e, int64_t n0, int np, int32_t* sym, BlockX<T>& X) {
+  X.np = np;
+  if constexpr (REAL) {
+    const int64_t xe = x.shared ? 0 : e;
+    for (int p = 0; p < np; ++p) X.xr[p] = static_cast<const T*>(x.ptr) + ((xe * dm.N + n0 + p) * dm.M) * dm.d;
+    return 0;
+  } else {
+    X.sym = sym;
+    return stage_symbols(x, e, n0, np, dm, sym);
+  }
+}
+
 // ------------------------------------------------------------------------------------------------
-// Block scans. A "direction" is a matrix tensor mat (d, D, D) applied in vecmat form: left contexts
-// use mat = A, right contexts use mat = A^T and walk the sequence backwards.
+// Block scans. A "direction" is a matrix tensor mat (d, Dp, Dp) applied in vecmat form: left
+// contexts use mat = A, right contexts use mat = A^T and walk the sequence backwards. All vectors
+// and matrices here are in the kernel's padded layout (stride Dp = Ops::D).
 
 // Y(p, i0) = b_p/|b_p|;  Y(p, i) = normalize(Y(p, j)^T mat[x_j]) with j the previous position.
-template <typename T, int DC, bool REAL>
-void scan_forward(const T* mat, const BlockX<T>& X, int d, const T* const* bnd, int64_t M, int Drt,
-                  bool reverse, Strided<T> Y, Strided<T> Nrm) {
-  const int D = dim<DC>(Drt);
+template <class Ops, typename T, bool REAL>
+void scan_forward(const Ops& ops, const T* mat, const BlockX<T>& X, int d, const T* const* bnd, int Dreal,
+                  int64_t M, bool reverse, Strided<T> Y, Strided<T> Nrm) {
+  const int64_t DD = int64_t(ops.D) * ops.D;
   const int np = X.np;
   const int64_t i0 = reverse ? M - 1 : 0;
   for (int p = 0; p < np; ++p) {
-    T* y = Y.at(p, i0);
-    for (int b = 0; b < D; ++b) y[b] = bnd[p][b];
-    const T n = normalize_inplace<DC>(y, Drt);
+    const T n = ops.boundary(bnd[p], Dreal, Y.at(p, i0));
     if (Nrm.base) *Nrm.at(p, i0) = n;
   }
   for (int64_t k = 1; k < M; ++k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
     for (int p = 0; p < np; ++p) {
-      T* y = Y.at(p, i);
-      const T* yp = Y.at(p, j);
+      T n;
       if constexpr (REAL) {
-        vecmat_embed<DC>(yp, mat, X.xr[p] + j * d, d, y, Drt);
+        n = ops.step_embed(Y.at(p, j), mat, X.xr[p] + j * d, d, Y.at(p, i));
       } else {
-        vecmat<DC>(yp, mat + static_cast<int64_t>(X.sym[j * np + p]) * D * D, y, Drt);
+        n = ops.step(Y.at(p, j), mat + X.sym[j * np + p] * DD, Y.at(p, i));
       }
-      const T n = normalize_inplace<DC>(y, Drt);
       if (Nrm.base) *Nrm.at(p, i) = n;
     }
   }
 }
 
-// Reverse (adjoint) scan of scan_forward. G(p, i) = dLoss/dY(p, i) from outside the recurrence.
-// Accumulates dmat (d, D, D) (if non-null) and gX[p] (M, d) (real path, if non-null); writes
-// gB[p] = dLoss/d boundary (if non-null). work: (2 * np + 1) * D scalars.
-template <typename T, int DC, bool REAL>
-void scan_backward(const T* mat, const T* matT, const BlockX<T>& X, int d, int64_t M, int Drt,
-                   bool reverse, Strided<const T> Y, Strided<const T> Nrm, Strided<const T> G, T* dmat,
-                   T* const* gB, T* const* gX, T* work) {
-  (void)mat;
-  const int D = dim<DC>(Drt);
+// Reverse (adjoint) scan of scan_forward. G(p, i) = dLoss/dY(p, i) from outside the recurrence; G
+// is overwritten: the scan adds the gradient flowing back through the recurrence into it. Accumulates dmat (d, Dp, Dp) and gX[p] (M, d) (real
+// path) when non-null; writes the padded boundary gradient of sequence p to gB + p * Dp when gB is
+// non-null.
+template <class Ops, typename T, bool REAL>
+void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int64_t M, bool reverse,
+                   Strided<const T> Y, Strided<const T> Nrm, Strided<T> G, T* dmat, T* gB, T* const* gX) {
+  const int64_t DD = int64_t(ops.D) * ops.D;
   const int np = X.np;
-  T* carried = work;          // dLoss/dY(p, i) through the recurrence
-  T* gw = work + np * D;      // dLoss/d(pre-normalisation vector)
-  T* u = work + 2 * np * D;   // scratch of the real path
-  for (int k = 0; k < np * D; ++k) carried[k] = T(0);
   for (int64_t k = M - 1; k >= 1; --k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
     for (int p = 0; p < np; ++p) {
-      T* c = carried + p * D;
+      // G(p, i) holds the total gradient of Y(p, i) (later positions already added); the step
+      // adds its contribution to Y(p, j) into G(p, j), which holds the local gradient so far.
       const T* g = G.at(p, i);
-      for (int b = 0; b < D; ++b) c[b] += g[b];
+      T* gj = G.at(p, j);
       if constexpr (REAL) {
-        step_adjoint_embed<DC>(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), c, matT, X.xr[p] + j * d, d,
-                               gw + p * D, c, dmat, gX ? gX[p] + j * d : nullptr, u, Drt);
+        ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), g, gj, matT, X.xr[p] + j * d, d, dmat,
+                          gX ? gX[p] + j * d : nullptr);
       } else {
         const int64_t s = X.sym[j * np + p];
-        step_adjoint<DC>(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), c, matT + s * D * D, gw + p * D, c,
-                         dmat ? dmat + s * D * D : nullptr, Drt);
+        ops.adjoint(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), g, gj, matT + s * DD, dmat ? dmat + s * DD : nullptr);
       }
     }
   }
-  const int64_t i0 = reverse ? M - 1 : 0;
-  for (int p = 0; p < np; ++p) {
-    T* c = carried + p * D;
-    const T* g = G.at(p, i0);
-    for (int b = 0; b < D; ++b) c[b] += g[b];
-    if (gB) normalize_adjoint<DC>(Y.at(p, i0), *Nrm.at(p, i0), c, gB[p], Drt);
+  if (gB) {
+    const int64_t i0 = reverse ? M - 1 : 0;
+    for (int p = 0; p < np; ++p) ops.boundary_adjoint(Y.at(p, i0), *Nrm.at(p, i0), G.at(p, i0), gB + p * ops.D);
   }
 }
 
 // ------------------------------------------------------------------------------------------------
 // Small tensor rearrangements (per group, outside the time loop)
 
-// out[s][b][a] = in[s][a][b]
+// out[s] = in[s] (or in[s]^T) zero-padded from (D, D) to (Dp, Dp), for s < count.
 template <typename T>
-void transpose_mats(const T* in, T* out, int count, int D) {
+void pad_mats(const T* in, T* out, int count, int D, int Dp, bool transpose) {
+  std::fill(out, out + int64_t(count) * Dp * Dp, T(0));
   for (int s = 0; s < count; ++s)
     for (int a = 0; a < D; ++a)
-      for (int b = 0; b < D; ++b) out[(s * D + b) * D + a] = in[(s * D + a) * D + b];
+      for (int b = 0; b < D; ++b) {
+        const T val = in[(int64_t(s) * D + a) * D + b];
+        if (transpose)
+          out[(int64_t(s) * Dp + b) * Dp + a] = val;
+        else
+          out[(int64_t(s) * Dp + a) * Dp + b] = val;
+      }
 }
 
-// C (d, D, D, c) -> Ct (d*c, D, D) with k = s*c + o.
+// C (d, D, D, c) -> Ct (d*c, Dp, Dp) with k = s*c + o, zero-padded, optionally transposed.
 template <typename T>
-void c_to_ct(const T* C, T* Ct, int d, int D, int c) {
+void c_to_ct(const T* C, T* Ct, int d, int D, int c, int Dp, bool transpose) {
+  std::fill(Ct, Ct + int64_t(d) * c * Dp * Dp, T(0));
   for (int s = 0; s < d; ++s)
     for (int a = 0; a < D; ++a)
       for (int b = 0; b < D; ++b)
-        for (int o = 0; o < c; ++o) Ct[((s * c + o) * D + a) * D + b] = C[((s * D + a) * D + b) * c + o];
+        for (int o = 0; o < c; ++o) {
+          const T val = C[((int64_t(s) * D + a) * D + b) * c + o];
+          const int64_t k = int64_t(s) * c + o;
+          Ct[(k * Dp + (transpose ? b : a)) * Dp + (transpose ? a : b)] = val;
+        }
 }
 
 // ------------------------------------------------------------------------------------------------
-// Compile-time bond dimension dispatch: the listed sizes get fully specialised loops; any other D
-// runs the generic (runtime-D) instantiation.
-template <class F>
+// Bond dimension dispatch: padded SIMD paths for D <= 32, the runtime-D path above.
+template <typename T, class F>
 auto dispatch_dim(int D, F&& f) {
-  switch (D) {
-    case 1: return f(std::integral_constant<int, 1>{});
-    case 2: return f(std::integral_constant<int, 2>{});
-    case 3: return f(std::integral_constant<int, 3>{});
-    case 4: return f(std::integral_constant<int, 4>{});
-    case 5: return f(std::integral_constant<int, 5>{});
-    case 6: return f(std::integral_constant<int, 6>{});
-    case 7: return f(std::integral_constant<int, 7>{});
-    case 8: return f(std::integral_constant<int, 8>{});
-    case 10: return f(std::integral_constant<int, 10>{});
-    case 12: return f(std::integral_constant<int, 12>{});
-    case 16: return f(std::integral_constant<int, 16>{});
-    case 20: return f(std::integral_constant<int, 20>{});
-    case 32: return f(std::integral_constant<int, 32>{});
-    default: return f(std::integral_constant<int, 0>{});
+  switch (padded_dim(D)) {
+    case 4: return f(StepOps<T, 4>(D));
+    case 8: return f(StepOps<T, 8>(D));
+    case 16: return f(StepOps<T, 16>(D));
+    case 32: return f(StepOps<T, 32>(D));
+    default: return f(StepOps<T, 0>(D));
   }
+}
+
+inline void check_dims(const Dims& dm) {
+  if (dm.D > StepOps<float, 0>::kMaxGenericD)
+    throw std::invalid_argument("tnattn: bond dimension D above 1024 is not supported by the CPU kernels");
 }
 
 }  // namespace detail

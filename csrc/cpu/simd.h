@@ -1,0 +1,203 @@
+// Per-step operations of the CPU kernels, in two flavours with one interface:
+//   StepOps<T, DP> with DP in {4, 8, 16, 32}: the vectors are zero-padded to DP lanes and each one
+//     is a single GCC/Clang vector (generic vector extensions: SSE/AVX/AVX-512 or NEON, whatever
+//     the compiler targets). Zero padding is exact: padded matrix rows/columns and vector lanes are
+//     0 and stay 0 through every operation (mat-vecs, norms, adjoints, outer products).
+//   StepOps<T, 0>: runtime D, no padding, the portable helpers of tnattn/common.h.
+// Both implement exactly the arithmetic of tnattn/common.h (same formulas, same exact-zero rule);
+// only the summation order inside a dot product / mat-vec differs.
+#pragma once
+
+#include <cstring>
+
+#include "tnattn/common.h"
+
+namespace tnattn {
+namespace cpu {
+namespace detail {
+
+template <typename T, int W>
+struct VecT {
+  typedef T type __attribute__((vector_size(W * sizeof(T))));
+};
+template <typename T, int W>
+using vec = typename VecT<T, W>::type;
+
+template <int W, typename T>
+inline vec<T, W> vload(const T* p) {
+  vec<T, W> v;
+  std::memcpy(&v, p, sizeof(v));  // unaligned load
+  return v;
+}
+template <int W, typename T>
+inline void vstore(T* p, vec<T, W> v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+// Pairwise (tree) horizontal sum: short dependency chain, fixed order.
+template <int W, typename T>
+inline T hsum(vec<T, W> v) {
+  if constexpr (W == 1) {
+    return v[0];
+  } else {
+    vec<T, W / 2> lo, hi;
+    std::memcpy(&lo, &v, sizeof(lo));
+    std::memcpy(&hi, reinterpret_cast<const char*>(&v) + sizeof(lo), sizeof(hi));
+    return hsum<W / 2, T>(lo + hi);
+  }
+}
+
+template <typename T, int DP>
+struct StepOps {
+  static_assert(DP == 4 || DP == 8 || DP == 16 || DP == 32, "padded sizes are powers of two");
+  using V = vec<T, DP>;
+  static constexpr int D = DP;  // padded length: the stride of every vector and matrix row
+  explicit StepOps(int) {}
+
+  static V vm(const T* v, const T* mat) {  // v^T mat, two accumulators to halve the FMA chain
+    V a0 = vload<DP>(mat) * v[0];
+    V a1 = vload<DP>(mat + DP) * v[1];
+    for (int a = 2; a < DP; a += 2) {
+      a0 += vload<DP>(mat + a * DP) * v[a];
+      a1 += vload<DP>(mat + (a + 1) * DP) * v[a + 1];
+    }
+    return a0 + a1;
+  }
+  static T finish(V acc, T* y) {  // normalise with the exact-zero rule, store, return the norm
+    const T n = tn_sqrt(hsum<DP, T>(acc * acc));
+    const T inv = n > T(0) ? T(1) / n : T(0);
+    vstore<DP>(y, acc * inv);
+    return n;
+  }
+  // y = b / |b| from an unpadded boundary b (Dreal entries); returns |b|.
+  T boundary(const T* b, int Dreal, T* y) const {
+    T tmp[DP] = {};
+    for (int k = 0; k < Dreal; ++k) tmp[k] = b[k];
+    return finish(vload<DP>(tmp), y);
+  }
+  // y = normalize(yp^T mat); returns the pre-normalisation norm.
+  T step(const T* yp, const T* mat, T* y) const { return finish(vm(yp, mat), y); }
+  // y = normalize(yp^T sum_s xs[s] mats[s]).
+  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+    V acc = V{};
+    for (int s = 0; s < d; ++s) acc += vm(yp, mats + s * DP * DP) * xs[s];
+    return finish(acc, y);
+  }
+  static V adjoint_gw(const T* y, T n, const T* g) {  // (g - y (y.g)) / n, zero when n == 0
+    const V yv = vload<DP>(y), gv = vload<DP>(g);
+    const T yg = hsum<DP, T>(yv * gv);
+    const T inv = n > T(0) ? T(1) / n : T(0);
+    return (gv - yv * yg) * inv;
+  }
+  static void outer(T alpha, const T* u, V w, T* dmat) {  // dmat += alpha u (x) w
+    for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * (alpha * u[a]));
+  }
+  // Backward of y = normalize(y_prev^T mat_s) given g = dLoss/dy: gprev += mat_s gw (= gw^T matT_s),
+  // the gradient reaching y_prev through this step; dmat_s += y_prev (x) gw when non-null.
+  void adjoint(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
+    const V gw = adjoint_gw(y, n, g);
+    T gws[DP];
+    vstore<DP>(gws, gw);
+    vstore<DP>(gprev, vload<DP>(gprev) + vm(gws, matT_s));
+    if (dmat_s) outer(T(1), y_prev, gw, dmat_s);
+  }
+  // The same for an embedding xs (d weights); gx[s] += y_prev^T mat_s gw when gx is non-null.
+  void adjoint_embed(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matsT, const T* xs, int d,
+                     T* dmats, T* gx) const {
+    const V gw = adjoint_gw(y, n, g);
+    T gws[DP];
+    vstore<DP>(gws, gw);
+    const V ypv = vload<DP>(y_prev);
+    V gp = vload<DP>(gprev);
+    for (int s = 0; s < d; ++s) {
+      const V u = vm(gws, matsT + s * DP * DP);  // mat_s gw
+      gp += u * xs[s];
+      if (gx) gx[s] += hsum<DP, T>(ypv * u);
+      if (dmats) outer(xs[s], y_prev, gw, dmats + s * DP * DP);
+    }
+    vstore<DP>(gprev, gp);
+  }
+  // Boundary gradient: gb = adjoint of b -> b/|b| (padded output).
+  void boundary_adjoint(const T* y, T n, const T* g, T* gb) const { vstore<DP>(gb, adjoint_gw(y, n, g)); }
+  // W[k] = L^T Ct[k] R for k < K.
+  void local_map(const T* L, const T* R, const T* Ct, int K, T* W) const {
+    const V Rv = vload<DP>(R);
+    for (int k = 0; k < K; ++k) W[k] = hsum<DP, T>(vm(L, Ct + k * DP * DP) * Rv);
+  }
+  // gL += sum_k gW[k] Ct[k] R, gR += sum_k gW[k] Ct[k]^T L, dCt[k] += gW[k] L (x) R.
+  void local_map_backward(const T* L, const T* R, const T* Ct, const T* CtT, int K, const T* gW, T* gL, T* gR,
+                          T* dCt) const {
+    V gLv = vload<DP>(gL), gRv = vload<DP>(gR);
+    const V Rv = vload<DP>(R);
+    for (int k = 0; k < K; ++k) {
+      const T g = gW[k];
+      T gLs[DP], gRs[DP];
+      for (int a = 0; a < DP; ++a) {
+        gLs[a] = g * L[a];
+        gRs[a] = g * R[a];
+      }
+      gRv += vm(gLs, Ct + k * DP * DP);
+      gLv += vm(gRs, CtT + k * DP * DP);
+      if (dCt) {
+        T* dk = dCt + k * DP * DP;
+        for (int a = 0; a < DP; ++a) vstore<DP>(dk + a * DP, vload<DP>(dk + a * DP) + Rv * gLs[a]);
+      }
+    }
+    vstore<DP>(gL, gLv);
+    vstore<DP>(gR, gRv);
+  }
+};
+
+// Runtime-D flavour: the portable helpers, no padding.
+template <typename T>
+struct StepOps<T, 0> {
+  int D;
+  explicit StepOps(int D_) : D(D_) {}
+  T boundary(const T* b, int, T* y) const {
+    for (int k = 0; k < D; ++k) y[k] = b[k];
+    return normalize_inplace<0>(y, D);
+  }
+  T step(const T* yp, const T* mat, T* y) const {
+    vecmat<0>(yp, mat, y, D);
+    return normalize_inplace<0>(y, D);
+  }
+  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+    vecmat_embed<0>(yp, mats, xs, d, y, D);
+    return normalize_inplace<0>(y, D);
+  }
+  // Stack scratch: the runtime-D path is only used for 32 < D <= kMaxGenericD.
+  void adjoint(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
+    T gw[kMaxGenericD], gp[kMaxGenericD];
+    step_adjoint<0>(y_prev, y, n, g, matT_s, gw, gp, dmat_s, D);
+    for (int b = 0; b < D; ++b) gprev[b] += gp[b];
+  }
+  void adjoint_embed(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matsT, const T* xs, int d,
+                     T* dmats, T* gx) const {
+    T gw[kMaxGenericD], gp[kMaxGenericD], u[kMaxGenericD];
+    step_adjoint_embed<0>(y_prev, y, n, g, matsT, xs, d, gw, gp, dmats, gx, u, D);
+    for (int b = 0; b < D; ++b) gprev[b] += gp[b];
+  }
+  void boundary_adjoint(const T* y, T n, const T* g, T* gb) const { normalize_adjoint<0>(y, n, g, gb, D); }
+  void local_map(const T* L, const T* R, const T* Ct, int K, T* W) const {
+    T tmp[kMaxGenericD];
+    tnattn::local_map<0>(L, R, Ct, K, W, tmp, D);
+  }
+  void local_map_backward(const T* L, const T* R, const T* Ct, const T* CtT, int K, const T* gW, T* gL, T* gR,
+                          T* dCt) const {
+    tnattn::local_map_backward<0>(L, R, Ct, CtT, K, gW, gL, gR, dCt, D);
+  }
+  // Largest D of the runtime path (stack scratch); bigger D is rejected by the entry points.
+  static constexpr int kMaxGenericD = 1024;
+};
+
+// Padded length for a bond dimension: the smallest supported power of two, or 0 (runtime path).
+inline int padded_dim(int D) {
+  if (D <= 4) return 4;
+  if (D <= 8) return 8;
+  if (D <= 16) return 16;
+  if (D <= 32) return 32;
+  return 0;
+}
+
+}  // namespace detail
+}  // namespace cpu
+}  // namespace tnattn
