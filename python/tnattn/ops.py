@@ -2,10 +2,15 @@
 
 Ops (namespace ``tnattn``, registered with :func:`torch.library.custom_op`):
 
-* ``tnattn::contexts(A, x, boundary, *, reverse=False) -> (N, M, D)`` -- :func:`contexts`
-* ``tnattn::tn_attention(x, A_left, A_right, C, u, v) -> (N, M, d, c)`` -- :func:`tn_attention`
-* ``tnattn::contexts_backward`` and ``tnattn::tn_attention_backward`` -- their backward passes,
+* ``tnattn::contexts(A, x, boundary, *, reverse=False) -> (N, M, D)``, called by :func:`contexts`
+* ``tnattn::tn_attention(x, A_left, A_right, C, u, v) -> (N, M, d, c)``, called by
+  :func:`tn_attention`
+* ``tnattn::contexts_backward`` and ``tnattn::tn_attention_backward``: their backward passes,
   custom ops themselves so that ``torch.compile``/AOT autograd trace them like any aten op.
+
+The Python functions :func:`contexts` and :func:`tn_attention` only add a type check (the dispatcher
+would reject a non-tensor argument with a RuntimeError instead of a TypeError naming it) and call
+``torch.ops.tnattn.*``; both trace cleanly under ``torch.compile(fullgraph=True)``.
 
 Both forward ops have fake (meta) kernels and autograd formulas; gradients flow to every floating
 input (A, A_left, A_right, C, boundary/u/v and real embeddings x). Passing the same tensor as
@@ -57,6 +62,12 @@ from ._checks import (
 )
 
 __all__ = ["contexts", "tn_attention"]
+
+
+def _check_tensors(**tensors) -> None:
+    for name, t in tensors.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
 
 
 def _num_threads() -> int:
@@ -112,9 +123,8 @@ def _ptr(t: Tensor | None) -> int:
 # contexts
 
 
-@torch.library.custom_op("tnattn::contexts", mutates_args=())
 def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-    """Normalised left (or right) contexts of a batch of sequences.
+    """Normalised left (or right) contexts of a batch of sequences (op ``tnattn::contexts``).
 
     Parameters
     ----------
@@ -133,6 +143,13 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     Tensor, shape (N, M, D)
         Unit vectors (or exactly zero, see the module's exact-zero rule).
     """
+    # Checked here as well as in the op: the dispatcher would reject non-tensors with a RuntimeError.
+    _check_tensors(A=A, x=x, boundary=boundary)
+    return torch.ops.tnattn.contexts(A, x, boundary, reverse=bool(reverse))
+
+
+@torch.library.custom_op("tnattn::contexts", mutates_args=())
+def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
     xi, d, D, per_batch = _check_contexts(A, x, boundary)
     A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
     out = torch.empty((xi.N, xi.M, D), dtype=A.dtype, device=A.device)
@@ -144,14 +161,14 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     return out
 
 
-@contexts.register_fake
+@_contexts_op.register_fake
 def _contexts_fake(A, x, boundary, *, reverse=False):
     xi, d, D, _ = _check_contexts(A, x, boundary)
     return A.new_empty((xi.N, xi.M, D))
 
 
 @torch.library.custom_op("tnattn::contexts_backward", mutates_args=())
-def contexts_backward(
+def _contexts_backward_op(
     grad_out: Tensor,
     A: Tensor,
     x: Tensor,
@@ -188,7 +205,7 @@ def contexts_backward(
     )
 
 
-@contexts_backward.register_fake
+@_contexts_backward_op.register_fake
 def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
     xi, d, D, per_batch = _check_contexts(A, x, boundary)
     empty = A.new_empty((0,))
@@ -214,16 +231,15 @@ def _contexts_grad(ctx, grad):
     return (gA if need_A else None), (gx if need_x else None), (gb if need_b else None)
 
 
-contexts.register_autograd(_contexts_grad, setup_context=_contexts_setup)
+_contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
 
 
 # ------------------------------------------------------------------------------------------------
 # tn_attention
 
 
-@torch.library.custom_op("tnattn::tn_attention", mutates_args=())
 def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    """TN-attention local maps, fused (left contexts, right contexts, contraction with C).
+    """TN-attention local maps, fused (op ``tnattn::tn_attention``).
 
     ``W[n, i, s, o] = sum_{a,b} L[n, i, a] C[s, a, b, o] R[n, i, b]`` with
     ``L = contexts(A_left, x, u)`` and ``R = contexts(A_right, x, v, reverse=True)``.
@@ -243,6 +259,12 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
     Tensor, shape (N, M, d, c)
         The local map of every site; the raw output for the actual symbol is ``W[n, i, x[n, i]]``.
     """
+    _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
+    return torch.ops.tnattn.tn_attention(x, A_left, A_right, C, u, v)
+
+
+@torch.library.custom_op("tnattn::tn_attention", mutates_args=())
+def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
     xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
     x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
     W = torch.empty((xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
@@ -255,14 +277,14 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
     return W
 
 
-@tn_attention.register_fake
+@_tn_attention_op.register_fake
 def _tn_attention_fake(x, A_left, A_right, C, u, v):
     xi, d, D, c, _, _ = _check_tn_attention(x, A_left, A_right, C, u, v)
     return C.new_empty((xi.N, xi.M, d, c))
 
 
 @torch.library.custom_op("tnattn::tn_attention_backward", mutates_args=())
-def tn_attention_backward(
+def _tn_attention_backward_op(
     grad_W: Tensor,
     x: Tensor,
     A_left: Tensor,
@@ -302,7 +324,7 @@ def tn_attention_backward(
     return tuple(g if g is not None else C.new_empty((0,)) for g in (gx, gAL, gAR, gC, gu, gv))
 
 
-@tn_attention_backward.register_fake
+@_tn_attention_backward_op.register_fake
 def _tn_attention_backward_fake(grad_W, x, A_left, A_right, C, u, v, needs):
     xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
     n_x, n_AL, n_AR, n_C, n_u, n_v = needs
@@ -331,4 +353,4 @@ def _tn_attention_grad(ctx, grad):
     return tuple(g if n else None for g, n in zip(grads, needs))
 
 
-tn_attention.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
+_tn_attention_op.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
