@@ -1,0 +1,170 @@
+"""Turn a config dataclass into ``argparse`` flags and back.
+
+The CLI only parses flags into configs; this module is the one place that knows how. Every
+dataclass field becomes one ``--flag`` (underscores become dashes), documented by the field's
+``metadata["help"]`` and its default:
+
+- ``bool`` fields become a ``--x / --no-x`` pair;
+- ``tuple[int, ...]`` / ``tuple[float, ...]`` / ``tuple[str, ...]`` fields take a comma-separated
+  list (``--test-lengths 1000,100``; an empty string is the empty tuple);
+- ``Optional[X]`` (``X | None``) fields also accept ``none``;
+- ``metadata["choices"]`` restricts the accepted values.
+
+Flags default to "not given" (``argparse.SUPPRESS``), so :func:`config_from_namespace` can apply
+exactly the flags the user typed on top of any base config (the dataclass defaults, a preset, or a
+saved run's config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any, Callable
+
+__all__ = ["add_config_arguments", "config_from_namespace", "flag_name", "parse_value"]
+
+
+def flag_name(field_name: str) -> str:
+    """The command-line flag of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``Optional[X]`` -> ``(X, True)``; anything else -> ``(tp, False)``."""
+    origin = typing.get_origin(tp)
+    union_types = (typing.Union,) + ((types.UnionType,) if hasattr(types, "UnionType") else ())
+    if origin in union_types:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+        raise TypeError(f"unsupported union type {tp!r}: only Optional[X] is supported")
+    return tp, False
+
+
+def _scalar_parser(tp: Any) -> Callable[[str], Any]:
+    if tp is int:
+        return int
+    if tp is float:
+        return float
+    if tp is str:
+        return str
+    raise TypeError(f"unsupported config field type {tp!r}")
+
+
+def parse_value(tp: Any, text: str) -> Any:
+    """Parse one command-line string as a value of the (resolved) field type ``tp``.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If the text does not parse; argparse turns this into a clean usage error.
+    """
+    inner, optional = _unwrap_optional(tp)
+    if optional and text.strip().lower() == "none":
+        return None
+    try:
+        if typing.get_origin(inner) is tuple:
+            args = typing.get_args(inner)
+            if len(args) != 2 or args[1] is not Ellipsis:
+                raise TypeError(f"only variable-length tuple[X, ...] fields are supported, got {inner!r}")
+            item = _scalar_parser(args[0])
+            parts = [p.strip() for p in text.split(",")]
+            return tuple(item(p) for p in parts if p)
+        return _scalar_parser(inner)(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: {exc}") from None
+
+
+def _format_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) if value else '""'
+    return str(value)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per field of dataclass ``cls`` to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        Parser (or argument group) to extend.
+    cls : type
+        A dataclass; its fields' ``metadata`` may hold ``help`` (str), ``choices`` (sequence) and
+        ``group`` (str: the heading the flag is listed under in ``--help``).
+    exclude : tuple of str
+        Field names to leave out.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"cls must be a dataclass, got {cls!r}")
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        target = parser
+        group_name = f.metadata.get("group")
+        if group_name:
+            if group_name not in groups:
+                groups[group_name] = parser.add_argument_group(group_name)
+            target = groups[group_name]
+        tp = hints[f.name]
+        help_text = f.metadata.get("help", "")
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        inner, optional = _unwrap_optional(tp)
+        flag = flag_name(f.name)
+        if inner is bool:
+            target.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"{help_text} (default: {'on' if default else 'off'})",
+            )
+            continue
+        if typing.get_origin(inner) is tuple:
+            metavar = "A,B,..."
+        else:
+            metavar = {int: "N", float: "X", str: "S"}.get(inner, "V")
+            if optional:
+                metavar += "|none"
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            metavar = "{" + ",".join(str(c) for c in choices) + "}"
+        target.add_argument(
+            flag,
+            dest=f.name,
+            type=(lambda text, _tp=tp: parse_value(_tp, text)),
+            choices=choices,
+            metavar=metavar,
+            default=argparse.SUPPRESS,
+            help=f"{help_text} (default: {_format_default(default)})",
+        )
+
+
+def config_from_namespace(cls: type, namespace: argparse.Namespace, base: Any = None) -> Any:
+    """Build a ``cls`` instance from the flags present in ``namespace``.
+
+    Parameters
+    ----------
+    cls : type
+        The dataclass whose fields were added by :func:`add_config_arguments`.
+    namespace : argparse.Namespace
+        Parsed arguments; only attributes named like fields of ``cls`` are used, so a namespace
+        shared with other arguments is fine.
+    base : cls instance, optional
+        Values for the fields not given on the command line; defaults to ``cls()``.
+    """
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    given = {k: v for k, v in vars(namespace).items() if k in names}
+    if base is None:
+        return cls(**given)
+    if not isinstance(base, cls):
+        raise TypeError(f"base must be a {cls.__name__}, got {type(base).__name__}")
+    return dataclasses.replace(base, **given)

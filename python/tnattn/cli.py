@@ -1,0 +1,221 @@
+"""The ``tnattn`` console script.
+
+Subcommands
+-----------
+``tnattn train [--preset NAME] [--FIELD VALUE ...]``
+    Train one TN-attention student (:func:`tnattn.train.train`); one flag per
+    :class:`~tnattn.train.TrainConfig` field. ``--resume --out DIR`` continues the run in ``DIR``
+    with its saved config (flags given alongside override it).
+``tnattn experiment NAME [--FIELD VALUE ...]``
+    Run an experiment of :mod:`tnattn.experiments`; one flag per field of its ``Config``.
+``tnattn bench [ARGS ...]``
+    Benchmarks (:mod:`tnattn.bench`, when installed).
+
+The CLI only parses flags into configs; all the work happens in the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from tnattn._cliconfig import add_config_arguments, config_from_namespace
+
+__all__ = ["main", "build_parser"]
+
+_EPILOG_TRAIN = """\
+examples:
+  tnattn train                                # default: grok rule 30 in a couple of minutes
+  tnattn train --seed 3 --l1 1e-3 --out runs/l1
+  tnattn train --preset author-example        # the author's published example run
+  tnattn train --resume --out runs/l1         # continue a stopped or killed run
+
+Booleans are --flag / --no-flag; lists are comma-separated (--test-lengths 1000,100).
+The run directory holds config.json, history.csv, history.jsonl, checkpoint.pt, summary.json and
+training.png. Ctrl-C or SIGTERM stops after the current epoch and writes a checkpoint.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with the ``train``, ``experiment`` and ``bench`` subcommands."""
+    from tnattn import __version__
+    from tnattn.train.config import PRESETS, TrainConfig
+
+    parser = argparse.ArgumentParser(
+        prog="tnattn",
+        description="Tensor-network attention students that learn local rules, and their grokking.",
+    )
+    parser.add_argument("--version", action="version", version=f"tnattn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,experiment,bench}")
+
+    p_train = sub.add_parser(
+        "train",
+        help="train one student on a local rule",
+        description="Train a TN-attention student on a local rule and write a run directory.",
+        epilog=_EPILOG_TRAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_train.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=None,
+        help="start from a named preset (flags given alongside override it); "
+        "author-example: rule 30 applied twice, D=40, batch 128, crops 6-10 of all length-10 strings, "
+        "Adam 0.005, up to 7000 epochs",
+    )
+    add_config_arguments(p_train, TrainConfig)
+    p_train.set_defaults(_parser=p_train)
+
+    p_exp = sub.add_parser(
+        "experiment",
+        help="run a named experiment (tnattn experiment NAME --help lists its flags)",
+        description="Run a named experiment. Known experiments: "
+        + ", ".join(sorted(_experiment_names()))
+        + ". Use 'tnattn experiment NAME --help' for its flags.",
+        add_help=True,
+    )
+    p_exp.add_argument("name", nargs="?", help="experiment name")
+    p_exp.add_argument("args", nargs=argparse.REMAINDER, help="flags of the experiment's Config")
+    p_exp.set_defaults(_parser=p_exp)
+
+    p_bench = sub.add_parser("bench", help="run the benchmarks (tnattn.bench)", add_help=False)
+    p_bench.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _experiment_names() -> list[str]:
+    from tnattn.experiments import EXPERIMENTS
+
+    return list(EXPERIMENTS)
+
+
+# ----------------------------------------------------------------------------------------------
+# train
+# ----------------------------------------------------------------------------------------------
+def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
+    from tnattn.train.config import PRESETS, TrainConfig, preset
+    from tnattn.train.trainer import load_run_config
+
+    out = getattr(ns, "out", "")
+    try:
+        if getattr(ns, "resume", False) and out and (Path(out) / "config.json").exists():
+            if ns.preset is not None:
+                parser.error("--preset cannot be combined with --resume (the run's saved config is used)")
+            base = load_run_config(out)
+        elif ns.preset is not None:
+            base = preset(ns.preset)
+        else:
+            base = TrainConfig()
+        return config_from_namespace(TrainConfig, ns, base)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tnattn.train.trainer import train
+
+    config = _train_config(ns, parser)
+    result = train(config)
+    s = result.summary
+    print()
+    if s["t_eps"] is not None:
+        print(f"grokked: zero training error at epoch {s['t_train']}, zero test error at epoch {s['t_eps']}"
+              f" (t_G = {s['t_G']})")
+    else:
+        t_train = "never" if s["t_train"] is None else f"epoch {s['t_train']}"
+        print(f"not grokked after {s['epochs']} epochs (zero training error: {t_train})")
+    errors = ", ".join(f"M={m}: {e:.3g}" for m, e in s["final_test_errors"].items())
+    print(f"final test errors: {errors}; stop: {s['stop_reason']}; wall time {s['wall_time_s']:.1f} s")
+    run_dir = result.run_dir
+    print(f"run directory: {run_dir}")
+    if (run_dir / "training.png").exists():
+        print(f"  plot:    {run_dir / 'training.png'}")
+    print(f"  summary: {run_dir / 'summary.json'}")
+    print(f"  history: {run_dir / 'history.csv'}")
+    if s["stop_reason"] == "interrupted":
+        print(f"interrupted: continue with  tnattn train --resume --out {run_dir}")
+        return 128 + int(s.get("signal") or signal.SIGINT)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# experiment
+# ----------------------------------------------------------------------------------------------
+def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from tnattn.experiments import EXPERIMENTS, load
+
+    if ns.name is None:
+        print("known experiments: " + ", ".join(sorted(EXPERIMENTS)))
+        print("usage: tnattn experiment NAME [--flags]   (tnattn experiment NAME --help)")
+        return 0
+    try:
+        module = load(ns.name)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except ImportError as exc:
+        print(f"tnattn experiment: experiment {ns.name!r} is registered but not available: {exc}", file=sys.stderr)
+        return 2
+    config_cls = getattr(module, "Config", None)
+    run = getattr(module, "run", None)
+    if config_cls is None or run is None:
+        print(f"tnattn experiment: module {module.__name__} lacks Config or run()", file=sys.stderr)
+        return 2
+    doc = (module.__doc__ or "").strip().splitlines()
+    p = argparse.ArgumentParser(
+        prog=f"tnattn experiment {ns.name}",
+        description=doc[0] if doc else None,
+    )
+    add_config_arguments(p, config_cls)
+    sub_ns = p.parse_args(ns.args)
+    try:
+        config = config_from_namespace(config_cls, sub_ns)
+    except (ValueError, TypeError) as exc:
+        p.error(str(exc))
+    run(config)
+    out = getattr(config, "out", None)
+    if out:
+        print(f"results in: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# bench
+# ----------------------------------------------------------------------------------------------
+def _cmd_bench(ns: argparse.Namespace) -> int:
+    if importlib.util.find_spec("tnattn.bench") is None:
+        print(
+            "tnattn bench: the benchmark module tnattn.bench is not part of this installation yet; "
+            "see the scripts in benchmarks/ instead.",
+            file=sys.stderr,
+        )
+        return 2
+    bench = importlib.import_module("tnattn.bench")
+    entry = getattr(bench, "main", None)
+    if entry is None:
+        print("tnattn bench: tnattn.bench has no main(argv) entry point", file=sys.stderr)
+        return 2
+    result = entry(list(ns.args))
+    return int(result or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``tnattn`` console script; returns the exit status."""
+    parser = build_parser()
+    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if ns.command is None:
+        parser.print_help()
+        return 2
+    if ns.command == "train":
+        return _cmd_train(ns, ns._parser)
+    if ns.command == "experiment":
+        return _cmd_experiment(ns, ns._parser)
+    return _cmd_bench(ns)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Training: configs, losses, penalties, the trainer, checkpoints, callbacks and history.
+
+Quick start::
+
+    from tnattn.train import TrainConfig, train
+    result = train(TrainConfig(seed=1, out="runs/demo"))
+    print(result.t_train, result.t_eps, result.run_dir)
+
+Library users with their own model or data use :class:`Trainer` directly.
+"""
+
+from tnattn.train.build import Problem, build_model, build_problem, build_teacher, split_seed
+from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
+from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
+from tnattn.train.config import PRESETS, TrainConfig, preset
+from tnattn.train.history import History, HistoryFiles, read_history_csv, read_history_jsonl
+from tnattn.train.losses import compute_loss, make_loss
+from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
+from tnattn.train.trainer import TrainResult, Trainer, evaluate_error, load_run_config, train
+
+__all__ = [
+    "TrainConfig",
+    "PRESETS",
+    "preset",
+    "train",
+    "Trainer",
+    "TrainResult",
+    "load_run_config",
+    "evaluate_error",
+    "Callback",
+    "StopAfterGrokking",
+    "Patience",
+    "ProgressBar",
+    "History",
+    "HistoryFiles",
+    "read_history_csv",
+    "read_history_jsonl",
+    "save_checkpoint",
+    "load_checkpoint",
+    "compute_loss",
+    "make_loss",
+    "l1_penalty",
+    "l2_penalty",
+    "apply_l2",
+    "PenaltySchedule",
+    "Problem",
+    "build_teacher",
+    "build_problem",
+    "build_model",
+    "split_seed",
+]
