@@ -1,0 +1,858 @@
+"""Scenario B: frozen random context tensors, only the classification tensor C is learned.
+
+SCIENCE.md sections 2-3 and 5. With the context tensor ``A`` fixed, every site ``i`` of every
+sequence maps to the feature ``f_i = l_i (x) e_{x_i} (x) r_i`` in ``R^{d D^2}`` and learning ``C`` is
+a perceptron (no bias) on those points. This module runs the whole pipeline on an *ensemble* of
+``E`` tensors at once (thousands at ``D = 2``):
+
+1. :func:`sample_tensors` draws ``A ~ N(0, 1)`` of shape (E, d, D, D);
+   :func:`boundary_vectors` picks the boundary vectors (see there for the eigenvector choice);
+2. :func:`ensemble_contexts` scans left/right contexts for a shared batch of sequences with a
+   leading ensemble dimension (the same maths as ``tnattn.reference.contexts`` for each member);
+3. :func:`features` / :func:`linear_problem` build ``G = mean f f^T + lambda2 I`` and
+   ``a = mean y f`` on the training set (all ``2^3`` sequences of length 3, labels ``+-1`` from
+   rule 30 with open boundaries);
+4. :func:`stationary_solution` is the fixed point of gradient flow (L2: ``(G + lambda2 I)^+ a``;
+   L1: the Lasso solution by FISTA);
+5. :func:`acceptance` evaluates the sign predictions on a long random test set, in stages (a small
+   subset first, the full set only for survivors -- exact, since a member with an error on the
+   subset has a nonzero error on the full set); a tensor is accepted iff its test error is exactly 0.
+   :func:`grokking_probability` is the accepted fraction;
+6. :func:`flow_errors` / :func:`train_classifier` train ``C`` from many random initialisations by
+   gradient flow (closed form through the eigendecomposition of ``G``; proximal gradient descent
+   when ``lambda1 > 0``) and record training and test error against time;
+   :func:`analyse_tensor` measures ``D_eff``, ``nu``, ``xi*``, ``eps`` and the grokking times.
+
+Feature layout: ``f[s D^2 + a D + b] = delta_{s, x_i} l_i[a] r_i[b]``, i.e. ``C`` of shape
+(d, D, D) flattened, so ``<C, f_i> = l_i^T C[x_i] r_i``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tnattn import metrics
+from tnattn.reference import normalize
+from tnattn.rules import elementary
+
+__all__ = [
+    "single_thread",
+    "sample_tensors",
+    "boundary_vectors",
+    "ensemble_contexts",
+    "rule_labels",
+    "features",
+    "TrainingProblem",
+    "training_problem",
+    "linear_problem",
+    "stationary_solution",
+    "predict",
+    "test_errors",
+    "acceptance",
+    "grokking_probability",
+    "flow_weights",
+    "flow_errors",
+    "train_classifier",
+    "TensorAnalysis",
+    "analyse_tensor",
+]
+
+_DTYPE = torch.float64
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch on one intra-op thread inside the block.
+
+    Scenario B works on very many tiny tensors (2x2 matrices); there, dispatching each op to a
+    thread pool costs far more than the arithmetic, and on a loaded machine it can be 10-40x slower
+    than one thread. The previous setting is restored on exit.
+    """
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors, boundaries, contexts, features
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_tensors(E: int, D: int = 2, d: int = 2, *, generator: Optional[torch.Generator] = None) -> Tensor:
+    """``E`` context tensors with i.i.d. N(0, 1) entries, shape (E, d, D, D), float64."""
+    if E < 1 or D < 1 or d < 2:
+        raise ValueError(f"need E >= 1, D >= 1, d >= 2; got E={E}, D={D}, d={d}")
+    return torch.randn(E, d, D, D, generator=generator, dtype=_DTYPE)
+
+
+def _fix_sign(v: Tensor) -> Tensor:
+    """Make the largest-magnitude component of each row positive (eigenvectors have no sign)."""
+    idx = v.abs().argmax(-1, keepdim=True)
+    s = torch.sign(torch.gather(v, -1, idx))
+    return v * torch.where(s == 0, torch.ones_like(s), s)
+
+
+def boundary_vectors(A: Tensor, symbol: int = 0, *, rtol: float = 1e-9) -> tuple:
+    """Boundary vectors ``(u, v)`` = dominant left / right eigenvectors of ``A[:, symbol]``.
+
+    ``u`` is the eigenvector of ``A[s]^T`` and ``v`` of ``A[s]`` for the eigenvalue of largest
+    modulus, so ``u`` is a fixed direction of the left scan (``u^T A[s] ~ u^T``) and ``v`` of the
+    right scan. When the dominant eigenvalue is complex (a complex pair has no real dominant
+    eigenvector; about a third of Gaussian 2x2 matrices), we fall back to the top left / right
+    singular vectors of ``A[s]``, the directions the matrix stretches most; the returned ``fallback``
+    flag marks those members. Vectors are unit norm, sign fixed so the largest component is > 0.
+
+    Parameters
+    ----------
+    A : Tensor, shape (E, d, D, D)
+    symbol : int
+        Which symbol's matrix defines the boundaries (the paper uses one symbol's matrix).
+    rtol : float
+        A dominant eigenvalue counts as complex when ``|Im| > rtol * |lambda|``.
+
+    Returns
+    -------
+    u, v : Tensor, shape (E, D)
+    fallback : Tensor of bool, shape (E,)
+    """
+    if A.dim() != 4 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"A must have shape (E, d, D, D), got {tuple(A.shape)}")
+    if not 0 <= symbol < A.shape[1]:
+        raise ValueError(f"symbol must be in [0, {A.shape[1]}), got {symbol}")
+    M = A[:, symbol]
+
+    def dominant(mat):
+        lam, vec = torch.linalg.eig(mat)
+        k = lam.abs().argmax(-1)
+        lam_k = lam.gather(-1, k[:, None])[:, 0]
+        vec_k = vec.gather(-1, k[:, None, None].expand(-1, mat.shape[-1], 1))[..., 0]
+        cplx = lam_k.imag.abs() > rtol * lam_k.abs()
+        return vec_k.real, cplx
+
+    v_eig, cplx_r = dominant(M)
+    u_eig, cplx_l = dominant(M.transpose(-1, -2))
+    U, _, Vh = torch.linalg.svd(M)
+    fallback = cplx_r | cplx_l
+    u = torch.where(fallback[:, None], U[..., 0], u_eig)
+    v = torch.where(fallback[:, None], Vh[:, 0, :], v_eig)
+    return _fix_sign(normalize(u)), _fix_sign(normalize(v)), fallback
+
+
+def ensemble_contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    """Normalised contexts for every member of an ensemble of context tensors.
+
+    Member ``e`` gives exactly ``tnattn.reference.contexts(A[e], x, boundary[e], reverse=reverse)``;
+    the scan runs over positions with all members and sequences at once.
+
+    Parameters
+    ----------
+    A : Tensor, shape (E, d, D, D)
+    x : Tensor, shape (N, M), integer symbols shared by all members
+    boundary : Tensor, shape (E, D) or (D,)
+    reverse : bool
+        False: left contexts (``l_0 = u``, ``l_i ~ l_{i-1}^T A[x_{i-1}]``); True: right contexts
+        (``r_{M-1} = v``, ``r_i ~ A[x_{i+1}] r_{i+1}``).
+
+    Returns
+    -------
+    Tensor, shape (E, N, M, D)
+    """
+    if A.dim() != 4:
+        raise ValueError(f"A must have shape (E, d, D, D), got {tuple(A.shape)}")
+    if x.dim() != 2 or x.dtype.is_floating_point:
+        raise ValueError(f"x must be integer symbols of shape (N, M), got {tuple(x.shape)} {x.dtype}")
+    E, d, D, _ = A.shape
+    N, M = x.shape
+    b = boundary if boundary.dim() == 2 else boundary.expand(E, D)
+    if b.shape != (E, D):
+        raise ValueError(f"boundary must have shape ({E}, {D}) or ({D},), got {tuple(boundary.shape)}")
+    x = x.long()
+    cur = normalize(b.to(A.dtype))[:, None, :].expand(E, N, D)
+    out = torch.empty(E, N, M, D, dtype=A.dtype)
+    # One batched product per symbol (E x d small matmuls over all N sequences), then a select by
+    # the symbol the context steps over.
+    order = range(M) if not reverse else range(M - 1, -1, -1)
+    prev = None
+    with single_thread():
+        for i in order:
+            if prev is not None:
+                sym = x[:, prev][None, None, :, None].expand(E, 1, N, D)
+                if not reverse:
+                    cand = torch.matmul(cur[:, None], A)  # (E, d, N, D): l^T A[s]
+                else:
+                    cand = torch.matmul(cur[:, None], A.transpose(-1, -2))  # (A[s] r)^T
+                cur = normalize(cand.gather(1, sym)[:, 0])
+            out[:, :, i] = cur
+            prev = i
+    return out
+
+
+def rule_labels(x: Tensor, rule: int = 30) -> Tensor:
+    """Labels ``+-1`` of an elementary rule (open boundaries) for sequences ``x`` (N, M)."""
+    return elementary(rule, "open")(x).to(_DTYPE) * 2.0 - 1.0
+
+
+def features(L: Tensor, R: Tensor, x: Tensor, d: int = 2) -> Tensor:
+    """Feature points ``f = l (x) e_x (x) r``.
+
+    Parameters
+    ----------
+    L, R : Tensor, shape (E, N, M, D)
+    x : Tensor, shape (N, M)
+    d : int
+
+    Returns
+    -------
+    Tensor, shape (E, N, M, d D^2)
+    """
+    E, N, M, D = L.shape
+    lr = L[..., :, None] * R[..., None, :]  # (E, N, M, D, D)
+    onehot = torch.nn.functional.one_hot(x.long(), d).to(L.dtype)  # (N, M, d)
+    f = onehot[None, :, :, :, None, None] * lr[:, :, :, None]
+    return f.reshape(E, N, M, d * D * D)
+
+
+@dataclass
+class TrainingProblem:
+    """Per-member training data and the linear problem (training set shared by all members).
+
+    Attributes
+    ----------
+    F : Tensor, shape (E, P, k)
+        Training features (P sites, k = d D^2).
+    y : Tensor, shape (P,)
+        Labels +-1.
+    G0 : Tensor, shape (E, k, k)
+        ``mean f f^T`` (without the L2 term).
+    a : Tensor, shape (E, k)
+        ``mean y f``.
+    """
+
+    F: Tensor
+    y: Tensor
+    G0: Tensor
+    a: Tensor
+
+
+def linear_problem(F: Tensor, y: Tensor) -> tuple:
+    """``G0 = mean f f^T`` (E, k, k) and ``a = mean y f`` (E, k) over the P sites of F (E, P, k)."""
+    P = F.shape[-2]
+    return torch.einsum("epi,epj->eij", F, F) / P, torch.einsum("p,epi->ei", y, F) / P
+
+
+def training_problem(A: Tensor, u: Tensor, v: Tensor, *, train_length: int = 3, rule: int = 30) -> TrainingProblem:
+    """Features and moments of the training set: all ``d^train_length`` sequences."""
+    from tnattn.data import all_sequences
+
+    d = A.shape[1]
+    x = all_sequences(train_length, d)
+    L = ensemble_contexts(A, x, u)
+    R = ensemble_contexts(A, x, v, reverse=True)
+    F = features(L, R, x, d).reshape(A.shape[0], -1, d * A.shape[2] ** 2)
+    y = rule_labels(x, rule).reshape(-1)
+    G0, a = linear_problem(F, y)
+    return TrainingProblem(F, y, G0, a)
+
+
+def stationary_solution(
+    G0: Tensor,
+    a: Tensor,
+    lambda1: float = 0.0,
+    lambda2: float = 0.0,
+    *,
+    iters: int = 20000,
+    tol: float = 1e-13,
+) -> Tensor:
+    """Fixed point of gradient flow on ``(1/2P) sum (1/2)(<c,f> - y)^2 + lambda1|c|_1 + lambda2/2 |c|^2``.
+
+    ``lambda1 = 0``: ``(G0 + lambda2 I)^+ a`` (pseudo-inverse: for singular ``G0`` and no L2 this is
+    the minimum-norm solution, the limit of the flow from ``c = 0``). ``lambda1 > 0``: the Lasso
+    solution by FISTA (step ``1/L``, ``L`` the largest eigenvalue of ``G0 + lambda2 I``, adaptive
+    restart) with exact support polishing (see ``_lasso``); a member stops when its KKT conditions
+    hold exactly or its iterate moves less than ``tol``.
+
+    Parameters
+    ----------
+    G0 : Tensor, shape (E, k, k)
+    a : Tensor, shape (E, k)
+
+    Returns
+    -------
+    Tensor, shape (E, k)
+    """
+    if lambda1 < 0 or lambda2 < 0:
+        raise ValueError(f"lambda1 and lambda2 must be >= 0, got {lambda1}, {lambda2}")
+    k = G0.shape[-1]
+    G = G0 + lambda2 * torch.eye(k, dtype=G0.dtype)
+    if lambda1 == 0:
+        return (torch.linalg.pinv(G, hermitian=True) @ a[..., None])[..., 0]
+    c = _lasso(G.numpy(), a.numpy(), float(lambda1), iters=iters, tol=tol)
+    return torch.as_tensor(c, dtype=G0.dtype)
+
+
+def _lasso(G: np.ndarray, a: np.ndarray, lam: float, *, iters: int, tol: float, block: int = 200) -> np.ndarray:
+    """Vectorised Lasso ``min (1/2) c^T G c - a.c + lam |c|_1`` for many tiny problems.
+
+    FISTA with gradient-based adaptive restart, in numpy (per-iteration overhead matters for
+    8-dimensional problems). Every ``block`` iterations each member's support and signs are
+    *polished*: the reduced system ``G_SS c_S = a_S - lam s_S`` is solved exactly and accepted when
+    it satisfies the KKT conditions (signs consistent, ``|a - G c| <= lam`` off the support), which
+    makes the result exact up to round-off once FISTA has found the support. Members that never
+    pass keep their FISTA iterate (converged to ``tol`` or stopped after ``iters`` iterations).
+    """
+    E, k = a.shape
+    L = np.linalg.eigvalsh(G)[:, -1:].clip(1e-12)
+    c = np.zeros_like(a)
+    z, tk = c.copy(), np.ones((E, 1))
+    out = np.zeros_like(a)
+    live = np.ones(E, dtype=bool)
+    eye = np.eye(k)
+    for it in range(1, iters + 1):
+        Gl, al, Ll, cl, zl, tl = G[live], a[live], L[live], c[live], z[live], tk[live]
+        grad = np.einsum("eij,ej->ei", Gl, zl) - al
+        w = zl - grad / Ll
+        cn = np.sign(w) * np.maximum(np.abs(w) - lam / Ll, 0.0)
+        tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * tl * tl))
+        restart = np.sum((zl - cn) * (cn - cl), axis=1, keepdims=True) > 0
+        tn = np.where(restart, 1.0, tn)
+        zn = np.where(restart, cn, cn + ((tl - 1.0) / tn) * (cn - cl))
+        moved = np.max(np.abs(cn - cl), axis=1)
+        c[live], z[live], tk[live] = cn, zn, tn
+        finished = np.zeros(E, dtype=bool)
+        idx = np.nonzero(live)[0]
+        finished[idx[moved < tol]] = True
+        if it % block == 0 or it == iters:
+            act = np.abs(cn) > 0
+            sg = np.sign(cn)
+            both = act[:, :, None] & act[:, None, :]
+            Gm = np.where(both, Gl, eye)
+            rhs = np.where(act, al - lam * sg, 0.0)
+            try:
+                cp = np.linalg.solve(Gm, rhs[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                cp = np.full_like(rhs, np.nan)
+            res = al - np.einsum("eij,ej->ei", Gl, cp)
+            ok = np.all(np.where(act, np.sign(cp) == sg, np.abs(res) <= lam * (1 + 1e-9) + 1e-15), axis=1)
+            ok &= np.all(np.isfinite(cp), axis=1)
+            c[idx[ok]] = cp[ok]
+            finished[idx[ok]] = True
+        done = finished & live
+        out[done] = c[done]
+        live &= ~finished
+        if not live.any():
+            break
+    out[live] = c[live]
+    return out
+
+
+def predict(c: Tensor, L: Tensor, R: Tensor, x: Tensor) -> Tensor:
+    """Raw outputs ``l_i^T C[x_i] r_i`` for weights ``c`` (E, d D^2): shape (E, N, M)."""
+    E, N, M, D = L.shape
+    C = c.reshape(E, -1, D, D)
+    Cx = C[:, x.long()]  # (E, N, M, D, D)
+    return torch.einsum("enma,enmab,enmb->enm", L, Cx, R)
+
+
+def test_errors(
+    c: Tensor, A: Tensor, u: Tensor, v: Tensor, x: Tensor, y: Tensor, *, chunk: int = 256
+) -> Tensor:
+    """Fraction of wrong sites (``sign(output) != y``; output 0 counts as wrong) per member.
+
+    Parameters
+    ----------
+    c : Tensor, shape (E, k)
+    A : Tensor, shape (E, d, D, D)
+    u, v : Tensor, shape (E, D)
+    x : Tensor, shape (N, M)
+    y : Tensor, shape (N, M), labels +-1
+    chunk : int
+        Members per block (memory ~ chunk * N * M * D^2).
+
+    Returns
+    -------
+    Tensor, shape (E,)
+    """
+    out = torch.empty(A.shape[0], dtype=_DTYPE)
+    with single_thread():
+        return _test_errors(out, c, A, u, v, x, y, chunk)
+
+
+def _test_errors(out, c, A, u, v, x, y, chunk):
+    for s in range(0, A.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        L = ensemble_contexts(A[sl], x, u[sl])
+        R = ensemble_contexts(A[sl], x, v[sl], reverse=True)
+        pred = predict(c[sl], L, R, x)
+        out[sl] = ((pred * y[None]) <= 0).to(_DTYPE).mean(dim=(1, 2))
+    return out
+
+
+def acceptance(
+    c: Tensor,
+    A: Tensor,
+    u: Tensor,
+    v: Tensor,
+    x_test: Tensor,
+    y_test: Tensor,
+    *,
+    stages: Sequence[int] = (4, 40, 200),
+    chunk: int = 256,
+) -> Tensor:
+    """Whether each member's weights give exactly zero error on the test set ``x_test``.
+
+    Staged for speed and exact: the members are first checked on the first ``stages[0]``
+    sequences, survivors on the first ``stages[1]``, ..., the last survivors on all of them.
+
+    Returns
+    -------
+    Tensor of bool, shape (E,)
+    """
+    alive = torch.arange(A.shape[0])
+    bounds = [s for s in stages if s < x_test.shape[0]] + [x_test.shape[0]]
+    for nseq in bounds:
+        if alive.numel() == 0:
+            break
+        err = test_errors(c[alive], A[alive], u[alive], v[alive], x_test[:nseq], y_test[:nseq], chunk=chunk)
+        alive = alive[err == 0]
+    ok = torch.zeros(A.shape[0], dtype=torch.bool)
+    ok[alive] = True
+    return ok
+
+
+def grokking_probability(
+    n_tensors: int,
+    lambda1s: Sequence[float] = (0.0,),
+    lambda2s: Sequence[float] = (0.0,),
+    *,
+    D: int = 2,
+    test_sequences: int = 1000,
+    test_length: int = 100,
+    train_length: int = 3,
+    rule: int = 30,
+    seed: int = 0,
+    chunk: int = 2000,
+    progress: bool = False,
+) -> dict:
+    """Accepted fraction of random ``A`` for each regularisation setting (rejection sampling).
+
+    The same ``A`` samples and test set serve every ``(lambda1, lambda2)`` pair (common random
+    numbers: the curve against lambda is smoother than independent estimates would be).
+
+    Parameters
+    ----------
+    n_tensors : int
+        Number of random tensors (the paper used 20000 per point).
+    lambda1s, lambda2s : sequence of float
+        Settings, zipped pairwise ``(lambda1s[i], lambda2s[i])``; a length-1 sequence is
+        broadcast against the other.
+    D, test_sequences, test_length, train_length, rule, seed, chunk, progress
+        Ensemble and data settings; ``chunk`` tensors are processed per block.
+
+    Returns
+    -------
+    dict
+        ``lambda1``, ``lambda2`` (lists), ``accepted`` (counts), ``probability``, ``stderr``
+        (binomial), ``n_tensors``, ``fallback_fraction`` (complex dominant eigenvalue, see
+        :func:`boundary_vectors`), ``accepted_indices``: for each setting the global indices of
+        the accepted tensors, and ``accepted_tensors``: for the first setting, the accepted
+        ``(A, u, v)`` themselves (lists of tensors).
+    """
+    l1 = list(lambda1s)
+    l2 = list(lambda2s)
+    if len(l1) != len(l2):
+        if len(l1) == 1:
+            l1 = l1 * len(l2)
+        elif len(l2) == 1:
+            l2 = l2 * len(l1)
+        else:
+            raise ValueError("lambda1s and lambda2s must have the same length or length 1")
+    gen = torch.Generator().manual_seed(seed)
+    x_test = torch.randint(0, 2, (test_sequences, test_length), generator=gen)
+    y_test = rule_labels(x_test, rule)
+    counts = [0] * len(l1)
+    accepted = [[] for _ in l1]
+    kept_A, kept_u, kept_v = [], [], []
+    n_fallback = 0
+    blocks = range(0, n_tensors, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        blocks = tqdm(blocks, desc="scenario B: sampling A", unit="block")
+    for s in blocks:
+        m = min(chunk, n_tensors - s)
+        A = sample_tensors(m, D, generator=gen)
+        u, v, fb = boundary_vectors(A)
+        n_fallback += int(fb.sum())
+        prob = training_problem(A, u, v, train_length=train_length, rule=rule)
+        for j, (a1, a2) in enumerate(zip(l1, l2)):
+            c = stationary_solution(prob.G0, prob.a, a1, a2)
+            ok = acceptance(c, A, u, v, x_test, y_test)
+            counts[j] += int(ok.sum())
+            accepted[j].extend((s + torch.nonzero(ok)[:, 0]).tolist())
+            if j == 0:
+                kept_A.extend(A[ok]), kept_u.extend(u[ok]), kept_v.extend(v[ok])
+    p = np.asarray(counts, dtype=np.float64) / n_tensors
+    return {
+        "lambda1": l1,
+        "lambda2": l2,
+        "accepted": counts,
+        "probability": p.tolist(),
+        "stderr": np.sqrt(p * (1 - p) / n_tensors).tolist(),
+        "n_tensors": n_tensors,
+        "fallback_fraction": n_fallback / n_tensors,
+        "accepted_indices": accepted,
+        "accepted_tensors": (kept_A, kept_u, kept_v),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Training C from many initialisations
+# ---------------------------------------------------------------------------------------------
+
+
+def flow_weights(G: Tensor, a: Tensor, c0: Tensor, t: Tensor) -> Tensor:
+    """Closed-form gradient flow ``dc/dt = a - G c`` for one problem and many runs.
+
+    With ``G = V diag(g) V^T``: ``c(t) = V [ e^{-g t} V^T c0 + (1 - e^{-g t})/g V^T a ]`` (the
+    second factor is ``t`` where ``g = 0``, so singular ``G`` is fine).
+
+    Parameters
+    ----------
+    G : Tensor, shape (k, k)
+        Including the L2 term.
+    a : Tensor, shape (k,)
+    c0 : Tensor, shape (R, k)
+        Initial weights.
+    t : Tensor, shape (R,) or (R, T)
+        Times per run.
+
+    Returns
+    -------
+    Tensor, shape (R, k) or (R, T, k)
+    """
+    g, V = torch.linalg.eigh(G)
+    g = g.clamp_min(0.0)
+    tt = t if t.dim() == 2 else t[:, None]
+    gt = g[None, None, :] * tt[..., None]  # (R, T, k)
+    decay = torch.exp(-gt)
+    safe = torch.where(g > 1e-14, g, torch.ones_like(g))
+    growth = torch.where(g > 1e-14, -torch.expm1(-gt) / safe, tt[..., None].expand_as(gt))
+    coef = decay * (c0 @ V)[:, None, :] + growth * (V.T @ a)[None, None, :]
+    out = coef @ V.T
+    return out if t.dim() == 2 else out[:, 0]
+
+
+def flow_errors(c: Tensor, F: Tensor, y: Tensor) -> Tensor:
+    """Fraction of wrong points (``sign(<c, f>) != y``, 0 counts as wrong).
+
+    Parameters
+    ----------
+    c : Tensor, shape (..., k)
+    F : Tensor, shape (P, k)
+    y : Tensor, shape (P,)
+
+    Returns
+    -------
+    Tensor, shape (...)
+    """
+    return ((c @ F.T) * y <= 0).to(_DTYPE).mean(-1)
+
+
+def _first_zero_times(err: Tensor, times: Tensor) -> Tensor:
+    """First record from which err stays 0, per run (nan if never): err (R, T), times (T,)."""
+    ok = (err == 0).numpy()
+    suffix = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)
+    idx = suffix.argmax(-1)
+    t = times.numpy()[idx]
+    return torch.as_tensor(np.where(suffix[:, -1], t, np.nan))
+
+
+def train_classifier(
+    F_train: Tensor,
+    y_train: Tensor,
+    F_test: Tensor,
+    y_test: Tensor,
+    c0: Tensor,
+    times: Tensor,
+    *,
+    lambda1: float = 0.0,
+    lambda2: float = 0.0,
+    dt: float = 0.05,
+    refine: int = 40,
+) -> dict:
+    """Train ``C`` from many initialisations; record errors and the zero-error times.
+
+    ``lambda1 = 0``: exact gradient flow (:func:`flow_weights`), and ``t_train`` / ``t_eps`` are
+    refined by bisection between records. ``lambda1 > 0``: full-batch proximal gradient descent
+    with step ``dt`` (time ``t = steps * dt``), recorded at the nearest step; no refinement.
+
+    Parameters
+    ----------
+    F_train : Tensor, shape (P, k)
+    y_train : Tensor, shape (P,)
+    F_test : Tensor, shape (Q, k)
+    y_test : Tensor, shape (Q,)
+    c0 : Tensor, shape (R, k)
+    times : Tensor, shape (T,), increasing, starting at 0
+    lambda1, lambda2 : float
+    dt : float
+        Step of the proximal descent (``lambda1 > 0``); must be below ``2 / max eig(G)``.
+    refine : int
+        Bisection steps (``lambda1 = 0``).
+
+    Returns
+    -------
+    dict
+        ``times`` (T,), ``train_error`` / ``test_error`` (R, T), ``t_train`` / ``t_eps`` /
+        ``t_grok`` (R,) with nan where zero is never reached, ``c_final`` (R, k).
+    """
+    P = F_train.shape[0]
+    k = F_train.shape[1]
+    G = F_train.T @ F_train / P + lambda2 * torch.eye(k, dtype=F_train.dtype)
+    a = F_train.T @ y_train / P
+    R = c0.shape[0]
+    if lambda1 == 0:
+        W = flow_weights(G, a, c0, times[None, :].expand(R, -1))  # (R, T, k)
+    else:
+        W = torch.empty(R, times.numel(), k, dtype=F_train.dtype)
+        c = c0.clone()
+        step = 0
+        for j, tj in enumerate(times.tolist()):
+            target = int(round(tj / dt))
+            while step < target:
+                w = c - dt * (c @ G - a)
+                c = torch.sign(w) * torch.clamp(w.abs() - dt * lambda1, min=0.0)
+                step += 1
+            W[:, j] = c
+    tr = flow_errors(W, F_train, y_train)
+    te = torch.stack([flow_errors(W[:, j], F_test, y_test) for j in range(times.numel())], 1)
+    t_train = _first_zero_times(tr, times)
+    t_eps = _first_zero_times(te, times)
+    if lambda1 == 0 and refine:
+        t_train = _bisect(t_train, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_train, y_train) == 0, refine)
+        t_eps = _bisect(t_eps, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_test, y_test) == 0, refine)
+    return {
+        "times": times,
+        "train_error": tr,
+        "test_error": te,
+        "t_train": t_train,
+        "t_eps": t_eps,
+        "t_grok": t_eps - t_train,
+        "c_final": W[:, -1],
+        "G": G,
+        "a": a,
+    }
+
+
+def _bisect(t_rec: Tensor, times: Tensor, ok, steps: int) -> Tensor:
+    """Refine first-zero times between the preceding record and the recorded time."""
+    t_rec = t_rec.clone()
+    sel = torch.isfinite(t_rec) & (t_rec > times[0])
+    if not bool(sel.any()):
+        return t_rec
+    idx = torch.searchsorted(times, torch.where(sel, t_rec, times[0]))
+    lo = times[(idx - 1).clamp_min(0)].clone()
+    hi = torch.where(sel, t_rec, times[0]).clone()
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        good = ok(mid)
+        hi = torch.where(sel & good, mid, hi)
+        lo = torch.where(sel & ~good, mid, lo)
+    return torch.where(sel, hi, t_rec)
+
+
+@dataclass
+class TensorAnalysis:
+    """Measurements on one accepted tensor (Table-1 row and grokking times).
+
+    Attributes
+    ----------
+    D_eff : float
+        Effective dimension of the test feature points.
+    nu, nu_err : float
+        Critical exponent from runs aligned at ``t_eps``.
+    xi_star : float
+        Max over classes of ``xi_left + xi_right``.
+    xi_per_class : dict
+    xi_predicted : float
+        ``(D_eff - 2 nu + 1)/2``.
+    eps_centroid, eps_gap : float
+        Class separation (:func:`tnattn.metrics.class_separation`, both estimators).
+    t_train, t_eps, t_grok : ndarray, shape (R,)
+    grokked_fraction : float
+        Runs whose test error reaches zero within the horizon.
+    curves : dict
+        A few runs' ``times`` / ``train_error`` / ``test_error`` and the aligned mean error.
+    """
+
+    D_eff: float
+    nu: float
+    nu_err: float
+    xi_star: float
+    xi_per_class: dict
+    xi_predicted: float
+    eps_centroid: float
+    eps_gap: float
+    t_train: np.ndarray
+    t_eps: np.ndarray
+    t_grok: np.ndarray
+    grokked_fraction: float
+    curves: dict = field(default_factory=dict)
+
+
+def analyse_tensor(
+    A: Tensor,
+    u: Tensor,
+    v: Tensor,
+    *,
+    n_inits: int = 100,
+    init_scale: float = 1.0,
+    test_sequences: int = 100,
+    test_length: int = 100,
+    train_length: int = 3,
+    rule: int = 30,
+    lambda1: float = 0.0,
+    lambda2: float = 0.0,
+    t_max: Optional[float] = None,
+    n_times: int = 150,
+    tau_decades: float = 4.0,
+    max_error: float = 0.01,
+    min_count: int = 10,
+    gap_points: int = 4000,
+    seed: int = 0,
+) -> TensorAnalysis:
+    """Train ``C`` for one tensor from many initialisations and measure the Table-1 quantities.
+
+    * ``D_eff``: :func:`tnattn.metrics.effective_dimension` of all test feature points.
+    * ``xi*``: :func:`tnattn.metrics.xi_star` on the angles of the left/right contexts of the test
+      sites, per class (``D = 2`` only; ``nan`` otherwise).
+    * ``eps``: :func:`tnattn.metrics.class_separation` (centroid on all points; gap on a random
+      subset of ``gap_points``, the pairwise search being quadratic).
+    * ``nu``: every grokking run's test error is evaluated (closed-form flow, ``lambda1 = 0``) at
+      ``t_eps - tau`` on a log grid of ``tau`` spanning ``tau_decades`` decades below the smallest
+      ``t_eps``, then :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the
+      mean error lies between ``min_count / Q`` (``Q`` test sites; below, the error is a staircase
+      of single sites) and ``max_error``. With ``lambda1 > 0`` the recorded histories are used.
+    * Grokking times from :func:`train_classifier`.
+
+    Parameters
+    ----------
+    A : Tensor, shape (d, D, D)
+    u, v : Tensor, shape (D,)
+        Boundary vectors.
+    n_inits : int
+        Random initialisations ``c0 ~ N(0, init_scale^2)``.
+    t_max : float, optional
+        Horizon; default ``20 / g_min`` with ``g_min`` the smallest nonzero eigenvalue of ``G``.
+
+    Returns
+    -------
+    TensorAnalysis
+    """
+    d, D = A.shape[0], A.shape[1]
+    gen = torch.Generator().manual_seed(seed)
+    x_test = torch.randint(0, d, (test_sequences, test_length), generator=gen)
+    y_test = rule_labels(x_test, rule)
+    A1, u1, v1 = A[None].to(_DTYPE), u[None].to(_DTYPE), v[None].to(_DTYPE)
+    Lt = ensemble_contexts(A1, x_test, u1)[0]
+    Rt = ensemble_contexts(A1, x_test, v1, reverse=True)[0]
+    F_test = features(Lt[None], Rt[None], x_test, d)[0].reshape(-1, d * D * D)
+    yt = y_test.reshape(-1)
+    prob = training_problem(A1, u1, v1, train_length=train_length, rule=rule)
+    F_train, y_train = prob.F[0], prob.y
+
+    G = prob.G0[0] + lambda2 * torch.eye(F_train.shape[1], dtype=_DTYPE)
+    g = torch.linalg.eigvalsh(G)
+    g_min = float(g[g > 1e-10 * g.max()].min())
+    if t_max is None:
+        t_max = 20.0 / g_min
+    times = torch.cat([torch.zeros(1, dtype=_DTYPE), torch.logspace(-2, np.log10(t_max), n_times - 1, dtype=_DTYPE)])
+    c0 = init_scale * torch.randn(n_inits, F_train.shape[1], generator=gen, dtype=_DTYPE)
+    res = train_classifier(F_train, y_train, F_test, yt, c0, times, lambda1=lambda1, lambda2=lambda2)
+    t_eps = res["t_eps"].numpy()
+    t_train = res["t_train"].numpy()
+    grok = np.isfinite(t_eps) & (t_eps > 0)
+
+    # nu from runs aligned at t_eps.
+    nu = nu_err = float("nan")
+    aligned_tau = aligned_mean = None
+    if grok.sum() >= 2:
+        if lambda1 == 0:
+            tmin = float(np.min(t_eps[grok]))
+            tau = torch.as_tensor(np.geomspace(tmin * 10 ** (-tau_decades), tmin * 0.999, 60))
+            te_r = torch.as_tensor(t_eps[grok])
+            tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
+            Wg = flow_weights(res["G"], res["a"], c0[torch.as_tensor(grok)], tgrid)
+            Eg = flow_errors(Wg, F_test, yt)
+            try:
+                fit = metrics.fit_critical_exponent(
+                    Eg.numpy(), tgrid.numpy(), t_eps[grok], window=(float(tau[0]), float(tau[-1])), n_boot=100
+                )
+                # Window: mean error between min_count/Q (below, the discrete test set makes the
+                # error a staircase of single sites) and max_error (the asymptotic regime).
+                lo_err = min_count / yt.numel()
+                sel = (fit.mean_error <= max_error) & (fit.mean_error >= lo_err)
+                if sel.sum() < 4:
+                    raise ValueError("too few points in the nu window")
+                fit = metrics.fit_critical_exponent(
+                    Eg.numpy(), tgrid.numpy(), t_eps[grok],
+                    window=(float(fit.tau[sel][0]), float(fit.tau[sel][-1])), n_boot=100,
+                )
+                nu, nu_err = fit.nu, fit.nu_err
+                aligned_tau, aligned_mean = fit.tau, fit.mean_error
+            except ValueError:
+                pass
+        else:
+            try:
+                fit = metrics.fit_critical_exponent(
+                    res["test_error"][torch.as_tensor(grok)].numpy(), times.numpy(), t_eps[grok], max_error=max_error
+                )
+                nu, nu_err = fit.nu, fit.nu_err
+                aligned_tau, aligned_mean = fit.tau, fit.mean_error
+            except ValueError:
+                pass
+
+    D_eff = float(metrics.effective_dimension(F_test.numpy()))
+    if D == 2:
+        xs, per = metrics.xi_star(Lt.reshape(-1, 2).numpy(), Rt.reshape(-1, 2).numpy(), yt.numpy())
+    else:
+        xs, per = float("nan"), {}
+    eps_c = metrics.class_separation(F_test.numpy(), yt.numpy())
+    pick = torch.randperm(F_test.shape[0], generator=gen)[:gap_points]
+    eps_g = metrics.class_separation(F_test[pick].numpy(), yt[pick].numpy(), method="gap")
+    show = min(8, n_inits)
+    curves = {
+        "times": times.numpy(),
+        "train_error": res["train_error"][:show].numpy(),
+        "test_error": res["test_error"][:show].numpy(),
+        "aligned_tau": aligned_tau,
+        "aligned_mean_error": aligned_mean,
+        "test_angles_left": metrics.angles(Lt.reshape(-1, 2).numpy()) if D == 2 else None,
+        "test_angles_right": metrics.angles(Rt.reshape(-1, 2).numpy()) if D == 2 else None,
+        "test_labels": yt.numpy(),
+        "g_eigenvalues": g.numpy(),
+    }
+    return TensorAnalysis(
+        D_eff=D_eff,
+        nu=float(nu),
+        nu_err=float(nu_err),
+        xi_star=float(xs),
+        xi_per_class={str(k_): v_ for k_, v_ in per.items()},
+        xi_predicted=float((D_eff - 2 * nu + 1) / 2),
+        eps_centroid=float(eps_c),
+        eps_gap=float(eps_g),
+        t_train=t_train,
+        t_eps=t_eps,
+        t_grok=t_eps - t_train,
+        grokked_fraction=float(grok.mean()),
+        curves=curves,
+    )

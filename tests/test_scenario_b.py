@@ -1,0 +1,173 @@
+"""Scenario B pipeline: contexts, features, stationary solutions, acceptance, flows."""
+
+import numpy as np
+import pytest
+import torch
+
+from tnattn import reference
+from tnattn import scenario_b as sb
+
+F64 = torch.float64
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("D", [2, 3])
+def test_ensemble_contexts_match_reference(D):
+    g = _gen(D)
+    A = sb.sample_tensors(4, D, generator=g)
+    x = torch.randint(0, 2, (5, 11), generator=g)
+    b = torch.randn(4, D, generator=g, dtype=F64)
+    for rev in (False, True):
+        got = sb.ensemble_contexts(A, x, b, reverse=rev)
+        shared = sb.ensemble_contexts(A, x, b[0], reverse=rev)
+        for e in range(4):
+            want = reference.contexts(A[e], x, b[e], reverse=rev)
+            torch.testing.assert_close(got[e], want, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(shared[e], reference.contexts(A[e], x, b[0], reverse=rev), rtol=1e-12, atol=1e-12)
+
+
+def test_boundary_vectors_are_dominant_eigenvectors_or_fallback():
+    A = sb.sample_tensors(400, 2, generator=_gen(1))
+    u, v, fb = sb.boundary_vectors(A)
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(400, dtype=F64))
+    M = A[:, 0]
+    lam = torch.linalg.eigvals(M)
+    cplx = lam.imag.abs().max(1).values > 1e-9 * lam.abs().max(1).values
+    assert torch.equal(fb, cplx)  # fallback exactly for complex pairs
+    real = ~fb
+    # v: right eigenvector of the largest |eigenvalue|; u: left eigenvector.
+    Mv = (M[real] @ v[real, :, None])[..., 0]
+    uM = (u[real, None, :] @ M[real])[:, 0]
+    lam_dom = torch.gather(lam[real].real, 1, lam[real].abs().argmax(1, keepdim=True))[:, 0]
+    torch.testing.assert_close(Mv, lam_dom[:, None] * v[real], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(uM, lam_dom[:, None] * u[real], rtol=1e-9, atol=1e-9)
+    # Fallback: top singular vectors.
+    U, S, Vh = torch.linalg.svd(M[fb])
+    torch.testing.assert_close((v[fb] * Vh[:, 0]).sum(1).abs(), torch.ones(int(fb.sum()), dtype=F64))
+    torch.testing.assert_close((u[fb] * U[..., 0]).sum(1).abs(), torch.ones(int(fb.sum()), dtype=F64))
+
+
+def test_rule30_labels_match_formula_with_open_boundaries():
+    x = torch.randint(0, 2, (50, 9), generator=_gen(2))
+    pad = torch.nn.functional.pad(x, (1, 1))
+    want = pad[:, :-2] ^ (pad[:, 1:-1] | pad[:, 2:])
+    torch.testing.assert_close(sb.rule_labels(x), want.to(F64) * 2 - 1)
+
+
+def test_features_give_local_map_outputs():
+    g = _gen(3)
+    A = sb.sample_tensors(3, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    x = torch.randint(0, 2, (4, 6), generator=g)
+    L, R = sb.ensemble_contexts(A, x, u), sb.ensemble_contexts(A, x, v, reverse=True)
+    F = sb.features(L, R, x)
+    c = torch.randn(3, 8, generator=g, dtype=F64)
+    out = (F * c[:, None, None, :]).sum(-1)
+    torch.testing.assert_close(out, sb.predict(c, L, R, x))
+    # The reference local map W[n, i, s] = l^T C[s] r, read at the actual symbol.
+    for e in range(3):
+        W = reference.local_maps(L[e], c[e].reshape(2, 2, 2, 1), R[e])[..., 0]  # (N, M, d)
+        torch.testing.assert_close(out[e], W.gather(-1, x[..., None])[..., 0])
+
+
+@pytest.mark.parametrize("lambda1,lambda2", [(0.0, 0.0), (0.0, 1e-3), (1e-3, 0.0), (1e-2, 1e-3)])
+def test_stationary_solution_optimality(lambda1, lambda2):
+    A = sb.sample_tensors(200, 2, generator=_gen(4))
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a, lambda1, lambda2)
+    G = prob.G0 + lambda2 * torch.eye(8, dtype=F64)
+    res = prob.a - (G @ c[..., None])[..., 0]
+    if lambda1 == 0:
+        # Pseudo-inverse solution: zero gradient in the range of G (the residual is orthogonal to
+        # everything G can reach) and no component in its null space.
+        assert float((G @ res[..., None]).abs().max()) < 1e-9
+    else:
+        act = c != 0
+        assert torch.all((res - lambda1 * torch.sign(c)).abs()[act] < 1e-9)
+        assert torch.all(res.abs()[~act] <= lambda1 * (1 + 1e-8))
+
+
+def test_acceptance_agrees_with_direct_zero_error_check():
+    g = _gen(5)
+    E = 600
+    A = sb.sample_tensors(E, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a)
+    x = torch.randint(0, 2, (120, 40), generator=g)
+    y = sb.rule_labels(x)
+    ok = sb.acceptance(c, A, u, v, x, y, stages=(3, 30))
+    # Direct: reference contexts per member, every site of the full test set at once.
+    direct = torch.zeros(E, dtype=torch.bool)
+    for e in range(E):
+        L = reference.contexts(A[e], x, u[e])
+        R = reference.contexts(A[e], x, v[e], reverse=True)
+        out = torch.einsum("nma,nmab,nmb->nm", L, c[e].reshape(2, 2, 2)[x], R)
+        direct[e] = bool(((out * y) > 0).all())
+    assert torch.equal(ok, direct)
+    assert 0 < int(ok.sum()) < E  # both outcomes occur at this seed
+
+
+def test_grokking_probability_bookkeeping():
+    res = sb.grokking_probability(300, lambda1s=(0.0, 1e-3), lambda2s=(0.0,), test_sequences=50, test_length=40, seed=3, chunk=128)
+    assert res["lambda2"] == [0.0, 0.0]
+    for j in range(2):
+        assert res["accepted"][j] == len(res["accepted_indices"][j])
+        assert res["probability"][j] == pytest.approx(res["accepted"][j] / 300)
+    As, us, vs = res["accepted_tensors"]
+    assert len(As) == res["accepted"][0]
+    with pytest.raises(ValueError, match="lambda1s"):
+        sb.grokking_probability(10, lambda1s=(0, 1), lambda2s=(0, 1, 2))
+
+
+def test_flow_weights_closed_form_matches_euler():
+    g = _gen(6)
+    X = torch.randn(20, 4, generator=g, dtype=F64)
+    X[:, 3] = X[:, 2]  # singular G: the null-space part of c0 must stay put
+    G = X.T @ X / 20
+    a = torch.randn(4, generator=g, dtype=F64) @ G  # a in the range of G
+    c0 = torch.randn(3, 4, generator=g, dtype=F64)
+    got = sb.flow_weights(G, a, c0, torch.full((3,), 2.0, dtype=F64))
+    c = c0.clone()
+    dt = 1e-4
+    for _ in range(20000):
+        c = c + dt * (a - c @ G)
+    torch.testing.assert_close(got, c, rtol=1e-3, atol=1e-3)
+
+
+def test_train_classifier_zero_times_are_refined_crossings():
+    g = _gen(7)
+    A = sb.sample_tensors(400, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a)
+    x = torch.randint(0, 2, (30, 40), generator=g)
+    y = sb.rule_labels(x)
+    ok = sb.acceptance(c, A, u, v, x, y)
+    e = int(torch.nonzero(ok)[0, 0])
+    L = sb.ensemble_contexts(A[e : e + 1], x, u[e : e + 1])
+    R = sb.ensemble_contexts(A[e : e + 1], x, v[e : e + 1], reverse=True)
+    Ft = sb.features(L, R, x)[0].reshape(-1, 8)
+    c0 = torch.randn(5, 8, generator=g, dtype=F64)
+    times = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-2, 6, 80, dtype=F64)])
+    res = sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times)
+    te = res["t_eps"]
+    assert torch.isfinite(te).all()
+    G, a = res["G"], res["a"]
+    after = sb.flow_errors(sb.flow_weights(G, a, c0, te), Ft, y.reshape(-1))
+    before = sb.flow_errors(sb.flow_weights(G, a, c0, te * (1 - 1e-6)), Ft, y.reshape(-1))
+    assert torch.all(after == 0)
+    assert torch.all(before > 0)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="A"):
+        sb.boundary_vectors(torch.zeros(2, 2, 2))
+    with pytest.raises(ValueError, match="boundary"):
+        sb.ensemble_contexts(torch.zeros(3, 2, 2, 2, dtype=F64), torch.zeros(1, 3, dtype=torch.long), torch.ones(2, 2, dtype=F64))
+    with pytest.raises(ValueError, match="lambda1"):
+        sb.stationary_solution(torch.eye(2)[None], torch.ones(1, 2), -1.0)
