@@ -356,3 +356,22 @@ def test_default_config_groks_rule_30(tmp_path):
     assert r.stop_reason == "grokked"
     assert r.summary["final_test_errors"] == {"1000": 0.0, "100": 0.0}
     assert r.t_train is not None and r.t_train <= r.t_eps
+
+
+def test_online_spike_flags_equal_offline_detection():
+    from tnattn.metrics import detect_loss_spikes
+
+    cfg = TrainConfig(**TINY)
+    model = TNAttention(4, backend="reference", generator=torch.Generator().manual_seed(0))
+    tr = _tiny_trainer(cfg, model)
+    rng = np.random.default_rng(0)
+    loss = np.exp(-np.arange(120) / 40.0) * (1 + 0.05 * rng.standard_normal(120))
+    loss[[30, 31, 70, 100]] *= [30.0, 20.0, 50.0, 10.0]  # a two-epoch spike and two single ones
+    flags = []
+    for epoch, value in enumerate(loss, start=1):
+        flag = tr._spike_onset(float(value))
+        flags.append(flag)
+        tr.history.append({c: math.nan for c in tr.columns} | {"epoch": epoch, "loss": float(value), "spike": flag})
+    offline = detect_loss_spikes(loss)
+    assert offline.tolist() == [30, 70, 100]  # the synthetic spikes, onsets only
+    assert np.nonzero(np.array(flags))[0].tolist() == offline.tolist()

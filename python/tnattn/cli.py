@@ -130,7 +130,9 @@ def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         t_train = "never" if s["t_train"] is None else f"epoch {s['t_train']}"
         print(f"not grokked after {s['epochs']} epochs (zero training error: {t_train})")
     errors = ", ".join(f"M={m}: {e:.3g}" for m, e in s["final_test_errors"].items())
-    print(f"final test errors: {errors}; stop: {s['stop_reason']}; wall time {s['wall_time_s']:.1f} s")
+    per_epoch = 1000 * s["wall_time_s"] / max(s["epochs"], 1)
+    print(f"final test errors: {errors}; stop: {s['stop_reason']}; "
+          f"wall time {s['wall_time_s']:.1f} s ({per_epoch:.0f} ms/epoch over {s['epochs']} epochs)")
     run_dir = result.run_dir
     print(f"run directory: {run_dir}")
     if (run_dir / "training.png").exists():

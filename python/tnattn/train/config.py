@@ -39,8 +39,11 @@ _RUN = "run control"
 class TrainConfig:
     """Settings of one training run (teacher, data, model, optimiser, run control).
 
-    The defaults train a TN-attention student on one step of rule 30 and grok it (zero test error
-    on random sequences of lengths 1000 and 100) within a couple of minutes on two CPU cores.
+    The defaults train a TN-attention student (D = 6, Adam lr 0.005, MSE on a sigmoid, L1 1e-3)
+    on one step of rule 30, from all 256 length-8 strings cropped to random lengths 3-8, and stop
+    at the first epoch with zero test error on 1000 random sequences of lengths 1000 and 100. With
+    L1 1e-3 every seed we tried (0-23) grokked, typically within 100-250 epochs (at most 868);
+    without L1 one seed in twelve fitted the training set but never generalised to long sequences.
     See the field ``metadata["help"]`` strings (or ``tnattn train --help``) for each setting.
 
     Notes
@@ -116,7 +119,7 @@ class TrainConfig:
         _OPT,
         LOSSES,
     )
-    l1: float = _f(0.0, "L1 strength: adds l1 * sum|theta| over all trainable parameters", _OPT)
+    l1: float = _f(1e-3, "L1 strength: adds l1 * sum|theta| over all trainable parameters", _OPT)
     l2: float = _f(0.0, "L2 strength (meaning set by --l2-mode)", _OPT)
     l2_mode: str = _f(
         "coupled",

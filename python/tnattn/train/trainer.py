@@ -19,6 +19,9 @@ measurements form one history row:
 ``deff``
     Effective dimension (PCA entropy, SCIENCE.md section 5) of the left contexts at the middle site
     ``M // 2`` of the first ``deff_probe`` sequences of the shortest test set, on the test epochs.
+``spike``
+    1.0 at the onset of a loss spike (:func:`tnattn.metrics.detect_loss_spikes`, trailing window
+    of 20 epochs), else 0.0.
 ``lambda1``, ``lambda2``
     The scheduled penalty strengths used in the epoch.
 ``grad_norm``
@@ -51,6 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from tnattn.data import LabelledSet, MiniBatches
@@ -68,6 +72,8 @@ __all__ = ["Trainer", "TrainResult", "train", "evaluate_error", "default_run_dir
 # Context entries (sites x D) per evaluation chunk: bounds the memory on long test sets while
 # keeping chunks large (each chunk costs a scan over the sequence length).
 _EVAL_ELEMENTS = 1 << 23
+# Trailing window (epochs) of the loss-spike detector.
+_SPIKE_WINDOW = 20
 # Stop reasons after which resuming has nothing left to do.
 _FINAL_REASONS = ("grokked", "patience", "callback")
 
@@ -257,7 +263,7 @@ class Trainer:
         self.columns = (
             ["epoch", "loss", "penalty", "batch_error", "train_error"]
             + [f"test_error_{m}" for m in self.test_sets]
-            + ["deff", "lambda1", "lambda2", "grad_norm"]
+            + ["deff", "spike", "lambda1", "lambda2", "grad_norm"]
             + [f"norm_{n.replace('.', '_')}" for n in self.param_names]
             + extra
             + ["wall_time"]
@@ -440,6 +446,21 @@ class Trainer:
             out[f"norm_{name.replace('.', '_')}"] = float(torch.linalg.vector_norm(p.detach()))
         return out
 
+    def _spike_onset(self, loss: float) -> float:
+        """1.0 if this epoch's loss starts a spike, else 0.0.
+
+        :func:`tnattn.metrics.detect_loss_spikes` is causal (each step is judged against the
+        trailing window), so judging only the last ``window + 2`` values online gives the same
+        onsets as running it on the whole loss curve afterwards.
+        """
+        from tnattn.metrics import detect_loss_spikes
+
+        tail = [r["loss"] for r in self.history.rows[-(_SPIKE_WINDOW + 1):]] + [loss]
+        if len(tail) <= _SPIKE_WINDOW:
+            return 0.0
+        onsets = detect_loss_spikes(np.asarray(tail, dtype=float), window=_SPIKE_WINDOW)
+        return 1.0 if len(onsets) and int(onsets[-1]) == len(tail) - 1 else 0.0
+
     def _update_grokking(self, row: dict) -> None:
         epoch = row["epoch"]
         if self.t_train is None and row["train_error"] == 0.0:
@@ -499,6 +520,7 @@ class Trainer:
                     row["train_error"] = row["batch_error"]
                 for c in self.columns:
                     row.setdefault(c, math.nan)
+                row["spike"] = self._spike_onset(row["loss"])
                 self.epoch = epoch
                 self._update_grokking(row)
                 for cb in self._hooks:
@@ -600,17 +622,8 @@ def _title(config: TrainConfig) -> str:
 
 
 def _spike_epochs(history: History) -> list[int]:
-    """Epochs of loss spikes (:func:`tnattn.metrics.detect_loss_spikes` on the loss column)."""
-    if len(history) < 3:
-        return []
-    try:
-        from tnattn.metrics import detect_loss_spikes
-    except ImportError:  # metrics not built yet: report no spikes rather than fail the run
-        return []
-    loss = history.column("loss")
-    idx = detect_loss_spikes(loss)
-    epochs = history.column("epoch")
-    return [int(epochs[int(i)]) for i in idx]
+    """Epochs whose ``spike`` flag is set (loss-spike onsets)."""
+    return [int(r["epoch"]) for r in history.rows if r["spike"] == 1.0]
 
 
 def _clone(obj: Any) -> Any:
