@@ -143,3 +143,17 @@ def test_cliconfig_value_parsing_and_defaults():
     assert cfg == _DemoConfig(n=9, scale=0.25)
     with pytest.raises(TypeError, match="dataclass"):
         add_config_arguments(parser, dict)
+
+
+def test_cliconfig_literal_fields_become_choices():
+    from typing import Literal
+
+    @dataclass
+    class Lit:
+        mode: Literal["a", "b"] = field(default="a", metadata={"help": "a mode"})
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Lit)
+    assert config_from_namespace(Lit, parser.parse_args(["--mode", "b"])) == Lit("b")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])

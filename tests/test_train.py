@@ -375,3 +375,19 @@ def test_online_spike_flags_equal_offline_detection():
     offline = detect_loss_spikes(loss)
     assert offline.tolist() == [30, 70, 100]  # the synthetic spikes, onsets only
     assert np.nonzero(np.array(flags))[0].tolist() == offline.tolist()
+
+
+def test_one_seed_fixes_the_whole_run(tmp_path):
+    def run(seed, name):
+        return train(TrainConfig(**{**TINY, "max_epochs": 3}, seed=seed, out=str(tmp_path / name))).history
+
+    a, b, c = run(3, "a"), run(3, "b"), run(4, "c")
+    drop = lambda h: [{k: v for k, v in r.items() if k != "wall_time"} for r in h.rows]  # noqa: E731
+    assert str(drop(a)) == str(drop(b))  # str(): nan == nan
+    assert str(drop(a)) != str(drop(c))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="cuda"):
+        train(TrainConfig(**TINY, device="cuda", out=str(tmp_path)))

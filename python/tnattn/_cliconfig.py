@@ -8,7 +8,7 @@ dataclass field becomes one ``--flag`` (underscores become dashes), documented b
 - ``tuple[int, ...]`` / ``tuple[float, ...]`` / ``tuple[str, ...]`` fields take a comma-separated
   list (``--test-lengths 1000,100``; an empty string is the empty tuple);
 - ``Optional[X]`` (``X | None``) fields also accept ``none``;
-- ``metadata["choices"]`` restricts the accepted values.
+- ``metadata["choices"]`` (or a ``Literal[...]`` type) restricts the accepted values.
 
 Flags default to "not given" (``argparse.SUPPRESS``), so :func:`config_from_namespace` can apply
 exactly the flags the user typed on top of any base config (the dataclass defaults, a preset, or a
@@ -44,6 +44,11 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _scalar_parser(tp: Any) -> Callable[[str], Any]:
+    if typing.get_origin(tp) is typing.Literal:
+        kinds = {type(a) for a in typing.get_args(tp)}
+        if len(kinds) != 1:
+            raise TypeError(f"Literal fields must have values of one type, got {tp!r}")
+        return _scalar_parser(kinds.pop())
     if tp is int:
         return int
     if tp is float:
@@ -131,10 +136,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         if typing.get_origin(inner) is tuple:
             metavar = "A,B,..."
         else:
-            metavar = {int: "N", float: "X", str: "S"}.get(inner, "V")
+            metavar = {int: "N", float: "X", str: "S"}.get(inner, "V")  # Literal: replaced below
             if optional:
                 metavar += "|none"
         choices = f.metadata.get("choices")
+        if choices is None and typing.get_origin(inner) is typing.Literal:
+            choices = typing.get_args(inner)
         if choices is not None:
             metavar = "{" + ",".join(str(c) for c in choices) + "}"
         target.add_argument(

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from tnattn.models.init import INITS
+
 __all__ = ["TrainConfig", "PRESETS", "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES"]
 
 LOSSES = ("mse", "hinge", "logistic", "ce")
@@ -91,7 +93,7 @@ class TrainConfig:
         "e1", "boundary vectors u, v: e_1, top eigenvectors of symbol 0's matrix, or random", _MODEL, ("e1", "eig", "random")
     )
     train_boundary: bool = _f(False, "train the boundary vectors", _MODEL)
-    init: str = _f("normal", "initialisation scheme of the tensors (see tnattn.TNAttention)", _MODEL)
+    init: str = _f("normal", "initialisation scheme of the context tensors (C is always normal)", _MODEL, INITS)
     init_std: float = _f(1.0, "standard deviation of the initial tensor entries", _MODEL)
     normalize_map: bool = _f(True, "divide each local map by its norm, times a trainable scale", _MODEL)
     activation: str = _f("sigmoid", "output activation", _MODEL, ("sigmoid", "none"))
@@ -198,6 +200,7 @@ class TrainConfig:
         checks = {
             "boundary": ("open", "periodic"),
             "boundary_vectors": ("e1", "eig", "random"),
+            "init": INITS,
             "activation": ("sigmoid", "none"),
             "backend": ("ops", "reference", "vectorized"),
             "dtype": ("float32", "float64"),
