@@ -99,7 +99,7 @@ def _experiment_names() -> list[str]:
 # ----------------------------------------------------------------------------------------------
 def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
     from tnattn.train.config import PRESETS, TrainConfig, preset
-    from tnattn.train.trainer import load_run_config
+    from tnattn.train.run import load_run_config
 
     out = getattr(ns, "out", "")
     try:
@@ -117,7 +117,7 @@ def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from tnattn.train.trainer import train
+    from tnattn.train.run import train
 
     config = _train_config(ns, parser)
     result = train(config)

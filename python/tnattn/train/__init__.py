@@ -16,7 +16,8 @@ from tnattn.train.config import PRESETS, TrainConfig, preset
 from tnattn.train.history import History, HistoryFiles, read_history_csv, read_history_jsonl
 from tnattn.train.losses import compute_loss, make_loss
 from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
-from tnattn.train.trainer import TrainResult, Trainer, evaluate_error, load_run_config, train
+from tnattn.train.run import default_run_dir, load_run_config, train
+from tnattn.train.trainer import TrainResult, Trainer, evaluate_error
 
 __all__ = [
     "TrainConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "Trainer",
     "TrainResult",
     "load_run_config",
+    "default_run_dir",
     "evaluate_error",
     "Callback",
     "StopAfterGrokking",
