@@ -690,6 +690,11 @@ class TensorAnalysis:
     t_train, t_eps, t_grok : ndarray, shape (R,)
     grokked_fraction : float
         Runs whose test error reaches zero within the horizon.
+    error_jump : float
+        Mean test error of the aligned runs just before ``t_eps`` (``tau`` = ``10^-tau_decades`` of
+        the median ``t_eps``): the discontinuous part of the transition. Test sites with
+        identical features (e.g. runs of the boundary symbol, whose context is the boundary
+        eigenvector itself) flip together, so some tensors show a jump instead of a power law.
     curves : dict
         A few runs' ``times`` / ``train_error`` / ``test_error`` and the aligned mean error.
     """
@@ -706,6 +711,7 @@ class TensorAnalysis:
     t_eps: np.ndarray
     t_grok: np.ndarray
     grokked_fraction: float
+    error_jump: float = float("nan")
     curves: dict = field(default_factory=dict)
 
 
@@ -738,8 +744,8 @@ def analyse_tensor(
     * ``eps``: :func:`tnattn.metrics.class_separation` (centroid on all points; gap on a random
       subset of ``gap_points``, the pairwise search being quadratic).
     * ``nu``: every grokking run's test error is evaluated (closed-form flow, ``lambda1 = 0``) at
-      ``t_eps - tau`` on a log grid of ``tau`` spanning ``tau_decades`` decades below the smallest
-      ``t_eps``, then :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the
+      ``t_eps - tau`` on a log grid of ``tau`` spanning ``tau_decades`` decades below the median
+      ``t_eps`` (runs that grok earlier than the median are left out of the average), then :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the
       mean error lies between ``min_count / Q`` (``Q`` test sites; below, the error is a staircase
       of single sites) and ``max_error``. With ``lambda1 > 0`` the recorded histories are used.
     * Grokking times from :func:`train_classifier`.
@@ -781,14 +787,18 @@ def analyse_tensor(
     t_eps = res["t_eps"].numpy()
     t_train = res["t_train"].numpy()
     grok = np.isfinite(t_eps) & (t_eps > 0)
+    grokked_fraction = float(grok.mean())
 
     # nu from runs aligned at t_eps.
-    nu = nu_err = float("nan")
+    nu = nu_err = jump = float("nan")
     aligned_tau = aligned_mean = None
     if grok.sum() >= 2:
         if lambda1 == 0:
-            tmin = float(np.min(t_eps[grok]))
-            tau = torch.as_tensor(np.geomspace(tmin * 10 ** (-tau_decades), tmin * 0.999, 60))
+            # Align the runs whose t_eps is at least the median: their histories cover the whole
+            # tau range up to tau_hi = median t_eps (runs that grok earlier would cut it short).
+            tmed = float(np.median(t_eps[grok]))
+            grok = grok & (t_eps >= tmed)
+            tau = torch.as_tensor(np.geomspace(tmed * 10 ** (-tau_decades), tmed * 0.999, 60))
             te_r = torch.as_tensor(t_eps[grok])
             tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
             Wg = flow_weights(res["G"], res["a"], c0[torch.as_tensor(grok)], tgrid)
@@ -800,13 +810,15 @@ def analyse_tensor(
                 # Window: mean error between min_count/Q (below, the discrete test set makes the
                 # error a staircase of single sites) and max_error (the asymptotic regime).
                 lo_err = min_count / yt.numel()
+                jump = float(fit.mean_error[0])
                 sel = (fit.mean_error <= max_error) & (fit.mean_error >= lo_err)
-                if sel.sum() < 4:
-                    raise ValueError("too few points in the nu window")
-                fit = metrics.fit_critical_exponent(
-                    Eg.numpy(), tgrid.numpy(), t_eps[grok],
-                    window=(float(fit.tau[sel][0]), float(fit.tau[sel][-1])), n_boot=100,
-                )
+                if sel.sum() >= 4:
+                    fit = metrics.fit_critical_exponent(
+                        Eg.numpy(), tgrid.numpy(), t_eps[grok],
+                        window=(float(fit.tau[sel][0]), float(fit.tau[sel][-1])), n_boot=100,
+                    )
+                # else: the error never gets below max_error before t_eps (a jump, see
+                # error_jump); the fit over the whole tau range then reports nu ~ 0.
                 nu, nu_err = fit.nu, fit.nu_err
                 aligned_tau, aligned_mean = fit.tau, fit.mean_error
             except ValueError:
@@ -853,6 +865,7 @@ def analyse_tensor(
         t_train=t_train,
         t_eps=t_eps,
         t_grok=t_eps - t_train,
-        grokked_fraction=float(grok.mean()),
+        grokked_fraction=grokked_fraction,
+        error_jump=jump,
         curves=curves,
     )

@@ -196,7 +196,8 @@ def stationary_weights(
 ) -> np.ndarray:
     """Fixed point of the flow, ``0 in a - G w - lambda1 d|w|_1``.
 
-    ``lambda1 = 0``: ``w = G^{-1} a``. ``lambda1 > 0``: the Lasso problem
+    ``lambda1 = 0``: ``w = G^+ a`` (pseudo-inverse: for fewer points than dimensions and no L2,
+    the minimum-norm solution, i.e. the limit of the flow started at ``w = 0``). ``lambda1 > 0``: the Lasso problem
     ``min (1/2) w^T G w - a.w + lambda1 |w|_1``, solved by FISTA (accelerated proximal gradient,
     step ``1/L`` with ``L`` the largest eigenvalue of each ``G``), vectorised over data sets and
     stopped when every update is below ``tol``.
@@ -213,7 +214,7 @@ def stationary_weights(
     """
     _check_nonneg(lambda1=lambda1)
     if lambda1 == 0:
-        return np.linalg.solve(G, a[..., None])[..., 0]
+        return (np.linalg.pinv(G, hermitian=True) @ a[..., None])[..., 0]
     L = np.linalg.eigvalsh(G)[..., -1:]
     w = np.zeros_like(a)
     z, tk = w.copy(), 1.0

@@ -1,0 +1,134 @@
+"""Experiment ``perceptron-1d``: the 1D exponential grokking model, theory against simulation.
+
+Writes ``results.json`` and ``perceptron_1d.png`` into ``config.out``:
+
+* the bias and test error of a few simulated data sets against the closed-form flow (paper Fig. 2);
+* the grokking probability against ``eps`` for several ``n`` (closed form, and the Monte Carlo
+  fraction of simulated data sets with zero final test error) -- paper Fig. 3;
+* the grokking-time density (numerical integration over the joint law of ``(xbar, x_min)``)
+  against the histogram of simulated grokking times, without and with regularisation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tnattn.io import result_envelope, write_json
+from tnattn.theory import perceptron_1d as p1
+
+NAME = "perceptron-1d"
+
+
+@dataclass
+class Config:
+    out: str = field(default="results/perceptron-1d", metadata={"help": "output folder (JSON + PNG)"})
+    seed: int = field(default=0, metadata={"help": "seed of the Monte Carlo generator"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    n_values: tuple[int, ...] = field(default=(1, 2, 5, 20), metadata={"help": "samples per class for the probability curves"})
+    eps_max: float = field(default=1.0, metadata={"help": "largest eps of the probability curves"})
+    n_eps: int = field(default=9, metadata={"help": "eps points with Monte Carlo estimates"})
+    prob_datasets: int = field(default=4000, metadata={"help": "simulated data sets per probability point"})
+    n: int = field(default=2, metadata={"help": "samples per class for the grokking-time density"})
+    eps: float = field(default=0.3, metadata={"help": "half-gap eps for the grokking-time density"})
+    lambda1: float = field(default=0.05, metadata={"help": "L1 strength of the regularised density"})
+    lambda2: float = field(default=0.2, metadata={"help": "L2 strength of the regularised density"})
+    time_datasets: int = field(default=20000, metadata={"help": "simulated data sets per grokking-time histogram"})
+    dt: float = field(default=0.005, metadata={"help": "Euler step of the simulated flows"})
+    t_max: float = field(default=15.0, metadata={"help": "horizon of the simulated flows"})
+
+
+def _tqdm(it, progress, desc):
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc)
+
+
+def run(config: Config) -> dict:
+    """Run the experiment; write ``results.json`` and ``perceptron_1d.png``; return the results."""
+    if config.n_eps < 2 or config.prob_datasets < 1 or config.time_datasets < 1:
+        raise ValueError("n_eps must be >= 2 and the data-set counts >= 1")
+    t_start = time.time()
+    rng = np.random.default_rng(config.seed)
+    out = Path(config.out)
+
+    # Probability against eps: closed form (dense) and simulated flows (points).
+    eps_dense = np.linspace(0.0, config.eps_max, 201)
+    eps_pts = np.linspace(config.eps_max / config.n_eps, config.eps_max, config.n_eps)
+    prob = {}
+    steps = [(n, e) for n in config.n_values for e in eps_pts]
+    mc = {n: [] for n in config.n_values}
+    for n, e in _tqdm(steps, config.progress, "perceptron-1d: probability"):
+        sim = p1.simulate_gradient_flow(int(n), float(e), config.prob_datasets, rng, dt=0.02, t_max=config.t_max)
+        mc[n].append(float(np.mean(sim.final_test_error == 0)))
+    for n in config.n_values:
+        p_mc = np.asarray(mc[n])
+        prob[str(n)] = {
+            "eps": eps_dense,
+            "theory": p1.grokking_probability(eps_dense, int(n)),
+            "eps_mc": eps_pts,
+            "mc": p_mc,
+            "mc_stderr": np.sqrt(np.maximum(p_mc * (1 - p_mc), 1.0 / config.prob_datasets) / config.prob_datasets),
+        }
+
+    # Grokking-time density, plain and regularised.
+    times = {}
+    settings = [("none", 0.0, 0.0), ("L1+L2", config.lambda1, config.lambda2)]
+    example = None
+    for label, l1, l2 in _tqdm(settings, config.progress, "perceptron-1d: grokking times"):
+        sim = p1.simulate_gradient_flow(
+            config.n, config.eps, config.time_datasets, rng, lambda1=l1, lambda2=l2, dt=config.dt,
+            t_max=config.t_max, record_every=max(1, int(round(0.05 / config.dt))) if example is None else None,
+        )
+        tg = sim.t_grok[np.isfinite(sim.t_grok)]
+        hi = float(np.quantile(tg, 0.99)) if tg.size else 1.0
+        grid = np.linspace(1e-4, max(hi, 1e-3), 300)
+        el = float(p1.epsilon_lambda(config.eps, l1, l2))
+        times[label] = {
+            "lambda1": l1,
+            "lambda2": l2,
+            "t_grok_samples": tg,
+            "grid": grid,
+            "pdf_conditional": p1.grokking_time_pdf(grid, config.n, config.eps, l1, l2, conditional=True),
+            "probability_theory": float(p1.grokking_probability(el, config.n)),
+            "probability_mc": float(np.mean(np.isfinite(sim.t_eps))),
+            "mean_t_grok_mc": float(tg.mean()) if tg.size else float("nan"),
+        }
+        if example is None:
+            k = min(6, config.time_datasets)
+            b_theory = p1.bias(sim.times[None, :], sim.xbar[:k, None], 10.0, l1, l2)
+            example = {
+                "times": sim.times,
+                "bias_sim": sim.bias[:k],
+                "bias_theory": b_theory,
+                "test_error_sim": sim.test_error[:k],
+                "train_error_sim": sim.train_error[:k],
+                "eps": config.eps,
+            }
+    results = {
+        "probability": prob,
+        "grokking_time": times,
+        "example_flows": example,
+        "critical_exponent": p1.critical_exponent(),
+        "seconds": time.time() - t_start,
+    }
+    from tnattn.plots.theory import plot_perceptron_1d
+
+    plot_perceptron_1d(results, out / "perceptron_1d.png")
+    write_json(out / "results.json", result_envelope(NAME, config, _summary(results)))
+    return results
+
+
+def _summary(results: dict) -> dict:
+    """What goes into the JSON: everything except the raw grokking-time samples."""
+    s = dict(results)
+    s["grokking_time"] = {
+        k: {kk: vv for kk, vv in v.items() if kk != "t_grok_samples"} | {"n_samples": len(v["t_grok_samples"])}
+        for k, v in results["grokking_time"].items()
+    }
+    return s

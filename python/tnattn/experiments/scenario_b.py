@@ -1,0 +1,138 @@
+"""Experiment ``scenario-b``: frozen random context tensors at D = 2, only C is trained.
+
+Writes ``results.json`` and ``scenario_b.png`` into ``config.out`` and prints a Table-1-style
+comparison:
+
+1. grokking probability -- the fraction of random ``A ~ N(0, 1)`` whose stationary linear solution
+   classifies a long random test set perfectly -- against lambda1 and lambda2 (same ``A`` samples
+   for every setting);
+2. for the first ``n_analyse`` accepted tensors (no regularisation): ``C`` trained by gradient flow
+   from ``n_inits`` random initialisations; measured ``D_eff``, ``nu``, ``xi*``, ``eps`` and the
+   grokking times, and the predicted ``xi = (D_eff - 2 nu + 1)/2`` of the D-ball model.
+
+See :mod:`tnattn.scenario_b` for the pipeline and the documented choices (boundary vectors,
+stationary solutions, estimators).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tnattn import scenario_b as sb
+from tnattn.io import result_envelope, write_json
+
+NAME = "scenario-b"
+
+#: Paper Table 1 (Scenario B, three accepted A), for the printed comparison only.
+PAPER_TABLE_1 = [
+    {"D_eff": 3.0, "nu": 0.85, "xi_star": 1.2, "xi_predicted": 1.15, "eps": 1.45},
+    {"D_eff": 3.8, "nu": 0.75, "xi_star": 1.8, "xi_predicted": 1.65, "eps": 1.46},
+    {"D_eff": 3.0, "nu": 0.84, "xi_star": 1.6, "xi_predicted": 1.16, "eps": 1.6},
+]
+
+
+@dataclass
+class Config:
+    out: str = field(default="results/scenario-b", metadata={"help": "output folder (JSON + PNG)"})
+    seed: int = field(default=0, metadata={"help": "seed of A samples, test sets and initialisations"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    n_tensors: int = field(default=4000, metadata={"help": "random A per probability point (paper: 20000)"})
+    lambda1_values: tuple[float, ...] = field(default=(1e-5, 1e-4, 1e-3, 1e-2), metadata={"help": "L1 strengths (lambda2 = 0)"})
+    lambda2_values: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={"help": "L2 strengths (lambda1 = 0)"})
+    test_sequences: int = field(default=1000, metadata={"help": "random test sequences for acceptance"})
+    test_length: int = field(default=100, metadata={"help": "length of the test sequences"})
+    chunk: int = field(default=2000, metadata={"help": "tensors per vectorised block"})
+    n_analyse: int = field(default=3, metadata={"help": "accepted tensors to train and measure"})
+    n_inits: int = field(default=100, metadata={"help": "random initialisations of C per tensor"})
+    analysis_sequences: int = field(default=100, metadata={"help": "test sequences for the measurements"})
+
+
+def _row(k: int, a: sb.TensorAnalysis) -> dict:
+    tg = a.t_grok[np.isfinite(a.t_grok)]
+    return {
+        "tensor": k,
+        "D_eff": a.D_eff,
+        "nu": a.nu,
+        "nu_err": a.nu_err,
+        "xi_star": a.xi_star,
+        "xi_predicted": a.xi_predicted,
+        "xi_per_class": a.xi_per_class,
+        "eps_gap": a.eps_gap,
+        "eps_centroid": a.eps_centroid,
+        "grokked_fraction": a.grokked_fraction,
+        "error_jump": a.error_jump,
+        "median_t_grok": float(np.median(tg)) if tg.size else float("nan"),
+        "t_grok": a.t_grok,
+        "t_train": a.t_train,
+        "t_eps": a.t_eps,
+        "curves": a.curves,
+    }
+
+
+def format_table(rows: list) -> str:
+    """Table-1-style text: our measurements, then the paper's values for comparison."""
+    head = f"{'':8s}{'D_eff':>7s}{'nu':>15s}{'xi*':>7s}{'xi pred':>9s}{'eps gap':>9s}{'eps cen':>9s}{'jump':>9s}{'med t_G':>10s}"
+    lines = ["Scenario B (D = 2, rule 30): measured", head]
+    for r in rows:
+        nu = f"{r['nu']:.3f}+-{r['nu_err']:.3f}"
+        lines.append(
+            f"A{r['tensor']:<7d}{r['D_eff']:7.2f}{nu:>15s}{r['xi_star']:7.2f}{r['xi_predicted']:9.2f}"
+            f"{r['eps_gap']:9.2f}{r['eps_centroid']:9.2f}{r['error_jump']:9.2g}{r['median_t_grok']:10.3g}"
+        )
+    lines.append("Paper Table 1 (estimator of eps unpublished):")
+    for k, p in enumerate(PAPER_TABLE_1):
+        lines.append(
+            f"paper{k:<3d}{p['D_eff']:7.2f}{p['nu']:15.2f}{p['xi_star']:7.2f}{p['xi_predicted']:9.2f}{p['eps']:9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def run(config: Config) -> dict:
+    """Run the experiment; write ``results.json`` and ``scenario_b.png``; return the results."""
+    if config.n_tensors < 1 or config.n_inits < 2:
+        raise ValueError("n_tensors must be >= 1 and n_inits >= 2")
+    t_start = time.time()
+    out = Path(config.out)
+    l1 = [0.0] + [float(v) for v in config.lambda1_values] + [0.0] * len(config.lambda2_values)
+    l2 = [0.0] + [0.0] * len(config.lambda1_values) + [float(v) for v in config.lambda2_values]
+    prob = sb.grokking_probability(
+        config.n_tensors, l1, l2, test_sequences=config.test_sequences, test_length=config.test_length,
+        seed=config.seed, chunk=config.chunk, progress=config.progress,
+    )
+    As, us, vs = prob.pop("accepted_tensors")
+    picks = list(range(min(config.n_analyse, len(As))))
+    if config.progress and picks:
+        from tqdm.auto import tqdm
+
+        picks = tqdm(picks, desc="scenario B: training C")
+    rows = []
+    for k in picks:
+        a = sb.analyse_tensor(As[k], us[k], vs[k], n_inits=config.n_inits,
+                              test_sequences=config.analysis_sequences, seed=config.seed + k)
+        rows.append(_row(k, a))
+    table = format_table(rows)
+    print(table)
+    results = {
+        "probability": prob,
+        "tensors": rows,
+        "accepted_A": [A.tolist() for A in As[: config.n_analyse]],
+        "accepted_boundaries": [[u.tolist(), v.tolist()] for u, v in zip(us[: config.n_analyse], vs[: config.n_analyse])],
+        "table": table,
+        "paper_table_1": PAPER_TABLE_1,
+        "seconds": time.time() - t_start,
+    }
+    from tnattn.plots.theory import plot_scenario_b
+
+    plot_scenario_b(results, out / "scenario_b.png")
+    summary = dict(results)
+    summary["tensors"] = [
+        {k: v for k, v in r.items() if k != "curves"}
+        | {"curves": {ck: cv for ck, cv in r["curves"].items() if not ck.startswith("test_")}}
+        for r in rows
+    ]
+    write_json(out / "results.json", result_envelope(NAME, config, summary))
+    return results
