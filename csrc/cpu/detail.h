@@ -132,22 +132,23 @@ struct GroupPartials {
 // ------------------------------------------------------------------------------------------------
 // Inputs of one block
 
-// Copies the symbols of sequences n0..n0+np-1 of group e into sym[i * np + p] as int32 and checks
-// their range. Returns the number of sequences with an out-of-range symbol.
+// Copies the symbols of sequences n0..n0+np-1 of group e into sym[p * M + i] as int32 and checks
+// their range (a vectorisable max per sequence; negative values wrap to large unsigned ones).
+// Returns the number of sequences with an out-of-range symbol; their copies must not be used.
 template <typename S>
 int stage_typed(const S* x, int64_t M, int np, int d, int32_t* sym) {
+  using U = typename std::make_unsigned<S>::type;
   int bad = 0;
   for (int p = 0; p < np; ++p) {
     const S* xp = x + p * M;
-    bool ok = true;
+    int32_t* sp = sym + p * M;
+    U mx = 0;
     for (int64_t i = 0; i < M; ++i) {
-      const S s = xp[i];
-      // Unsigned comparison rejects negatives too; the store happens only for valid symbols.
-      const bool in = static_cast<uint64_t>(static_cast<int64_t>(s)) < static_cast<uint64_t>(d);
-      ok = ok && in;
-      sym[i * np + p] = in ? static_cast<int32_t>(s) : 0;
+      const U s = static_cast<U>(xp[i]);
+      mx = s > mx ? s : mx;
+      sp[i] = static_cast<int32_t>(s);
     }
-    bad += ok ? 0 : 1;
+    bad += (static_cast<uint64_t>(mx) < static_cast<uint64_t>(d)) ? 0 : 1;
   }
   return bad;
 }
@@ -165,7 +166,7 @@ inline int stage_symbols(const XArg& x, int64_t e, int64_t n0, int np, const Dim
 // The inputs of a block: staged symbols (int path) or row pointers into the embeddings (real path).
 template <typename T>
 struct BlockX {
-  const int32_t* sym = nullptr;  // sym[i * np + p]
+  const int32_t* sym = nullptr;  // sym[p * M + i]
   const T* xr[kBlock] = {};      // xr[p] + i * d
   int np = 0;
 };
@@ -203,38 +204,42 @@ int prepare_block(const XArg& x, const Dims& dm, int64_t e, int64_t n0, int np, 
 // and matrices here are in the kernel's padded layout (stride Dp = Ops::D).
 
 // Y(p, i0) = b_p/|b_p|;  Y(p, i) = normalize(Y(p, j)^T mat[x_j]) with j the previous position.
+// Inv(p, i) receives the inverse pre-normalisation norms (inv_norm) when Inv.base is non-null.
 template <class Ops, typename T, bool REAL>
 void scan_forward(const Ops& ops, const T* mat, const BlockX<T>& X, int d, const T* const* bnd, int Dreal,
-                  int64_t M, bool reverse, Strided<T> Y, Strided<T> Nrm) {
+                  int64_t M, bool reverse, Strided<T> Y, Strided<T> Inv) {
   const int64_t DD = int64_t(ops.D) * ops.D;
   const int np = X.np;
+  // Each step finishes (normalises) its vector right away. Batching the square roots and
+  // divisions of the block into one vector operation was measured slower (store-reload of y).
+  auto put = [&](int p, int64_t i, T ss) {
+    const T inv = inv_norm(ss);
+    ops.scale(Y.at(p, i), inv);
+    if (Inv.base) *Inv.at(p, i) = inv;
+  };
   const int64_t i0 = reverse ? M - 1 : 0;
-  for (int p = 0; p < np; ++p) {
-    const T n = ops.boundary(bnd[p], Dreal, Y.at(p, i0));
-    if (Nrm.base) *Nrm.at(p, i0) = n;
-  }
+  for (int p = 0; p < np; ++p) put(p, i0, ops.raw_boundary(bnd[p], Dreal, Y.at(p, i0)));
   for (int64_t k = 1; k < M; ++k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
     for (int p = 0; p < np; ++p) {
-      T n;
       if constexpr (REAL) {
-        n = ops.step_embed(Y.at(p, j), mat, X.xr[p] + j * d, d, Y.at(p, i));
+        put(p, i, ops.raw_step_embed(Y.at(p, j), mat, X.xr[p] + j * d, d, Y.at(p, i)));
       } else {
-        n = ops.step(Y.at(p, j), mat + X.sym[j * np + p] * DD, Y.at(p, i));
+        put(p, i, ops.raw_step(Y.at(p, j), mat + X.sym[p * M + j] * DD, Y.at(p, i)));
       }
-      if (Nrm.base) *Nrm.at(p, i) = n;
     }
   }
 }
 
-// Reverse (adjoint) scan of scan_forward. G(p, i) = dLoss/dY(p, i) from outside the recurrence; G
+// Reverse (adjoint) scan of scan_forward, given its inverse norms Inv. G(p, i) = dLoss/dY(p, i) from
+// outside the recurrence; G
 // is overwritten: the scan adds the gradient flowing back through the recurrence into it. Accumulates dmat (d, Dp, Dp) and gX[p] (M, d) (real
 // path) when non-null; writes the padded boundary gradient of sequence p to gB + p * Dp when gB is
 // non-null.
 template <class Ops, typename T, bool REAL>
 void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int64_t M, bool reverse,
-                   Strided<const T> Y, Strided<const T> Nrm, Strided<T> G, T* dmat, T* gB, T* const* gX) {
+                   Strided<const T> Y, Strided<const T> Inv, Strided<T> G, T* dmat, T* gB, T* const* gX) {
   const int64_t DD = int64_t(ops.D) * ops.D;
   const int np = X.np;
   for (int64_t k = M - 1; k >= 1; --k) {
@@ -246,17 +251,17 @@ void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int
       const T* g = G.at(p, i);
       T* gj = G.at(p, j);
       if constexpr (REAL) {
-        ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), g, gj, matT, X.xr[p] + j * d, d, dmat,
+        ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, gj, matT, X.xr[p] + j * d, d, dmat,
                           gX ? gX[p] + j * d : nullptr);
       } else {
-        const int64_t s = X.sym[j * np + p];
-        ops.adjoint(Y.at(p, j), Y.at(p, i), *Nrm.at(p, i), g, gj, matT + s * DD, dmat ? dmat + s * DD : nullptr);
+        const int64_t s = X.sym[p * M + j];
+        ops.adjoint(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, gj, matT + s * DD, dmat ? dmat + s * DD : nullptr);
       }
     }
   }
   if (gB) {
     const int64_t i0 = reverse ? M - 1 : 0;
-    for (int p = 0; p < np; ++p) ops.boundary_adjoint(Y.at(p, i0), *Nrm.at(p, i0), G.at(p, i0), gB + p * ops.D);
+    for (int p = 0; p < np; ++p) ops.boundary_adjoint(Y.at(p, i0), *Inv.at(p, i0), G.at(p, i0), gB + p * ops.D);
   }
 }
 

@@ -46,6 +46,11 @@ inline T hsum(vec<T, W> v) {
   }
 }
 
+// The scans use the ops in three phases per step so that the square roots and divisions of a whole
+// block of sequences run as one vector operation (they would otherwise dominate a D = 8 step):
+//   ss_p = raw_step(y_prev_p, mat, y_p)      (y_p = y_prev_p^T mat, unnormalised; ss = |y_p|^2)
+//   inv_p = inv_norm(ss_p)                    (vectorised over the block, exact-zero rule)
+//   scale(y_p, inv_p)
 template <typename T, int DP>
 struct StepOps {
   static_assert(DP == 4 || DP == 8 || DP == 16 || DP == 32, "padded sizes are powers of two");
@@ -53,94 +58,91 @@ struct StepOps {
   static constexpr int D = DP;  // padded length: the stride of every vector and matrix row
   explicit StepOps(int) {}
 
-  static V vm(const T* v, const T* mat) {  // v^T mat, two accumulators to halve the FMA chain
-    V a0 = vload<DP>(mat) * v[0];
-    V a1 = vload<DP>(mat + DP) * v[1];
+  // v^T mat (mat: DP rows of DP).
+  // One row per vector operation, v[a] broadcast from memory. (Packing two D = 8 float rows into
+  // one AVX-512 register with in-register broadcasts was measured slower: shuffle-port bound.)
+  static V vm(V v, const T* mat) {
+    T vs[DP];
+    vstore<DP>(vs, v);
+    V a0 = vload<DP>(mat) * vs[0];  // two accumulators halve the FMA chain
+    V a1 = vload<DP>(mat + DP) * vs[1];
     for (int a = 2; a < DP; a += 2) {
-      a0 += vload<DP>(mat + a * DP) * v[a];
-      a1 += vload<DP>(mat + (a + 1) * DP) * v[a + 1];
+      a0 += vload<DP>(mat + a * DP) * vs[a];
+      a1 += vload<DP>(mat + (a + 1) * DP) * vs[a + 1];
     }
     return a0 + a1;
   }
-  static T finish(V acc, T* y) {  // normalise with the exact-zero rule, store, return the norm
-    const T n = tn_sqrt(hsum<DP, T>(acc * acc));
-    const T inv = n > T(0) ? T(1) / n : T(0);
-    vstore<DP>(y, acc * inv);
-    return n;
+  // dmat += u (x) w
+  static void outer(V u, V w, T* dmat) {
+    T us[DP];
+    vstore<DP>(us, u);
+    for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * us[a]);
   }
-  // y = b / |b| from an unpadded boundary b (Dreal entries); returns |b|.
-  T boundary(const T* b, int Dreal, T* y) const {
+  static T store_ss(V acc, T* y) {
+    vstore<DP>(y, acc);
+    return hsum<DP, T>(acc * acc);
+  }
+  // y = b zero-padded from an unpadded boundary b (Dreal entries); returns |b|^2.
+  T raw_boundary(const T* b, int Dreal, T* y) const {
     T tmp[DP] = {};
     for (int k = 0; k < Dreal; ++k) tmp[k] = b[k];
-    return finish(vload<DP>(tmp), y);
+    return store_ss(vload<DP>(tmp), y);
   }
-  // y = normalize(yp^T mat); returns the pre-normalisation norm.
-  T step(const T* yp, const T* mat, T* y) const { return finish(vm(yp, mat), y); }
-  // y = normalize(yp^T sum_s xs[s] mats[s]).
-  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+  // y = yp^T mat; returns |y|^2.
+  T raw_step(const T* yp, const T* mat, T* y) const { return store_ss(vm(vload<DP>(yp), mat), y); }
+  // y = yp^T sum_s xs[s] mats[s]; returns |y|^2.
+  T raw_step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+    const V ypv = vload<DP>(yp);
     V acc = V{};
-    for (int s = 0; s < d; ++s) acc += vm(yp, mats + s * DP * DP) * xs[s];
-    return finish(acc, y);
+    for (int s = 0; s < d; ++s) acc += vm(ypv, mats + s * DP * DP) * xs[s];
+    return store_ss(acc, y);
   }
-  static V adjoint_gw(const T* y, T n, const T* g) {  // (g - y (y.g)) / n, zero when n == 0
+  void scale(T* y, T inv) const { vstore<DP>(y, vload<DP>(y) * inv); }
+
+  static V adjoint_gw(const T* y, T inv, const T* g) {  // (g - y (y.g)) * inv
     const V yv = vload<DP>(y), gv = vload<DP>(g);
     const T yg = hsum<DP, T>(yv * gv);
-    const T inv = n > T(0) ? T(1) / n : T(0);
     return (gv - yv * yg) * inv;
   }
-  static void outer(T alpha, const T* u, V w, T* dmat) {  // dmat += alpha u (x) w
-    for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * (alpha * u[a]));
-  }
-  // Backward of y = normalize(y_prev^T mat_s) given g = dLoss/dy: gprev += mat_s gw (= gw^T matT_s),
-  // the gradient reaching y_prev through this step; dmat_s += y_prev (x) gw when non-null.
-  void adjoint(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
-    const V gw = adjoint_gw(y, n, g);
-    T gws[DP];
-    vstore<DP>(gws, gw);
-    vstore<DP>(gprev, vload<DP>(gprev) + vm(gws, matT_s));
-    if (dmat_s) outer(T(1), y_prev, gw, dmat_s);
+  // Backward of y = normalize(y_prev^T mat_s) (inv = 1/|y_prev^T mat_s|) given g = dLoss/dy:
+  // gprev += mat_s gw (= gw^T matT_s), the gradient reaching y_prev through this step;
+  // dmat_s += y_prev (x) gw when non-null.
+  void adjoint(const T* y_prev, const T* y, T inv, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
+    const V gw = adjoint_gw(y, inv, g);
+    vstore<DP>(gprev, vload<DP>(gprev) + vm(gw, matT_s));
+    if (dmat_s) outer(vload<DP>(y_prev), gw, dmat_s);
   }
   // The same for an embedding xs (d weights); gx[s] += y_prev^T mat_s gw when gx is non-null.
-  void adjoint_embed(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matsT, const T* xs, int d,
+  void adjoint_embed(const T* y_prev, const T* y, T inv, const T* g, T* gprev, const T* matsT, const T* xs, int d,
                      T* dmats, T* gx) const {
-    const V gw = adjoint_gw(y, n, g);
-    T gws[DP];
-    vstore<DP>(gws, gw);
+    const V gw = adjoint_gw(y, inv, g);
     const V ypv = vload<DP>(y_prev);
     V gp = vload<DP>(gprev);
     for (int s = 0; s < d; ++s) {
-      const V u = vm(gws, matsT + s * DP * DP);  // mat_s gw
+      const V u = vm(gw, matsT + s * DP * DP);  // mat_s gw
       gp += u * xs[s];
       if (gx) gx[s] += hsum<DP, T>(ypv * u);
-      if (dmats) outer(xs[s], y_prev, gw, dmats + s * DP * DP);
+      if (dmats) outer(ypv * xs[s], gw, dmats + s * DP * DP);
     }
     vstore<DP>(gprev, gp);
   }
   // Boundary gradient: gb = adjoint of b -> b/|b| (padded output).
-  void boundary_adjoint(const T* y, T n, const T* g, T* gb) const { vstore<DP>(gb, adjoint_gw(y, n, g)); }
+  void boundary_adjoint(const T* y, T inv, const T* g, T* gb) const { vstore<DP>(gb, adjoint_gw(y, inv, g)); }
   // W[k] = L^T Ct[k] R for k < K.
   void local_map(const T* L, const T* R, const T* Ct, int K, T* W) const {
-    const V Rv = vload<DP>(R);
-    for (int k = 0; k < K; ++k) W[k] = hsum<DP, T>(vm(L, Ct + k * DP * DP) * Rv);
+    const V Lv = vload<DP>(L), Rv = vload<DP>(R);
+    for (int k = 0; k < K; ++k) W[k] = hsum<DP, T>(vm(Lv, Ct + k * DP * DP) * Rv);
   }
   // gL += sum_k gW[k] Ct[k] R, gR += sum_k gW[k] Ct[k]^T L, dCt[k] += gW[k] L (x) R.
   void local_map_backward(const T* L, const T* R, const T* Ct, const T* CtT, int K, const T* gW, T* gL, T* gR,
                           T* dCt) const {
     V gLv = vload<DP>(gL), gRv = vload<DP>(gR);
-    const V Rv = vload<DP>(R);
+    const V Lv = vload<DP>(L), Rv = vload<DP>(R);
     for (int k = 0; k < K; ++k) {
-      const T g = gW[k];
-      T gLs[DP], gRs[DP];
-      for (int a = 0; a < DP; ++a) {
-        gLs[a] = g * L[a];
-        gRs[a] = g * R[a];
-      }
-      gRv += vm(gLs, Ct + k * DP * DP);
-      gLv += vm(gRs, CtT + k * DP * DP);
-      if (dCt) {
-        T* dk = dCt + k * DP * DP;
-        for (int a = 0; a < DP; ++a) vstore<DP>(dk + a * DP, vload<DP>(dk + a * DP) + Rv * gLs[a]);
-      }
+      const V gLk = Lv * gW[k];
+      gRv += vm(gLk, Ct + k * DP * DP);
+      gLv += vm(Rv * gW[k], CtT + k * DP * DP);
+      if (dCt) outer(gLk, Rv, dCt + k * DP * DP);
     }
     vstore<DP>(gL, gLv);
     vstore<DP>(gR, gRv);
@@ -152,31 +154,34 @@ template <typename T>
 struct StepOps<T, 0> {
   int D;
   explicit StepOps(int D_) : D(D_) {}
-  T boundary(const T* b, int, T* y) const {
+  T raw_boundary(const T* b, int, T* y) const {
     for (int k = 0; k < D; ++k) y[k] = b[k];
-    return normalize_inplace<0>(y, D);
+    return dot<0>(y, y, D);
   }
-  T step(const T* yp, const T* mat, T* y) const {
+  T raw_step(const T* yp, const T* mat, T* y) const {
     vecmat<0>(yp, mat, y, D);
-    return normalize_inplace<0>(y, D);
+    return dot<0>(y, y, D);
   }
-  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+  T raw_step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
     vecmat_embed<0>(yp, mats, xs, d, y, D);
-    return normalize_inplace<0>(y, D);
+    return dot<0>(y, y, D);
+  }
+  void scale(T* y, T inv) const {
+    for (int k = 0; k < D; ++k) y[k] *= inv;
   }
   // Stack scratch: the runtime-D path is only used for 32 < D <= kMaxGenericD.
-  void adjoint(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
+  void adjoint(const T* y_prev, const T* y, T inv, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
     T gw[kMaxGenericD], gp[kMaxGenericD];
-    step_adjoint<0>(y_prev, y, n, g, matT_s, gw, gp, dmat_s, D);
+    step_adjoint<0>(y_prev, y, inv, g, matT_s, gw, gp, dmat_s, D);
     for (int b = 0; b < D; ++b) gprev[b] += gp[b];
   }
-  void adjoint_embed(const T* y_prev, const T* y, T n, const T* g, T* gprev, const T* matsT, const T* xs, int d,
+  void adjoint_embed(const T* y_prev, const T* y, T inv, const T* g, T* gprev, const T* matsT, const T* xs, int d,
                      T* dmats, T* gx) const {
     T gw[kMaxGenericD], gp[kMaxGenericD], u[kMaxGenericD];
-    step_adjoint_embed<0>(y_prev, y, n, g, matsT, xs, d, gw, gp, dmats, gx, u, D);
+    step_adjoint_embed<0>(y_prev, y, inv, g, matsT, xs, d, gw, gp, dmats, gx, u, D);
     for (int b = 0; b < D; ++b) gprev[b] += gp[b];
   }
-  void boundary_adjoint(const T* y, T n, const T* g, T* gb) const { normalize_adjoint<0>(y, n, g, gb, D); }
+  void boundary_adjoint(const T* y, T inv, const T* g, T* gb) const { normalize_adjoint<0>(y, inv, g, gb, D); }
   void local_map(const T* L, const T* R, const T* Ct, int K, T* W) const {
     T tmp[kMaxGenericD];
     tnattn::local_map<0>(L, R, Ct, K, W, tmp, D);

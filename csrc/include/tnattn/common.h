@@ -70,27 +70,34 @@ TNATTN_HD void vecmat_embed(const T* TNATTN_RESTRICT v, const T* TNATTN_RESTRICT
   }
 }
 
-// Normalise v in place and return its pre-normalisation norm. Exact-zero rule: when the computed
-// norm is 0, v becomes (stays) the zero vector instead of NaN; normalize_adjoint then passes a zero
-// gradient. The norm is the plain sum of squares in T, matching torch.linalg.vector_norm.
+// Reciprocal of the norm sqrt(ss) under the exact-zero rule: 1/sqrt(ss), or 0 when the norm is 0.
+// The kernels carry this "inverse norm" from the forward scan to its adjoint (no division there).
+template <typename T>
+TNATTN_HD T inv_norm(T ss) {
+  const T n = tn_sqrt(ss);
+  return n > T(0) ? T(1) / n : T(0);
+}
+
+// Normalise v in place and return its inverse pre-normalisation norm (inv_norm). Exact-zero rule:
+// when the computed norm is 0, v becomes (stays) the zero vector instead of NaN, and
+// normalize_adjoint then passes a zero gradient. The norm is the plain sum of squares in T,
+// matching torch.linalg.vector_norm.
 template <int DC, typename T>
 TNATTN_HD T normalize_inplace(T* v, int Drt) {
   const int D = dim<DC>(Drt);
   T ss = T(0);
   for (int b = 0; b < D; ++b) ss += v[b] * v[b];
-  const T n = tn_sqrt(ss);
-  const T inv = n > T(0) ? T(1) / n : T(0);
+  const T inv = inv_norm(ss);
   for (int b = 0; b < D; ++b) v[b] *= inv;
-  return n;
+  return inv;
 }
 
-// Adjoint of y = w / |w| with n = |w|: given g = dLoss/dy, gw = dLoss/dw = (g - y (y.g)) / n.
-// Zero when n == 0 (the exact-zero rule). gw may alias g.
+// Adjoint of y = w / |w| with inv = 1/|w| (0 under the exact-zero rule): given g = dLoss/dy,
+// gw = dLoss/dw = (g - y (y.g)) * inv. gw may alias g.
 template <int DC, typename T>
-TNATTN_HD void normalize_adjoint(const T* TNATTN_RESTRICT y, T n, const T* g, T* gw, int Drt) {
+TNATTN_HD void normalize_adjoint(const T* TNATTN_RESTRICT y, T inv, const T* g, T* gw, int Drt) {
   const int D = dim<DC>(Drt);
   const T yg = dot<DC>(y, g, Drt);
-  const T inv = n > T(0) ? T(1) / n : T(0);
   for (int b = 0; b < D; ++b) gw[b] = (g[b] - y[b] * yg) * inv;
 }
 
@@ -137,16 +144,16 @@ TNATTN_HD void local_map_backward(const T* TNATTN_RESTRICT L, const T* TNATTN_RE
   }
 }
 
-// Backward of one scan step y = normalize(w), w = y_prev^T Mat[s], for an integer symbol s.
-// g = dLoss/dy (total). Writes gw = dLoss/dw and gprev = dLoss/dy_prev through this step
+// Backward of one scan step y = normalize(w), w = y_prev^T Mat[s], for an integer symbol s, with
+// inv = 1/|w| as returned by normalize_inplace. g = dLoss/dy (total). Writes gw = dLoss/dw and gprev = dLoss/dy_prev through this step
 // (= Mat[s] gw = vecmat(gw, Mat^T[s])); accumulates dmat_s += y_prev (x) gw when dmat_s != null.
 // gprev may alias g (g is consumed before gprev is written), which lets a scan carry one buffer.
 template <int DC, typename T>
-TNATTN_HD void step_adjoint(const T* TNATTN_RESTRICT y_prev, const T* TNATTN_RESTRICT y, T n,
+TNATTN_HD void step_adjoint(const T* TNATTN_RESTRICT y_prev, const T* TNATTN_RESTRICT y, T inv,
                             const T* g, const T* TNATTN_RESTRICT matT_s, T* TNATTN_RESTRICT gw,
                             T* gprev,
                             T* TNATTN_RESTRICT dmat_s, int Drt) {
-  normalize_adjoint<DC>(y, n, g, gw, Drt);
+  normalize_adjoint<DC>(y, inv, g, gw, Drt);
   vecmat<DC>(static_cast<const T*>(gw), matT_s, gprev, Drt);
   if (dmat_s) outer_acc<DC>(T(1), y_prev, gw, dmat_s, Drt);
 }
@@ -155,13 +162,13 @@ TNATTN_HD void step_adjoint(const T* TNATTN_RESTRICT y_prev, const T* TNATTN_RES
 // accumulates gx[s] += y_prev^T Mat[s] gw (when gx != null). `u` holds D scalars of scratch.
 // gprev may alias g.
 template <int DC, typename T>
-TNATTN_HD void step_adjoint_embed(const T* TNATTN_RESTRICT y_prev, const T* TNATTN_RESTRICT y, T n,
+TNATTN_HD void step_adjoint_embed(const T* TNATTN_RESTRICT y_prev, const T* TNATTN_RESTRICT y, T inv,
                                   const T* g, const T* TNATTN_RESTRICT matsT,
                                   const T* TNATTN_RESTRICT xs, int d, T* TNATTN_RESTRICT gw,
                                   T* gprev, T* TNATTN_RESTRICT dmats,
                                   T* TNATTN_RESTRICT gx, T* TNATTN_RESTRICT u, int Drt) {
   const int D = dim<DC>(Drt);
-  normalize_adjoint<DC>(y, n, g, gw, Drt);
+  normalize_adjoint<DC>(y, inv, g, gw, Drt);
   for (int b = 0; b < D; ++b) gprev[b] = T(0);
   for (int s = 0; s < d; ++s) {
     vecmat<DC>(gw, matsT + s * D * D, u, Drt);  // u = Mat[s] gw
