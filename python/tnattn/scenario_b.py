@@ -786,8 +786,8 @@ def analyse_tensor(
     res = train_classifier(F_train, y_train, F_test, yt, c0, times, lambda1=lambda1, lambda2=lambda2)
     t_eps = res["t_eps"].numpy()
     t_train = res["t_train"].numpy()
-    grok = np.isfinite(t_eps) & (t_eps > 0)
-    grokked_fraction = float(grok.mean())
+    grokked_fraction = float(np.isfinite(t_eps).mean())
+    grok = np.isfinite(t_eps) & (t_eps > 0)  # runs with a history before t_eps (for nu)
 
     # nu from runs aligned at t_eps.
     nu = nu_err = jump = float("nan")
