@@ -1,5 +1,91 @@
-"""tnattn: tensor-network attention students for local sequence-to-sequence rules."""
+"""tnattn: tensor-network attention students for local sequence-to-sequence rules.
+
+Layers, left to right (a module only imports from layers to its left)::
+
+    tnattn._C (C++/CUDA kernels) -> tnattn.ops (torch custom ops) -> tnattn.models
+      -> tnattn.train -> tnattn.experiments -> tnattn.cli
+
+Beside them: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
+(teachers), ``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models)
+and ``tnattn.plots``.
+
+The most used names are importable from the top level; the heavier modules (``metrics``,
+``theory``, ``experiments``, ``plots``) load on first attribute access so that ``import tnattn``
+stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from tnattn import data, ops, reference, rules  # noqa: E402
+from tnattn.data import all_sequences, make_test_sets, random_sequences, site_error  # noqa: E402
+from tnattn.models import (  # noqa: E402
+    NonFiniteParameterError,
+    TNAttention,
+    TNAttentionStack,
+    exact_contexts,
+    exact_local_rule,
+    exact_rule30,
+)
+from tnattn.ops import contexts, tn_attention  # noqa: E402
+from tnattn.rules import LocalRule, elementary, from_truth_table, random_rule  # noqa: E402
+from tnattn.train import (  # noqa: E402
+    PRESETS,
+    Callback,
+    Trainer,
+    TrainConfig,
+    TrainResult,
+    load_run_config,
+    preset,
+    train,
+)
+
+_LAZY_MODULES = ("metrics", "theory", "experiments", "plots", "scenario_b", "structure", "ensemble", "bench", "io")
+
+__all__ = [
+    "__version__",
+    # ops
+    "contexts",
+    "tn_attention",
+    # teachers and data
+    "LocalRule",
+    "elementary",
+    "random_rule",
+    "from_truth_table",
+    "all_sequences",
+    "random_sequences",
+    "make_test_sets",
+    "site_error",
+    # models
+    "TNAttention",
+    "TNAttentionStack",
+    "NonFiniteParameterError",
+    "exact_rule30",
+    "exact_local_rule",
+    "exact_contexts",
+    # training
+    "TrainConfig",
+    "train",
+    "Trainer",
+    "TrainResult",
+    "Callback",
+    "preset",
+    "PRESETS",
+    "load_run_config",
+    # modules
+    "ops",
+    "reference",
+    "rules",
+    "data",
+    *_LAZY_MODULES,
+]
+
+
+def __getattr__(name: str):
+    # Lazy submodules: scipy/matplotlib are only imported by users who need them.
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"tnattn.{name}")
+    raise AttributeError(f"module 'tnattn' has no attribute {name!r}")
