@@ -68,7 +68,7 @@ int64_t backward_impl(const Ops& ops, const T* A, XArg x, const T* boundary, boo
     std::vector<int32_t> sym(REAL ? 0 : size_t(M) * kBlock);
     std::vector<T> mat(DDp), matT(DDp), dmat(grad_A ? DDp : 0, T(0));
     const size_t vecs = size_t(M) * kBlock * Dp;
-    std::vector<T> Ys(vecs), Gs(vecs), Ns(size_t(M) * kBlock), gBp(size_t(kBlock) * Dp);
+    std::vector<T> Ys(vecs), Gs(vecs), Ns(size_t(M) * kBlock), gBp(size_t(kBlock) * Dp), carry(size_t(kBlock) * Dp);
     int64_t cur_e = -1, nbad = 0;
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t e = blk.e(unit), n0 = blk.n0(unit);
@@ -92,15 +92,19 @@ int64_t backward_impl(const Ops& ops, const T* A, XArg x, const T* boundary, boo
         if (gX[p]) std::fill(gX[p], gX[p] + M * d, T(0));
       }
       const int64_t st = int64_t(np) * Dp;
-      Strided<T> Y{Ys.data(), Dp, st}, G{Gs.data(), Dp, st}, Nr{Ns.data(), 1, np};
+      Strided<T> Y{Ys.data(), Dp, st}, Nr{Ns.data(), 1, np};
       scan_forward<Ops, T, REAL>(ops, mat.data(), X, d, bnd, D, M, reverse, Y, Nr);
+      // The incoming gradient, copied into the padded layout once (see StepOps::add).
       const T* go = grad_out + (e * dm.N + n0) * M * D;
+      Strided<T> G{Gs.data(), Dp, st};
       std::fill(Gs.begin(), Gs.begin() + M * st, T(0));
       for (int p = 0; p < np; ++p)
         for (int64_t i = 0; i < M; ++i) std::copy(go + (p * M + i) * D, go + (p * M + i + 1) * D, G.at(p, i));
+      auto local = [&](int p, int64_t i, T* g) { ops.add(g, G.at(p, i)); };
       scan_backward<Ops, T, REAL>(ops, matT.data(), X, d, M, reverse, Strided<const T>{Y.base, Y.ps, Y.is},
-                                  Strided<const T>{Nr.base, Nr.ps, Nr.is}, G, grad_A ? dmat.data() : nullptr,
-                                  grad_boundary ? gBp.data() : nullptr, grad_x ? gX : nullptr);
+                                  Strided<const T>{Nr.base, Nr.ps, Nr.is}, local, carry.data(),
+                                  grad_A ? dmat.data() : nullptr, grad_boundary ? gBp.data() : nullptr,
+                                  grad_x ? gX : nullptr);
       if (grad_boundary)
         for (int p = 0; p < np; ++p)
           std::copy(gBp.data() + p * Dp, gBp.data() + p * Dp + D, grad_boundary + (e * dm.N + n0 + p) * D);

@@ -232,36 +232,42 @@ void scan_forward(const Ops& ops, const T* mat, const BlockX<T>& X, int d, const
   }
 }
 
-// Reverse (adjoint) scan of scan_forward, given its inverse norms Inv. G(p, i) = dLoss/dY(p, i) from
-// outside the recurrence; G
-// is overwritten: the scan adds the gradient flowing back through the recurrence into it. Accumulates dmat (d, Dp, Dp) and gX[p] (M, d) (real
-// path) when non-null; writes the padded boundary gradient of sequence p to gB + p * Dp when gB is
-// non-null.
-template <class Ops, typename T, bool REAL>
+// Reverse (adjoint) scan of scan_forward, given its contexts Y and inverse norms Inv, in the
+// opposite direction. local(p, i, g) must add dLoss/dY(p, i) from outside the recurrence (the
+// "local" gradient) into the padded vector g; it is called once per (p, i), in scan order from the
+// last position back to the first, so it may also do other per-site backward work. carry holds
+// np * Dp scalars: the gradient flowing back through the recurrence. Accumulates dmat (d, Dp, Dp)
+// and gX[p] (M, d) (real path) when non-null; writes the padded boundary gradient of sequence p to
+// gB + p * Dp when gB is non-null.
+template <class Ops, typename T, bool REAL, class Local>
 void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int64_t M, bool reverse,
-                   Strided<const T> Y, Strided<const T> Inv, Strided<T> G, T* dmat, T* gB, T* const* gX) {
-  const int64_t DD = int64_t(ops.D) * ops.D;
+                   Strided<const T> Y, Strided<const T> Inv, Local&& local, T* carry, T* dmat, T* gB,
+                   T* const* gX) {
+  const int Dp = ops.D;
+  const int64_t DD = int64_t(Dp) * Dp;
   const int np = X.np;
+  std::fill(carry, carry + np * Dp, T(0));
   for (int64_t k = M - 1; k >= 1; --k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
     for (int p = 0; p < np; ++p) {
-      // G(p, i) holds the total gradient of Y(p, i) (later positions already added); the step
-      // adds its contribution to Y(p, j) into G(p, j), which holds the local gradient so far.
-      const T* g = G.at(p, i);
-      T* gj = G.at(p, j);
+      T* g = carry + p * Dp;
+      local(p, i, g);  // g = total dLoss/dY(p, i)
+      // ... and the adjoint step turns it into the recurrence's part of dLoss/dY(p, j), in place.
       if constexpr (REAL) {
-        ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, gj, matT, X.xr[p] + j * d, d, dmat,
+        ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, g, matT, X.xr[p] + j * d, d, dmat,
                           gX ? gX[p] + j * d : nullptr);
       } else {
         const int64_t s = X.sym[p * M + j];
-        ops.adjoint(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, gj, matT + s * DD, dmat ? dmat + s * DD : nullptr);
+        ops.adjoint(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, g, matT + s * DD, dmat ? dmat + s * DD : nullptr);
       }
     }
   }
-  if (gB) {
-    const int64_t i0 = reverse ? M - 1 : 0;
-    for (int p = 0; p < np; ++p) ops.boundary_adjoint(Y.at(p, i0), *Inv.at(p, i0), G.at(p, i0), gB + p * ops.D);
+  const int64_t i0 = reverse ? M - 1 : 0;
+  for (int p = 0; p < np; ++p) {
+    T* g = carry + p * Dp;
+    local(p, i0, g);
+    if (gB) ops.boundary_adjoint(Y.at(p, i0), *Inv.at(p, i0), g, gB + p * Dp);
   }
 }
 

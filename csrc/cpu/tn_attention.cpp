@@ -1,9 +1,10 @@
 // CPU kernels: fused TN attention (left contexts, right contexts, local maps) and its backward.
 //
 // Per block of kBlock sequences the forward runs the left scan into a scratch buffer, then the right
-// scan, then the local maps; the backward recomputes both scans (with their norms), runs the local
-// map backward and the two reverse adjoint scans. The scratch is O(M * kBlock * Dp) per thread and
-// stays in cache for the usual lengths, so nothing besides the inputs is saved between forward and
+// scan, then the local maps. The backward recomputes both scans (with their inverse norms), then runs
+// the left adjoint scan (last site to first) fused with each site's local-map backward, and finally
+// the right adjoint scan (first site to last). The scratch is O(M * kBlock * Dp) per thread and stays
+// in cache for the usual lengths, so nothing besides the inputs is saved between forward and
 // backward.
 #include <atomic>
 #include <vector>
@@ -75,10 +76,11 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
       Strided<T> L{Ls.data(), Dp, st}, R{Rs.data(), Dp, st};
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, Strided<T>{});
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, Strided<T>{});
-      for (int p = 0; p < np; ++p) {
-        T* Wp = W + (e * dm.N + n0 + p) * M * K;
-        for (int64_t i = 0; i < M; ++i) ops.local_map(L.at(p, i), R.at(p, i), gp.Ct.data(), K, Wp + i * K);
-      }
+      // Local maps in their own pass: fusing them into the right scan (post hook) measured slower.
+      T* W_blk = W + (e * dm.N + n0) * M * K;
+      for (int p = 0; p < np; ++p)
+        for (int64_t i = 0; i < M; ++i)
+          ops.local_map(L.at(p, i), R.at(p, i), gp.Ct.data(), K, W_blk + (p * M + i) * K);
     }
     bad += nbad;
   });
@@ -95,7 +97,8 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
   const int64_t units = dm.E * blk.nb;
   const double work = double(dm.E) * dm.N * M * Dp * Dp * (6.0 * (REAL ? d : 1) + 3.0 * K);
   const int nthreads = choose_threads(num_threads, units, work);
-  const bool need_left = gAL || gu || gx, need_right = gAR || gv || gx;
+  // The left adjoint pass always runs (it carries the local-map backward, which dC needs too).
+  const bool need_right = gAR || gv || gx;
   GroupPartials pAL(nthreads, gAL ? DD : 0, units, blk), pAR(nthreads, gAR ? DD : 0, units, blk),
       pC(nthreads, gC ? DD * c : 0, units, blk);
   std::atomic<int64_t> bad{0};
@@ -103,7 +106,7 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
     GroupParams<T> gp(d, Dp, c, true);
     std::vector<int32_t> sym(REAL ? 0 : size_t(M) * kBlock);
     const size_t vecs = size_t(M) * kBlock * Dp, scal = size_t(M) * kBlock;
-    std::vector<T> Ls(vecs), Rs(vecs), gLs(vecs), gRs(vecs), nL(scal), nR(scal);
+    std::vector<T> Ls(vecs), Rs(vecs), gRs(vecs), nL(scal), nR(scal), carry(size_t(kBlock) * Dp);
     std::vector<T> dAL(gAL ? DDp : 0, T(0)), dART(gAR ? DDp : 0, T(0)), dCt(gC ? DDp * c : 0, T(0));
     std::vector<T> guP(size_t(kBlock) * Dp), gvP(size_t(kBlock) * Dp);
     int64_t nbad = 0;
@@ -127,25 +130,28 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
         if (gX[p]) std::fill(gX[p], gX[p] + M * d, T(0));
       }
       const int64_t st = int64_t(np) * Dp;
-      Strided<T> L{Ls.data(), Dp, st}, R{Rs.data(), Dp, st}, GL{gLs.data(), Dp, st}, GR{gRs.data(), Dp, st};
+      Strided<T> L{Ls.data(), Dp, st}, R{Rs.data(), Dp, st}, GR{gRs.data(), Dp, st};
       Strided<T> NL{nL.data(), 1, np}, NR{nR.data(), 1, np};
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, NL);
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, NR);
-      std::fill(gLs.begin(), gLs.begin() + M * st, T(0));
-      std::fill(gRs.begin(), gRs.begin() + M * st, T(0));
-      for (int p = 0; p < np; ++p) {
-        const T* gWp = gW + (e * dm.N + n0 + p) * M * K;
-        for (int64_t i = 0; i < M; ++i)
-          ops.local_map_backward(L.at(p, i), R.at(p, i), gp.Ct.data(), gp.CtT.data(), K, gWp + i * K, GL.at(p, i),
-                                 GR.at(p, i), gC ? dCt.data() : nullptr);
-      }
       auto cs = [](Strided<T> s) { return Strided<const T>{s.base, s.ps, s.is}; };
-      if (need_left)
-        scan_backward<Ops, T, REAL>(ops, gp.ALT.data(), X, d, M, false, cs(L), cs(NL), GL,
-                                    gAL ? dAL.data() : nullptr, gu ? guP.data() : nullptr, gx ? gX : nullptr);
-      if (need_right)
-        scan_backward<Ops, T, REAL>(ops, gp.AR.data(), X, d, M, true, cs(R), cs(NR), GR,
+      const T* gW_blk = gW + (e * dm.N + n0) * M * K;
+      // Left adjoint scan (last site to first), fused with the local-map backward of each site: its
+      // gradient towards L goes straight into the scan, the one towards R is kept for the right
+      // adjoint scan, and dC accumulates.
+      auto local_left = [&](int p, int64_t i, T* g) {
+        T* gr = GR.at(p, i);
+        ops.zero(gr);
+        ops.local_map_backward(L.at(p, i), R.at(p, i), gp.Ct.data(), gp.CtT.data(), K, gW_blk + (p * M + i) * K, g,
+                               gr, gC ? dCt.data() : nullptr);
+      };
+      scan_backward<Ops, T, REAL>(ops, gp.ALT.data(), X, d, M, false, cs(L), cs(NL), local_left, carry.data(),
+                                  gAL ? dAL.data() : nullptr, gu ? guP.data() : nullptr, gx ? gX : nullptr);
+      if (need_right) {
+        auto local_right = [&](int p, int64_t i, T* g) { ops.add(g, GR.at(p, i)); };
+        scan_backward<Ops, T, REAL>(ops, gp.AR.data(), X, d, M, true, cs(R), cs(NR), local_right, carry.data(),
                                     gAR ? dART.data() : nullptr, gv ? gvP.data() : nullptr, gx ? gX : nullptr);
+      }
       for (int p = 0; p < np; ++p) {
         const int64_t n = n0 + p;
         if (gu) std::copy(guP.data() + p * Dp, guP.data() + p * Dp + D, gu + (e * dm.N + n) * D);
