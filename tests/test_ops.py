@@ -270,6 +270,24 @@ def test_torch_compile_fullgraph_matches_eager():
     assert_close_all(list(g_got), list(g_want), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("real", [False, True])
+def test_eager_path_and_custom_op_path_agree(real):
+    # ops.* uses a direct autograd.Function for plain eager tensors and torch.ops.tnattn.* otherwise.
+    x, A_left, A_right, C, u, v = make_inputs(5, 6, 3, 4, 2, real=real, u_pb=True)
+    inputs = [x, A_left, A_right, C, u, v]
+    W_eager = ops.tn_attention(*inputs)
+    W_op = torch.ops.tnattn.tn_attention(*inputs)
+    assert torch.equal(W_eager, W_op)
+    for a, b in zip(grads_of(W_eager, inputs), grads_of(W_op, inputs)):
+        assert torch.equal(a, b)
+    for reverse in (False, True):
+        L_eager = ops.contexts(A_left, x, u, reverse=reverse)
+        L_op = torch.ops.tnattn.contexts(A_left, x, u, reverse=reverse)
+        assert torch.equal(L_eager, L_op)
+        for a, b in zip(grads_of(L_eager, [A_left, x, u]), grads_of(L_op, [A_left, x, u])):
+            assert torch.equal(a, b)
+
+
 def test_no_grad_needed_returns_plain_tensor():
     x, A_left, A_right, C, u, v = make_inputs(2, 3, 2, 2)
     with torch.no_grad():

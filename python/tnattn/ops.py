@@ -8,9 +8,13 @@ Ops (namespace ``tnattn``, registered with :func:`torch.library.custom_op`):
 * ``tnattn::contexts_backward`` and ``tnattn::tn_attention_backward``: their backward passes,
   custom ops themselves so that ``torch.compile``/AOT autograd trace them like any aten op.
 
-The Python functions :func:`contexts` and :func:`tn_attention` only add a type check (the dispatcher
-would reject a non-tensor argument with a RuntimeError instead of a TypeError naming it) and call
-``torch.ops.tnattn.*``; both trace cleanly under ``torch.compile(fullgraph=True)``.
+The public functions :func:`contexts` and :func:`tn_attention` check argument types (the dispatcher
+would reject a non-tensor with a RuntimeError instead of a TypeError naming it) and then either
+call ``torch.ops.tnattn.*`` (under ``torch.compile``, for tensor subclasses such as fake tensors,
+and under torch.func transforms) or, for plain eager CPU tensors, an equivalent
+``torch.autograd.Function`` that calls the same implementation functions directly. The eager path
+skips the Python dispatch of ``custom_op`` (about 0.2 ms per forward+backward, which dominates small
+problems); both paths run identical code and are tested against each other.
 
 Both forward ops have fake (meta) kernels and autograd formulas; gradients flow to every floating
 input (A, A_left, A_right, C, boundary/u/v and real embeddings x). Passing the same tensor as
@@ -70,6 +74,13 @@ def _check_tensors(**tensors) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
 
 
+def _eager_fast_path(*tensors: Tensor) -> bool:
+    """True when the direct autograd.Function path is safe (plain CPU tensors, no tracing)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    return all(type(t) is Tensor and t.device.type == "cpu" for t in tensors)
+
+
 def _num_threads() -> int:
     return max(1, torch.get_num_threads())
 
@@ -120,7 +131,79 @@ def _ptr(t: Tensor | None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# contexts
+# Implementations (validated inputs; shared by the custom ops and the eager fast path)
+
+
+def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Tensor:
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    out = torch.empty((xi.N, xi.M, D), dtype=A.dtype, device=A.device)
+    bad = _C.contexts_forward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
+        boundary.data_ptr(), per_batch, out.data_ptr(), 1, xi.N, xi.M, d, D, reverse, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return out
+
+
+def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    grad_out = grad_out.to(A.dtype).contiguous()
+    gA = torch.empty_like(A) if need_A else None
+    gb = A.new_empty((xi.N, D)) if need_boundary else None
+    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else None
+    bad = _C.contexts_backward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False, boundary.data_ptr(),
+        per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), 1, xi.N, xi.M, d, D, reverse,
+        _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    if gb is not None and not per_batch:
+        gb = gb.sum(0)
+    return gA, gb, gx
+
+
+def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
+    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    W = torch.empty((xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
+    bad = _C.tn_attention_forward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), 1, xi.N, xi.M, d, D, c,
+        _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return W
+
+
+def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
+    """Gradients (x, A_left, A_right, C, u, v); None where ``needs`` is False or x is integer."""
+    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    grad_W = grad_W.to(C.dtype).contiguous()
+    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    gx = C.new_empty((xi.N, xi.M, d)) if (n_x and xi.real) else None
+    gAL = torch.empty_like(A_left) if n_AL else None
+    gAR = torch.empty_like(A_right) if n_AR else None
+    gC = torch.empty_like(C) if n_C else None
+    gu = C.new_empty((xi.N, D)) if n_u else None
+    gv = C.new_empty((xi.N, D)) if n_v else None
+    bad = _C.tn_attention_backward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
+        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), 1, xi.N, xi.M, d, D, c, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    if gu is not None and not u_pb:
+        gu = gu.sum(0)
+    if gv is not None and not v_pb:
+        gv = gv.sum(0)
+    return gx, gAL, gAR, gC, gu, gv
+
+
+# ------------------------------------------------------------------------------------------------
+# Public functions
 
 
 def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
@@ -143,99 +226,13 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     Tensor, shape (N, M, D)
         Unit vectors (or exactly zero, see the module's exact-zero rule).
     """
-    # Checked here as well as in the op: the dispatcher would reject non-tensors with a RuntimeError.
     _check_tensors(A=A, x=x, boundary=boundary)
-    return torch.ops.tnattn.contexts(A, x, boundary, reverse=bool(reverse))
-
-
-@torch.library.custom_op("tnattn::contexts", mutates_args=())
-def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-    xi, d, D, per_batch = _check_contexts(A, x, boundary)
-    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    out = torch.empty((xi.N, xi.M, D), dtype=A.dtype, device=A.device)
-    bad = _C.contexts_forward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
-        boundary.data_ptr(), per_batch, out.data_ptr(), 1, xi.N, xi.M, d, D, reverse, _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    return out
-
-
-@_contexts_op.register_fake
-def _contexts_fake(A, x, boundary, *, reverse=False):
-    xi, d, D, _ = _check_contexts(A, x, boundary)
-    return A.new_empty((xi.N, xi.M, D))
-
-
-@torch.library.custom_op("tnattn::contexts_backward", mutates_args=())
-def _contexts_backward_op(
-    grad_out: Tensor,
-    A: Tensor,
-    x: Tensor,
-    boundary: Tensor,
-    reverse: bool,
-    need_A: bool,
-    need_boundary: bool,
-    need_x: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Backward of :func:`contexts`: ``(grad_A, grad_boundary, grad_x)``.
-
-    ``grad_out`` has shape (N, M, D). A gradient that is not needed (or ``grad_x`` for integer
-    symbols) comes back as an empty tensor of shape (0,).
-    """
-    xi, d, D, per_batch = _check_contexts(A, x, boundary)
-    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    grad_out = grad_out.to(A.dtype).contiguous()
-    gA = torch.empty_like(A) if need_A else None
-    gb = A.new_empty((xi.N, D)) if need_boundary else None
-    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else None
-    bad = _C.contexts_backward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False, boundary.data_ptr(),
-        per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), 1, xi.N, xi.M, d, D, reverse,
-        _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    empty = A.new_empty((0,))
-    if gb is not None and not per_batch:
-        gb = gb.sum(0)
-    return (
-        gA if gA is not None else empty,
-        gb if gb is not None else empty.clone(),
-        gx if gx is not None else empty.clone(),
-    )
-
-
-@_contexts_backward_op.register_fake
-def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
-    xi, d, D, per_batch = _check_contexts(A, x, boundary)
-    empty = A.new_empty((0,))
-    gA = torch.empty_like(A) if need_A else empty
-    gb = (A.new_empty((xi.N, D)) if per_batch else A.new_empty((D,))) if need_boundary else empty.clone()
-    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else empty.clone()
-    return gA, gb, gx
-
-
-def _contexts_setup(ctx, inputs, keyword_only_inputs, output):
-    A, x, boundary = inputs
-    ctx.save_for_backward(A, x, boundary)
-    ctx.reverse = keyword_only_inputs.get("reverse", False)
-
-
-def _contexts_grad(ctx, grad):
-    A, x, boundary = ctx.saved_tensors
-    need_A, need_x, need_b = ctx.needs_input_grad[:3]
-    need_x = need_x and x.is_floating_point()
-    if not (need_A or need_x or need_b):
-        return None, None, None
-    gA, gb, gx = torch.ops.tnattn.contexts_backward(grad, A, x, boundary, ctx.reverse, need_A, need_b, need_x)
-    return (gA if need_A else None), (gx if need_x else None), (gb if need_b else None)
-
-
-_contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
-
-
-# ------------------------------------------------------------------------------------------------
-# tn_attention
+    reverse = bool(reverse)
+    if not _eager_fast_path(A, x, boundary):
+        return torch.ops.tnattn.contexts(A, x, boundary, reverse=reverse)
+    if torch.is_grad_enabled() and (A.requires_grad or x.requires_grad or boundary.requires_grad):
+        return _ContextsFunction.apply(A, x, boundary, reverse)
+    return _contexts_impl(A, x, boundary, reverse)
 
 
 def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -260,21 +257,126 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
         The local map of every site; the raw output for the actual symbol is ``W[n, i, x[n, i]]``.
     """
     _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
-    return torch.ops.tnattn.tn_attention(x, A_left, A_right, C, u, v)
+    inputs = (x, A_left, A_right, C, u, v)
+    if not _eager_fast_path(*inputs):
+        return torch.ops.tnattn.tn_attention(*inputs)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return _TNAttentionFunction.apply(*inputs)
+    return _tn_attention_impl(*inputs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Eager fast path: plain autograd.Functions over the implementations
+
+
+def _contexts_grads(saved, reverse, needs, grad):
+    A, x, boundary = saved
+    need_A, need_x, need_b = needs
+    need_x = need_x and x.is_floating_point()
+    if not (need_A or need_x or need_b):
+        return None, None, None
+    gA, gb, gx = _contexts_backward_impl(grad, A, x, boundary, reverse, need_A, need_b, need_x)
+    return gA, gx, gb
+
+
+class _ContextsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A, x, boundary, reverse):
+        ctx.save_for_backward(A, x, boundary)
+        ctx.reverse = reverse
+        return _contexts_impl(A, x, boundary, reverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*_contexts_grads(ctx.saved_tensors, ctx.reverse, ctx.needs_input_grad[:3], grad), None)
+
+
+def _tn_attention_needs(x: Tensor, needs) -> list[bool]:
+    needs = list(needs)
+    needs[0] = needs[0] and x.is_floating_point()
+    return needs
+
+
+class _TNAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, A_left, A_right, C, u, v):
+        ctx.save_for_backward(x, A_left, A_right, C, u, v)
+        return _tn_attention_impl(x, A_left, A_right, C, u, v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        needs = _tn_attention_needs(saved[0], ctx.needs_input_grad)
+        if not any(needs):
+            return (None,) * 6
+        return _tn_attention_backward_impl(grad, *saved, needs)
+
+
+# ------------------------------------------------------------------------------------------------
+# Custom ops (torch.compile, fake tensors, opcheck)
+
+
+@torch.library.custom_op("tnattn::contexts", mutates_args=())
+def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    return _contexts_impl(A, x, boundary, reverse)
+
+
+@_contexts_op.register_fake
+def _contexts_fake(A, x, boundary, *, reverse=False):
+    xi, d, D, _ = _check_contexts(A, x, boundary)
+    return A.new_empty((xi.N, xi.M, D))
+
+
+@torch.library.custom_op("tnattn::contexts_backward", mutates_args=())
+def _contexts_backward_op(
+    grad_out: Tensor,
+    A: Tensor,
+    x: Tensor,
+    boundary: Tensor,
+    reverse: bool,
+    need_A: bool,
+    need_boundary: bool,
+    need_x: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Backward of :func:`contexts`: ``(grad_A, grad_boundary, grad_x)``.
+
+    ``grad_out`` has shape (N, M, D). A gradient that is not needed (or ``grad_x`` for integer
+    symbols) comes back as an empty tensor of shape (0,).
+    """
+    grads = _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x)
+    return tuple(g if g is not None else A.new_empty((0,)) for g in grads)
+
+
+@_contexts_backward_op.register_fake
+def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
+    xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    gA = torch.empty_like(A) if need_A else A.new_empty((0,))
+    gb = (A.new_empty((xi.N, D)) if per_batch else A.new_empty((D,))) if need_boundary else A.new_empty((0,))
+    gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else A.new_empty((0,))
+    return gA, gb, gx
+
+
+def _contexts_setup(ctx, inputs, keyword_only_inputs, output):
+    ctx.save_for_backward(*inputs)
+    ctx.reverse = keyword_only_inputs.get("reverse", False)
+
+
+def _contexts_grad(ctx, grad):
+    A, x, boundary = ctx.saved_tensors
+    need_A, need_x, need_b = ctx.needs_input_grad[:3]
+    need_x = need_x and x.is_floating_point()
+    if not (need_A or need_x or need_b):
+        return None, None, None
+    gA, gb, gx = torch.ops.tnattn.contexts_backward(grad, A, x, boundary, ctx.reverse, need_A, need_b, need_x)
+    return (gA if need_A else None), (gx if need_x else None), (gb if need_b else None)
+
+
+_contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
 
 
 @torch.library.custom_op("tnattn::tn_attention", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    W = torch.empty((xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
-    bad = _C.tn_attention_forward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), 1, xi.N, xi.M, d, D, c,
-        _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    return W
+    return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
 @_tn_attention_op.register_fake
@@ -299,29 +401,10 @@ def _tn_attention_backward_op(
     ``needs`` holds six flags in that order; an unneeded gradient (and ``grad_x`` for integer
     symbols) comes back as an empty tensor of shape (0,).
     """
-    xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
     if len(needs) != 6:
         raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
-    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    grad_W = grad_W.to(C.dtype).contiguous()
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
-    gx = C.new_empty((xi.N, xi.M, d)) if (n_x and xi.real) else None
-    gAL = torch.empty_like(A_left) if n_AL else None
-    gAR = torch.empty_like(A_right) if n_AR else None
-    gC = torch.empty_like(C) if n_C else None
-    gu = C.new_empty((xi.N, D)) if n_u else None
-    gv = C.new_empty((xi.N, D)) if n_v else None
-    bad = _C.tn_attention_backward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
-        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), 1, xi.N, xi.M, d, D, c, _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    if gu is not None and not u_pb:
-        gu = gu.sum(0)
-    if gv is not None and not v_pb:
-        gv = gv.sum(0)
-    return tuple(g if g is not None else C.new_empty((0,)) for g in (gx, gAL, gAR, gC, gu, gv))
+    grads = _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs)
+    return tuple(g if g is not None else C.new_empty((0,)) for g in grads)
 
 
 @_tn_attention_backward_op.register_fake
@@ -344,12 +427,11 @@ def _tn_attention_setup(ctx, inputs, output):
 
 
 def _tn_attention_grad(ctx, grad):
-    x, A_left, A_right, C, u, v = ctx.saved_tensors
-    needs = list(ctx.needs_input_grad[:6])
-    needs[0] = needs[0] and x.is_floating_point()
+    saved = ctx.saved_tensors
+    needs = _tn_attention_needs(saved[0], ctx.needs_input_grad[:6])
     if not any(needs):
         return (None,) * 6
-    grads = torch.ops.tnattn.tn_attention_backward(grad, x, A_left, A_right, C, u, v, needs)
+    grads = torch.ops.tnattn.tn_attention_backward(grad, *saved, needs)
     return tuple(g if n else None for g, n in zip(grads, needs))
 
 
