@@ -10,6 +10,10 @@
 
 #include "tnattn/cpu.h"
 
+#ifdef TNATTN_WITH_CUDA
+#include "cuda/register.h"  // submodule tnattn._C.cuda: the same entry points on CUDA devices
+#endif
+
 namespace py = pybind11;
 using tnattn::cpu::Dims;
 using tnattn::cpu::XArg;
@@ -106,7 +110,12 @@ int64_t tn_attention_backward(bool dbl, std::uintptr_t x, int x_kind, bool x_sha
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "tnattn native kernels (CPU; CUDA when built with TNATTN_CUDA)";
-  m.def("has_cuda", []() { return false; });
+#ifdef TNATTN_WITH_CUDA
+  m.def("has_cuda", []() { return true; }, "True when the extension was built with the CUDA kernels (TNATTN_CUDA).");
+  tnattn::cuda::register_bindings(m);
+#else
+  m.def("has_cuda", []() { return false; }, "True when the extension was built with the CUDA kernels (TNATTN_CUDA).");
+#endif
   m.attr("X_UINT8") = int(tnattn::cpu::kUInt8);
   m.attr("X_INT32") = int(tnattn::cpu::kInt32);
   m.attr("X_INT64") = int(tnattn::cpu::kInt64);

@@ -100,7 +100,9 @@ int64_t backward_impl(const Ops& ops, const T* A, XArg x, const T* boundary, boo
       std::fill(Gs.begin(), Gs.begin() + M * st, T(0));
       for (int p = 0; p < np; ++p)
         for (int64_t i = 0; i < M; ++i) std::copy(go + (p * M + i) * D, go + (p * M + i + 1) * D, G.at(p, i));
-      auto local = [&](int p, int64_t i, T* g) { ops.add(g, G.at(p, i)); };
+      auto local = [&](int64_t i, T* carry) {
+        for (int p = 0; p < np; ++p) ops.add(carry + p * Dp, G.at(p, i));
+      };
       scan_backward<Ops, T, REAL>(ops, matT.data(), X, d, M, reverse, Strided<const T>{Y.base, Y.ps, Y.is},
                                   Strided<const T>{Nr.base, Nr.ps, Nr.is}, local, carry.data(),
                                   grad_A ? dmat.data() : nullptr, grad_boundary ? gBp.data() : nullptr,

@@ -233,10 +233,11 @@ void scan_forward(const Ops& ops, const T* mat, const BlockX<T>& X, int d, const
 }
 
 // Reverse (adjoint) scan of scan_forward, given its contexts Y and inverse norms Inv, in the
-// opposite direction. local(p, i, g) must add dLoss/dY(p, i) from outside the recurrence (the
-// "local" gradient) into the padded vector g; it is called once per (p, i), in scan order from the
-// last position back to the first, so it may also do other per-site backward work. carry holds
-// np * Dp scalars: the gradient flowing back through the recurrence. Accumulates dmat (d, Dp, Dp)
+// opposite direction. local(i, carry) must add dLoss/dY(p, i) from outside the recurrence (the
+// "local" gradient) into the padded vectors carry + p * Dp for p < np; it is called once per
+// position, in scan order from the last position back to the first, so it may also do other
+// per-site backward work. carry holds np * Dp scalars: the gradient flowing back through the
+// recurrence. Accumulates dmat (d, Dp, Dp)
 // and gX[p] (M, d) (real path) when non-null; writes the padded boundary gradient of sequence p to
 // gB + p * Dp when gB is non-null.
 template <class Ops, typename T, bool REAL, class Local>
@@ -250,9 +251,9 @@ void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int
   for (int64_t k = M - 1; k >= 1; --k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
+    local(i, carry);  // carry + p * Dp = total dLoss/dY(p, i) ...
     for (int p = 0; p < np; ++p) {
       T* g = carry + p * Dp;
-      local(p, i, g);  // g = total dLoss/dY(p, i)
       // ... and the adjoint step turns it into the recurrence's part of dLoss/dY(p, j), in place.
       if constexpr (REAL) {
         ops.adjoint_embed(Y.at(p, j), Y.at(p, i), *Inv.at(p, i), g, g, matT, X.xr[p] + j * d, d, dmat,
@@ -264,11 +265,9 @@ void scan_backward(const Ops& ops, const T* matT, const BlockX<T>& X, int d, int
     }
   }
   const int64_t i0 = reverse ? M - 1 : 0;
-  for (int p = 0; p < np; ++p) {
-    T* g = carry + p * Dp;
-    local(p, i0, g);
-    if (gB) ops.boundary_adjoint(Y.at(p, i0), *Inv.at(p, i0), g, gB + p * Dp);
-  }
+  local(i0, carry);
+  if (gB)
+    for (int p = 0; p < np; ++p) ops.boundary_adjoint(Y.at(p, i0), *Inv.at(p, i0), carry + p * Dp, gB + p * Dp);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -152,6 +152,66 @@ struct StepOps {
     vstore<DP>(gL, gLv);
     vstore<DP>(gR, gRv);
   }
+  // Local maps of kGroup sites at once, so that every row of C is loaded once per group instead of
+  // once per site (the per-site form is load-bound). Pointers of unused slots may repeat a valid
+  // site; their results go to scratch.
+  static constexpr int kGroup = 4;
+  void local_maps_group(const T* const* L, const T* const* R, const T* Ct, int K, T* const* W) const {
+    V Rv[kGroup];
+    for (int j = 0; j < kGroup; ++j) Rv[j] = vload<DP>(R[j]);
+    for (int k = 0; k < K; ++k) {
+      const T* ck = Ct + k * DP * DP;
+      V t[kGroup] = {};
+      for (int a = 0; a < DP; ++a) {
+        const V row = vload<DP>(ck + a * DP);
+        for (int j = 0; j < kGroup; ++j) t[j] += row * L[j][a];
+      }
+      for (int j = 0; j < kGroup; ++j) W[j][k] = hsum<DP, T>(t[j] * Rv[j]);
+    }
+  }
+  // local_map_backward for kGroup sites: gL[j] += ..., gR[j] = ... (written, not accumulated),
+  // dCt += sum_j gW[j][k] L[j] (x) R[j]. Unused slots must point at zero gW.
+  void local_map_backward_group(const T* const* L, const T* const* R, const T* Ct, const T* CtT, int K,
+                                const T* const* gW, T* const* gL, T* const* gR, T* dCt) const {
+    V Lv[kGroup], Rv[kGroup], gLv[kGroup], gRv[kGroup];
+    for (int j = 0; j < kGroup; ++j) {
+      Lv[j] = vload<DP>(L[j]);
+      Rv[j] = vload<DP>(R[j]);
+      gLv[j] = vload<DP>(gL[j]);
+      gRv[j] = V{};
+    }
+    for (int k = 0; k < K; ++k) {
+      const T* ck = Ct + k * DP * DP;
+      const T* ckt = CtT + k * DP * DP;
+      V t[kGroup] = {}, u[kGroup] = {};
+      for (int a = 0; a < DP; ++a) {
+        const V row = vload<DP>(ck + a * DP), rowt = vload<DP>(ckt + a * DP);
+        for (int j = 0; j < kGroup; ++j) {
+          t[j] += row * L[j][a];   // (L^T Ct[k])
+          u[j] += rowt * R[j][a];  // (Ct[k] R)
+        }
+      }
+      T gLk[kGroup][DP];
+      for (int j = 0; j < kGroup; ++j) {
+        const T g = gW[j][k];
+        gRv[j] += t[j] * g;
+        gLv[j] += u[j] * g;
+        vstore<DP>(gLk[j], Lv[j] * g);
+      }
+      if (dCt) {
+        T* dk = dCt + k * DP * DP;
+        for (int a = 0; a < DP; ++a) {
+          V row = vload<DP>(dk + a * DP);
+          for (int j = 0; j < kGroup; ++j) row += Rv[j] * gLk[j][a];
+          vstore<DP>(dk + a * DP, row);
+        }
+      }
+    }
+    for (int j = 0; j < kGroup; ++j) {
+      vstore<DP>(gL[j], gLv[j]);
+      vstore<DP>(gR[j], gRv[j]);
+    }
+  }
 };
 
 // Runtime-D flavour: the portable helpers, no padding.
@@ -198,6 +258,17 @@ struct StepOps<T, 0> {
   void local_map_backward(const T* L, const T* R, const T* Ct, const T* CtT, int K, const T* gW, T* gL, T* gR,
                           T* dCt) const {
     tnattn::local_map_backward<0>(L, R, Ct, CtT, K, gW, gL, gR, dCt, D);
+  }
+  static constexpr int kGroup = 4;
+  void local_maps_group(const T* const* L, const T* const* R, const T* Ct, int K, T* const* W) const {
+    for (int j = 0; j < kGroup; ++j) local_map(L[j], R[j], Ct, K, W[j]);
+  }
+  void local_map_backward_group(const T* const* L, const T* const* R, const T* Ct, const T* CtT, int K,
+                                const T* const* gW, T* const* gL, T* const* gR, T* dCt) const {
+    for (int j = 0; j < kGroup; ++j) {
+      zero(gR[j]);
+      local_map_backward(L[j], R[j], Ct, CtT, K, gW[j], gL[j], gR[j], dCt);
+    }
   }
   // Largest D of the runtime path (stack scratch); bigger D is rejected by the entry points.
   static constexpr int kMaxGenericD = 1024;

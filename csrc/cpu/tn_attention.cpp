@@ -55,7 +55,7 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
   parallel_ranges(units, nthreads, [&](int, int64_t lo, int64_t hi) {
     GroupParams<T> gp(d, Dp, c, false);
     std::vector<int32_t> sym(REAL ? 0 : size_t(M) * kBlock);
-    std::vector<T> Ls(size_t(M) * kBlock * Dp), Rs(size_t(M) * kBlock * Dp);
+    std::vector<T> Ls(size_t(M) * kBlock * Dp), Rs(size_t(M) * kBlock * Dp), wdump(size_t(Ops::kGroup) * K);
     int64_t nbad = 0;
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t e = blk.e(unit), n0 = blk.n0(unit);
@@ -77,10 +77,22 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, Strided<T>{});
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, Strided<T>{});
       // Local maps in their own pass: fusing them into the right scan (post hook) measured slower.
+      // Local maps in their own pass (fusing them into the right scan measured slower), kGroup
+      // sequences of the block at a time.
       T* W_blk = W + (e * dm.N + n0) * M * K;
-      for (int p = 0; p < np; ++p)
-        for (int64_t i = 0; i < M; ++i)
-          ops.local_map(L.at(p, i), R.at(p, i), gp.Ct.data(), K, W_blk + (p * M + i) * K);
+      for (int64_t i = 0; i < M; ++i)
+        for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
+          const T* Lg[Ops::kGroup];
+          const T* Rg[Ops::kGroup];
+          T* Wg[Ops::kGroup];
+          for (int j = 0; j < Ops::kGroup; ++j) {
+            const int p = p0 + j < np ? p0 + j : np - 1;  // unused slots repeat a site ...
+            Lg[j] = L.at(p, i);
+            Rg[j] = R.at(p, i);
+            Wg[j] = p0 + j < np ? W_blk + (p * M + i) * K : wdump.data() + j * K;  // ... into scratch
+          }
+          ops.local_maps_group(Lg, Rg, gp.Ct.data(), K, Wg);
+        }
     }
     bad += nbad;
   });
@@ -109,6 +121,7 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
     std::vector<T> Ls(vecs), Rs(vecs), gRs(vecs), nL(scal), nR(scal), carry(size_t(kBlock) * Dp);
     std::vector<T> dAL(gAL ? DDp : 0, T(0)), dART(gAR ? DDp : 0, T(0)), dCt(gC ? DDp * c : 0, T(0));
     std::vector<T> guP(size_t(kBlock) * Dp), gvP(size_t(kBlock) * Dp);
+    std::vector<T> zeros(size_t(K), T(0)), dump(size_t(2 * Ops::kGroup) * Dp);  // for unused group slots
     int64_t nbad = 0;
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t e = blk.e(unit), n0 = blk.n0(unit);
@@ -139,16 +152,32 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
       // Left adjoint scan (last site to first), fused with the local-map backward of each site: its
       // gradient towards L goes straight into the scan, the one towards R is kept for the right
       // adjoint scan, and dC accumulates.
-      auto local_left = [&](int p, int64_t i, T* g) {
-        T* gr = GR.at(p, i);
-        ops.zero(gr);
-        ops.local_map_backward(L.at(p, i), R.at(p, i), gp.Ct.data(), gp.CtT.data(), K, gW_blk + (p * M + i) * K, g,
-                               gr, gC ? dCt.data() : nullptr);
+      auto local_left = [&](int64_t i, T* carry) {
+        for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
+          const T* Lg[Ops::kGroup];
+          const T* Rg[Ops::kGroup];
+          const T* gWg[Ops::kGroup];
+          T* gLg[Ops::kGroup];
+          T* gRg[Ops::kGroup];
+          for (int j = 0; j < Ops::kGroup; ++j) {
+            const bool used = p0 + j < np;
+            const int p = used ? p0 + j : np - 1;  // unused slots: a valid site with zero gW
+            Lg[j] = L.at(p, i);
+            Rg[j] = R.at(p, i);
+            gWg[j] = used ? gW_blk + (p * M + i) * K : zeros.data();
+            gLg[j] = used ? carry + p * Dp : dump.data() + j * Dp;
+            gRg[j] = used ? GR.at(p, i) : dump.data() + (Ops::kGroup + j) * Dp;
+          }
+          ops.local_map_backward_group(Lg, Rg, gp.Ct.data(), gp.CtT.data(), K, gWg, gLg, gRg,
+                                       gC ? dCt.data() : nullptr);
+        }
       };
       scan_backward<Ops, T, REAL>(ops, gp.ALT.data(), X, d, M, false, cs(L), cs(NL), local_left, carry.data(),
                                   gAL ? dAL.data() : nullptr, gu ? guP.data() : nullptr, gx ? gX : nullptr);
       if (need_right) {
-        auto local_right = [&](int p, int64_t i, T* g) { ops.add(g, GR.at(p, i)); };
+        auto local_right = [&](int64_t i, T* carry) {
+          for (int p = 0; p < np; ++p) ops.add(carry + p * Dp, GR.at(p, i));
+        };
         scan_backward<Ops, T, REAL>(ops, gp.AR.data(), X, d, M, true, cs(R), cs(NR), local_right, carry.data(),
                                     gAR ? dART.data() : nullptr, gv ? gvP.data() : nullptr, gx ? gX : nullptr);
       }
