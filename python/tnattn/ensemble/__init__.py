@@ -1,0 +1,25 @@
+"""Ensembles: thousands of independent TN-attention students per kernel call.
+
+- :mod:`tnattn.ensemble.ops`: ``tnattn::tn_attention_ensemble`` / ``tnattn::contexts_ensemble``
+  custom ops (E parameter sets, per-member or shared batches, per-member gradients);
+- :class:`EnsembleTNAttention`: stacked parameters (E, ...), members initialised exactly like
+  ``TNAttention(..., generator=torch.Generator().manual_seed(seed))``;
+- :class:`EnsembleTrainer`: E members trained at once, each equal to its single-model run
+  (:func:`tnattn.train.train` with the member's seed), with per-member hyperparameters, metrics,
+  grokking detection and stopping;
+- :mod:`tnattn.ensemble.stats`: grokking-time histograms, the aligned ensemble average of the test
+  error with the fitted nu, D_eff around grokking;
+- :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.
+"""
+
+from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
+from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
+
+__all__ = [
+    "contexts_ensemble",
+    "tn_attention_ensemble",
+    "EnsembleTNAttention",
+    "StackedParams",
+    "ensemble_logits",
+    "ensemble_contexts",
+]

@@ -1,0 +1,198 @@
+"""Mini-batches for E members, each drawn from its own generator exactly as :class:`tnattn.data.MiniBatches`.
+
+A single-model run draws, per epoch, ``randperm(N)`` from its data generator and then, per batch,
+the crop length ``L = randint(n_min, n_max + 1, (1,))`` and the offsets ``randint(0, M - L + 1,
+(B, 1))`` (:func:`tnattn.data.random_crops`). :class:`EnsembleBatches` makes the same draws, in the
+same order, from member ``e``'s generator, so member ``e`` sees exactly the batches its single-model
+run would. Only the work after the draws is batched across members: members whose crops have the
+same length in a step form one group (one gather, one teacher call, one kernel call).
+
+In *shared* mode one generator drives one stream of batches that every member sees (one group per
+step, the inputs shared by all members in the kernel): faster, but not equal to independent runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["EnsembleBatches", "Group"]
+
+# Largest label table (crops x sites) precomputed per crop length; larger training sets call the
+# teacher on every batch instead.
+_TABLE_ELEMENTS = 1 << 24
+
+
+@dataclass
+class Group:
+    """Members that train on batches of the same shape in one step.
+
+    Attributes
+    ----------
+    rows : Tensor, shape (G,), int64
+        Positions of the members in the list passed to :meth:`EnsembleBatches.epoch`.
+    x, y : Tensor
+        Inputs and targets: (G, B, L) per member, or (B, L) shared by all members (shared mode).
+    """
+
+    rows: Tensor
+    x: Tensor
+    y: Tensor
+
+
+class EnsembleBatches:
+    """Per-member shuffled, cropped and relabelled mini-batches.
+
+    Parameters
+    ----------
+    x : Tensor
+        Training inputs, (N, M) shared by all members or (E, N, M) one set per member.
+    teacher : callable
+        (K, L) inputs -> (K, L) outputs.
+    batch_size : int or None
+        Sequences per batch; None = full batch.
+    crop : (int, int) or None
+        Crop lengths ``(n_min, n_max)``.
+    generators : sequence of torch.Generator
+        One per member (E of them), or exactly one in shared mode.
+    shared : bool
+        One stream of batches for all members (``generators`` holds one generator).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        teacher: Callable[[Tensor], Tensor],
+        batch_size: int | None,
+        crop: tuple[int, int] | None,
+        generators: Sequence[torch.Generator],
+        *,
+        shared: bool = False,
+    ):
+        if x.dim() not in (2, 3) or x.shape[-2] == 0:
+            raise ValueError(f"x must be a non-empty (N, M) or (E, N, M) tensor, got shape {tuple(x.shape)}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {batch_size}")
+        self.generators = list(generators)
+        if shared and (len(self.generators) != 1 or x.dim() != 2):
+            raise ValueError("shared mode needs exactly one generator and one (N, M) training set")
+        if x.dim() == 3 and x.shape[0] != len(self.generators):
+            raise ValueError(f"x holds {x.shape[0]} training sets but {len(self.generators)} generators were given")
+        self.x = x
+        self.shared = bool(shared)
+        self.teacher = teacher
+        self.N, self.M = x.shape[-2], x.shape[-1]
+        self.batch_size = batch_size or self.N
+        if crop is not None and not 1 <= crop[0] <= min(crop[1], self.M):
+            raise ValueError(f"need 1 <= crop min <= min(crop max, M); got crop={crop}, M={self.M}")
+        self.crop = crop
+        # Without crops the labels are those of the full sequences (as MiniBatches caches them).
+        self._flat = x.reshape(-1).contiguous()
+        self._y = None if crop is not None else teacher(x.reshape(-1, self.M)).reshape(x.shape)
+        self._tables: dict[int, Tensor | None] = {}
+
+    def __len__(self) -> int:
+        return -(-self.N // self.batch_size)
+
+    def _draws(self, g: torch.Generator) -> tuple[Tensor | None, list]:
+        """One epoch of draws from ``g``, in MiniBatches' order: permutation, then (L, offsets) per batch."""
+        N, B = self.N, self.batch_size
+        if self.crop is None and B >= N:
+            return None, []  # MiniBatches yields its cached full batch without drawing
+        order = torch.randperm(N, generator=g)
+        crops = []
+        if self.crop is not None:
+            n_min, n_max = self.crop[0], min(self.crop[1], self.M)
+            for start in range(0, N, B):
+                nb = min(B, N - start)
+                L = int(torch.randint(n_min, n_max + 1, (1,), generator=g))
+                crops.append((L, torch.randint(0, self.M - L + 1, (nb, 1), generator=g)))
+        return order, crops
+
+    def epoch(self, members: Sequence[int]) -> Iterator[list[Group]]:
+        """Draw one epoch for ``members`` (indices into the generators); yield the groups of each step.
+
+        All draws of the epoch are made up front, member by member (each generator sees the same
+        sequence of calls as in a single-model run).
+        """
+        members = list(members)
+        gens = [self.generators[0]] if self.shared else [self.generators[e] for e in members]
+        draws = [self._draws(g) for g in gens]
+        if draws[0][0] is None:  # full batch, no crop: the whole training set every step
+            yield [self._whole(members)]
+            return
+        order = torch.stack([d[0] for d in draws])  # (G, N)
+        mem = None if self.x.dim() == 2 else torch.tensor(members, dtype=torch.long).unsqueeze(1)
+        if self.crop is None:
+            for start in range(0, self.N, self.batch_size):
+                yield [self._indexed(members, mem, order[:, start : start + self.batch_size])]
+            return
+        lengths = torch.tensor([[L for L, _ in d[1]] for d in draws])  # (G, n_batches)
+        offsets = torch.stack([torch.cat([o[:, 0] for _, o in d[1]]) for d in draws])  # (G, N)
+        for b, start in enumerate(range(0, self.N, self.batch_size)):
+            sl = slice(start, start + self.batch_size)
+            groups = []
+            for L in torch.unique(lengths[:, b]).tolist():
+                kk = torch.nonzero(lengths[:, b] == L)[:, 0]
+                idx, off = order[kk, sl], offsets[kk, sl]  # (G, B)
+                set_idx = None if mem is None else mem[kk]
+                xb, yb = self._crops(idx, off, L, set_idx)
+                if self.shared:
+                    groups.append(Group(torch.arange(len(members)), xb[0], yb[0]))
+                else:
+                    groups.append(Group(kk, xb, yb))
+            yield groups
+
+    def _crops(self, idx: Tensor, off: Tensor, L: int, set_idx: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Crops ``x[(set,) idx, off : off + L]`` (G, B, L) and their teacher labels."""
+        seq = idx if set_idx is None else set_idx * self.N + idx  # row in the flattened training sets
+        cols = off.unsqueeze(-1) + torch.arange(L)
+        xb = self._flat[seq.unsqueeze(-1) * self.M + cols]
+        table = self._label_table(L)
+        if table is not None:  # labels of every (row, offset) crop, computed once
+            return xb, table[seq, off]
+        G, B = idx.shape
+        return xb, self.teacher(xb.reshape(G * B, L)).reshape(G, B, L)
+
+    def _label_table(self, L: int) -> Tensor | None:
+        """Teacher outputs of every crop of length L: (rows, M - L + 1, L), or None if too large."""
+        if L not in self._tables:
+            rows = self._flat.numel() // self.M
+            size = rows * (self.M - L + 1) * L
+            if size > _TABLE_ELEMENTS:
+                self._tables[L] = None
+            else:
+                x2 = self._flat.view(rows, self.M)
+                crops = x2.unfold(1, L, 1)  # (rows, M - L + 1, L)
+                y = self.teacher(crops.reshape(-1, L)).reshape(crops.shape)
+                self._tables[L] = y
+        return self._tables[L]
+
+    def _whole(self, members: list) -> Group:
+        rows = torch.arange(len(members))
+        if self.x.dim() == 2:
+            return Group(rows, self.x, self._y)
+        mem = torch.tensor(members, dtype=torch.long)
+        return Group(rows, self.x[mem], self._y[mem])
+
+    def _indexed(self, members: list, mem: Tensor | None, idx: Tensor) -> Group:
+        rows = torch.arange(len(members))
+        if self.shared:
+            return Group(rows, self.x[idx[0]], self._y[idx[0]])
+        if mem is None:
+            return Group(rows, self.x[idx], self._y[idx])
+        return Group(rows, self.x[mem, idx], self._y[mem, idx])
+
+    # -- checkpointing ---------------------------------------------------------------------------
+    def state(self) -> list[Tensor]:
+        """Generator states (one per generator)."""
+        return [g.get_state() for g in self.generators]
+
+    def load_state(self, states: Sequence[Tensor]) -> None:
+        if len(states) != len(self.generators):
+            raise ValueError(f"got {len(states)} generator states for {len(self.generators)} generators")
+        for g, s in zip(self.generators, states):
+            g.set_state(s)

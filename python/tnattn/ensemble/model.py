@@ -1,0 +1,380 @@
+"""E independent TN-attention students with stacked parameters: :class:`EnsembleTNAttention`.
+
+Member ``e`` is exactly the model ``TNAttention(D, d, c, ..., generator=torch.Generator().manual_seed(
+seeds[e]))``: the constructor builds every member through :class:`tnattn.models.TNAttention` (same
+draws, same order, same casts) and stacks the parameters, so an ensemble never re-implements the
+initialisation. :meth:`EnsembleTNAttention.from_members` stacks any list of compatible models (for
+example hand-built exact ones), and :meth:`EnsembleTNAttention.member` hands one member back as a
+plain :class:`~tnattn.models.TNAttention`.
+
+The forward pass is :func:`ensemble_logits`, a pure function of a :class:`StackedParams` so that the
+trainer can run it on a compacted subset of members (finished members cost nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from tnattn import reference
+from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
+from tnattn.models import NonFiniteParameterError, TNAttention
+
+__all__ = ["EnsembleTNAttention", "StackedParams", "ensemble_logits", "ensemble_contexts"]
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+#: Settings that must agree between stacked members (attributes of TNAttention).
+_SETTINGS = ("D", "d", "c", "shared", "boundary", "init", "init_std", "normalize_map", "activation")
+
+
+@dataclass
+class StackedParams:
+    """Parameters of E members, leading dimension E.
+
+    Attributes
+    ----------
+    A_left, A_right : Tensor, shape (E, d, D, D)
+        ``A_right is A_left`` for the shared-tensor model.
+    C : Tensor, shape (E, d, D, D, c)
+    u, v : Tensor, shape (E, D)
+    scale : Tensor, shape (E,), or None without map normalisation
+    """
+
+    A_left: Tensor
+    A_right: Tensor
+    C: Tensor
+    u: Tensor
+    v: Tensor
+    scale: Optional[Tensor]
+
+    def select(self, members: Tensor) -> "StackedParams":
+        """The rows ``members`` (an int64 index tensor) of every tensor (autograd flows back)."""
+        pick = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {k: (t.index_select(0, members) if t is not None else None) for k, t in pick.items() if k != "A_right"}
+        out["A_right"] = out["A_left"] if self.A_right is self.A_left else self.A_right.index_select(0, members)
+        return StackedParams(**out)
+
+    @property
+    def E(self) -> int:
+        return self.A_left.shape[0]
+
+
+def _check_x(x, E: int, d: int, dtype: torch.dtype) -> Tensor:
+    """Validate the inputs of an ensemble forward; return int64 symbols or embeddings in ``dtype``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype in _INT_DTYPES:
+        if x.dim() not in (2, 3) or (x.dim() == 3 and x.shape[0] != E):
+            raise ValueError(f"x of integer symbols must have shape (N, M) or (E={E}, N, M), got {tuple(x.shape)}")
+        return x.long().contiguous()
+    if x.dtype.is_floating_point:
+        if x.dim() not in (3, 4) or x.shape[-1] != d or (x.dim() == 4 and x.shape[0] != E):
+            raise ValueError(f"x of real embeddings must have shape (N, M, {d}) or (E={E}, N, M, {d}), got {tuple(x.shape)}")
+        return x.to(dtype).contiguous()
+    raise TypeError(f"x must hold integer symbols or real embeddings, got {x.dtype}")
+
+
+def ensemble_maps(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:
+    """Local maps of every member (after normalisation and ``scale`` when ``normalize_map``).
+
+    Parameters
+    ----------
+    P : StackedParams
+        E members.
+    x : Tensor
+        (N, M) / (N, M, d) shared, or (E, N, M) / (E, N, M, d) per member (validated by the op).
+
+    Returns
+    -------
+    Tensor, shape (E, N, M, d, c)
+    """
+    W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
+    if not normalize_map:
+        return W
+    E, N, M, d, c = W.shape
+    # Same arithmetic as TNAttention._normalise (normalise over the d*c entries, then scale).
+    return reference.normalize(W.reshape(E, N, M, d * c)).reshape(E, N, M, d, c) * P.scale.view(E, 1, 1, 1, 1)
+
+
+class _SymbolHead(torch.autograd.Function):
+    """``logits[..., o] = scale * W[..., x, o] / |W|`` (norm over the d*c map entries) for symbols.
+
+    The same values as normalising the whole map with :func:`tnattn.reference.normalize`, scaling
+    and gathering the symbol's row (TNAttention's arithmetic, up to rounding of the norm), with a
+    hand-written backward: ``gather``'s backward (a scatter into a zero map) and norms over a
+    trailing dimension of size d*c are slow on the CPU, while these elementwise passes over strided
+    views are not. Exact-zero rule: a map with norm exactly 0 gives logits 0 and zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, W: Tensor, x: Tensor, scale: Optional[Tensor]):
+        E, N, M, d, c = W.shape
+        sq = W[..., 0, :].square().sum(-1) if c > 1 else W[..., 0, 0].square()
+        for s in range(1, d):
+            sq = sq + (W[..., s, :].square().sum(-1) if c > 1 else W[..., s, 0].square())
+        norm = sq.sqrt()
+        inv = torch.where(norm > 0, 1.0 / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+        xs = x if x.dim() == 3 else x.unsqueeze(0)
+        sel = W[:, :, :, 0, :] * (xs == 0).unsqueeze(-1).to(W.dtype) if d > 1 else W[:, :, :, 0, :]
+        for s in range(1, d):
+            sel = torch.where((xs == s).unsqueeze(-1), W[:, :, :, s, :], sel)
+        fac = inv if scale is None else inv * scale.view(E, 1, 1)
+        ctx.save_for_backward(W, xs, inv, sel, scale)
+        return sel * fac.unsqueeze(-1)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        W, xs, inv, sel, scale = ctx.saved_tensors
+        E, N, M, d, c = W.shape
+        fac = inv if scale is None else inv * scale.view(E, 1, 1)
+        g_sel = g * fac.unsqueeze(-1)  # d logits / d W[x, o]
+        # d logits / d inv = scale * sel;  d inv / d W = -inv^3 W (zero where the norm is 0)
+        q = (g * sel).sum(-1) if c > 1 else g[..., 0] * sel[..., 0]
+        q = q * (inv if scale is None else inv * scale.view(E, 1, 1)) * inv * inv
+        gW = -(W * q.view(E, N, M, 1, 1))
+        for s in range(d):
+            gW[:, :, :, s, :] += torch.where((xs == s).unsqueeze(-1), g_sel, torch.zeros_like(g_sel))
+        g_scale = None
+        if scale is not None and ctx.needs_input_grad[2]:
+            g_scale = ((g * sel).sum(-1) * inv).reshape(E, -1).sum(1) if c > 1 else (g[..., 0] * sel[..., 0] * inv).reshape(E, -1).sum(1)
+        return gW, None, g_scale
+
+
+def ensemble_logits(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:
+    """Outputs before the activation, per member: ``W_i[x_i, :]`` (or ``sum_s x_is W_i[s, :]``).
+
+    Parameters
+    ----------
+    P : StackedParams
+    x : Tensor
+        Symbols (N, M) shared or (E, N, M), or real embeddings (N, M, d) / (E, N, M, d); already
+        validated (see :meth:`EnsembleTNAttention.logits` for the checked entry point).
+
+    Returns
+    -------
+    Tensor, shape (E, N, M, c)
+    """
+    if not x.is_floating_point():
+        W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
+        if normalize_map:
+            return _SymbolHead.apply(W, x, P.scale)
+        E, N, M, d, c = W.shape
+        idx = x.view(-1 if x.dim() == 3 else 1, N, M, 1, 1).expand(E, N, M, 1, c)
+        return W.gather(3, idx).squeeze(3)
+    W = ensemble_maps(P, x, normalize_map=normalize_map)
+    eq = "nis,eniso->enio" if x.dim() == 3 else "enis,eniso->enio"
+    return torch.einsum(eq, x, W)
+
+
+def ensemble_contexts(P: StackedParams, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Left and right contexts of every member, each of shape (E, N, M, D)."""
+    return contexts_ensemble(P.A_left, x, P.u), contexts_ensemble(P.A_right, x, P.v, reverse=True)
+
+
+class EnsembleTNAttention(nn.Module):
+    r"""E independent uniform TN-attention layers evaluated together.
+
+    Parameters
+    ----------
+    D : int
+        Bond dimension.
+    d, c : int
+        Alphabet size and outputs per site.
+    seeds : sequence of int
+        One seed per member (E = ``len(seeds)``): member ``e`` is initialised exactly as
+        ``TNAttention(D, d, c, **kwargs, generator=torch.Generator().manual_seed(seeds[e]))``.
+    **kwargs
+        Any keyword of :class:`tnattn.models.TNAttention` except ``generator`` and ``backend``
+        (shared, boundary, train_boundary, init, init_std, normalize_map, scale_init, activation,
+        train_contexts, train_classifier, dtype, device).
+
+    Attributes
+    ----------
+    A_left, A_right : Parameter, shape (E, d, D, D)
+        The same Parameter when ``shared``.
+    C : Parameter, shape (E, d, D, D, c)
+    u, v : Parameter, shape (E, D)
+    scale : Parameter, shape (E,), or None
+    E : int
+        Number of members.
+    """
+
+    def __init__(self, D: int, d: int = 2, c: int = 1, *, seeds: Sequence[int], **kwargs):
+        super().__init__()
+        for bad in ("generator", "backend"):
+            if bad in kwargs:
+                raise TypeError(f"EnsembleTNAttention takes seeds, not {bad}")
+        seeds = _check_seeds(seeds)
+        members = [
+            TNAttention(D, d, c, backend="reference", generator=torch.Generator().manual_seed(s), **kwargs) for s in seeds
+        ]
+        self._stack(members)
+
+    @classmethod
+    def from_members(cls, members: Sequence[TNAttention]) -> "EnsembleTNAttention":
+        """Stack compatible :class:`~tnattn.models.TNAttention` models (copies their parameters).
+
+        Raises
+        ------
+        ValueError
+            If the list is empty or the members differ in a setting (D, d, c, shared, boundary,
+            init, normalisation, activation, dtype, device or which tensors train).
+        """
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj._stack(list(members))
+        return obj
+
+    def _stack(self, members: list) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        for m in members:
+            if not isinstance(m, TNAttention):
+                raise TypeError(f"members must be TNAttention models, got {type(m).__name__}")
+        first = members[0]
+        flags = lambda m: (m.train_contexts, m.train_classifier, m.train_boundary, m.A_left.dtype, m.A_left.device)  # noqa: E731
+        for k, m in enumerate(members):
+            for s in _SETTINGS:
+                if getattr(m, s) != getattr(first, s):
+                    raise ValueError(f"member {k} has {s}={getattr(m, s)!r} but member 0 has {getattr(first, s)!r}")
+            if flags(m) != flags(first):
+                raise ValueError(f"member {k} differs from member 0 in dtype, device or trainable tensors")
+        for s in _SETTINGS:
+            setattr(self, s, getattr(first, s))
+        self._train_contexts, self._train_classifier = first.train_contexts, first.train_classifier
+        self._train_boundary = first.train_boundary
+        self.scale_init = None
+
+        def stack(name):
+            return nn.Parameter(torch.stack([getattr(m, name).detach() for m in members]).clone())
+
+        self.A_left = stack("A_left")
+        self.A_right = self.A_left if self.shared else stack("A_right")
+        self.C = stack("C")
+        self.u, self.v = stack("u"), stack("v")
+        if self.normalize_map:
+            self.scale = stack("scale")
+        else:
+            self.register_parameter("scale", None)
+        # Same trainable flags as the members (TNAttention._apply_trainable).
+        self.A_left.requires_grad_(self._train_contexts)
+        self.A_right.requires_grad_(self._train_contexts)
+        self.u.requires_grad_(self._train_contexts and self._train_boundary)
+        self.v.requires_grad_(self._train_contexts and self._train_boundary)
+        self.C.requires_grad_(self._train_classifier)
+        if self.scale is not None:
+            self.scale.requires_grad_(self._train_classifier)
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def E(self) -> int:
+        return self.A_left.shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.A_left.dtype
+
+    def stacked(self, members: Optional[Sequence[int] | Tensor] = None) -> StackedParams:
+        """The parameters as a :class:`StackedParams`, optionally only the rows ``members``."""
+        P = StackedParams(self.A_left, self.A_right, self.C, self.u, self.v, self.scale)
+        if members is None:
+            return P
+        return P.select(self._member_index(members))
+
+    def _member_index(self, members) -> Tensor:
+        idx = torch.as_tensor(members, dtype=torch.long, device=self.A_left.device).reshape(-1)
+        if idx.numel() == 0:
+            raise ValueError("members must name at least one member")
+        if int(idx.min()) < 0 or int(idx.max()) >= self.E:
+            raise ValueError(f"members must lie in [0, {self.E}), got {idx.tolist()}")
+        return idx
+
+    def _prepare(self, x, E: int) -> Tensor:
+        x = _check_x(x, E, self.d, self.dtype)
+        if x.device != self.A_left.device:
+            raise ValueError(f"x is on {x.device} but the model is on {self.A_left.device}")
+        checks = [torch.isfinite(p).all() for p in self.parameters()]
+        if not x.is_floating_point() and x.numel():
+            checks.append((x.min() >= 0) & (x.max() < self.d))
+        if not bool(torch.stack(checks).all()):  # one host synchronisation for all checks
+            for name, p in self.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise NonFiniteParameterError(f"parameter {name} holds NaN or inf (training diverged?)")
+            raise ValueError(f"x holds symbols outside [0, {self.d}): min {int(x.min())}, max {int(x.max())}")
+        return x
+
+    def logits(self, x: Tensor, members=None) -> Tensor:
+        """Outputs before the activation.
+
+        Parameters
+        ----------
+        x : Tensor
+            Symbols (N, M) shared by all members, or (E', N, M) one batch per member; or real
+            embeddings (N, M, d) / (E', N, M, d).
+        members : sequence of int or Tensor, optional
+            Evaluate only these members (E' of them, in this order); default all (E' = E).
+
+        Returns
+        -------
+        Tensor, shape (E', N, M, c)
+        """
+        P = self.stacked(members)
+        return ensemble_logits(P, self._prepare(x, P.E), normalize_map=self.normalize_map)
+
+    def forward(self, x: Tensor, members=None) -> Tensor:
+        """``activation(logits(x))``; shape (E', N, M, c)."""
+        z = self.logits(x, members)
+        return torch.sigmoid(z) if self.activation == "sigmoid" else z
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, members=None) -> Tensor:
+        """Predicted symbols, shape (E', N, M), int64 (threshold 0 for c = 1, else argmax)."""
+        z = self.logits(x, members)
+        return (z[..., 0] > 0).long() if self.c == 1 else z.argmax(dim=-1)
+
+    def contexts(self, x: Tensor, members=None) -> tuple[Tensor, Tensor]:
+        """Left and right contexts, each of shape (E', N, M, D)."""
+        P = self.stacked(members)
+        return ensemble_contexts(P, self._prepare(x, P.E))
+
+    @torch.no_grad()
+    def member(self, e: int, *, backend: str = "ops") -> TNAttention:
+        """Member ``e`` as a stand-alone :class:`~tnattn.models.TNAttention` (a copy)."""
+        if not 0 <= int(e) < self.E:
+            raise ValueError(f"e must lie in [0, {self.E}), got {e}")
+        # A throwaway generator: building the module must not consume the global RNG.
+        m = TNAttention(
+            self.D, self.d, self.c, shared=self.shared, boundary="e1", init="normal", init_std=self.init_std,
+            normalize_map=self.normalize_map, activation=self.activation, backend=backend,
+            generator=torch.Generator().manual_seed(0), dtype=self.dtype, device=self.A_left.device,
+        )  # fmt: skip
+        m.boundary, m.init = self.boundary, self.init
+        for name in ("A_left", "A_right", "C", "u", "v", "scale"):
+            p = getattr(m, name)
+            if p is not None:
+                p.copy_(getattr(self, name)[e])
+        m.set_trainable(contexts=self._train_contexts, classifier=self._train_classifier, boundary=self._train_boundary)
+        return m
+
+    def extra_repr(self) -> str:
+        return (
+            f"E={self.E}, D={self.D}, d={self.d}, c={self.c}, shared={self.shared}, boundary={self.boundary!r}, "
+            f"init={self.init!r}, normalize_map={self.normalize_map}, activation={self.activation!r}"
+        )
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
+        raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seeds must be non-negative ints, got {s!r}")
+        out.append(int(s))
+    if not out:
+        raise ValueError("seeds must name at least one member")
+    return out

@@ -1,0 +1,235 @@
+"""Statistics over the members of an ensemble (SCIENCE.md section 5).
+
+* :func:`grokking_time_histogram` -- the probability density of the grokking time t_G;
+* :func:`member_records` -- one member's measured (epoch, value) pairs of a column (the history
+  holds nan on epochs where a column was not measured);
+* :func:`aligned_test_error` -- the aligned ensemble average of the test error and its critical
+  exponent nu with an error bar (:func:`tnattn.metrics.fit_critical_exponent`);
+* :func:`aligned_mean` -- the ensemble average of any recorded quantity against the time relative
+  to each member's own reference epoch (e.g. D_eff around t_eps: the paper's "drop just before
+  grokking").
+
+Inputs are plain arrays: ``values`` (E, T) with nan where not measured (row t = epoch t + 1, as in
+:class:`tnattn.ensemble.history.EnsembleHistory`) and per-member epochs (E,) with nan (or a
+negative value) for "never".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from tnattn.metrics import fit_critical_exponent
+
+__all__ = ["grokking_time_histogram", "member_records", "aligned_test_error", "aligned_mean"]
+
+
+def _epochs(t: Any, name: str) -> np.ndarray:
+    a = np.asarray(t, dtype=float).reshape(-1)
+    return np.where(np.isfinite(a) & (a >= 0), a, np.nan)
+
+
+def _values(values: Any, name: str) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2:
+        raise ValueError(f"{name} must have shape (E, T), got {v.shape}")
+    return v
+
+
+def grokking_time_histogram(t_G: Any, *, bins: int | Sequence[float] = 20, log: bool = False) -> dict:
+    """Histogram and probability density of grokking times.
+
+    Parameters
+    ----------
+    t_G : array-like, shape (E,)
+        Grokking times ``t_eps - t_train`` (nan for members that never grokked; they are counted
+        in ``n_total`` only).
+    bins : int or sequence of float
+        Number of bins, or the bin edges.
+    log : bool
+        Logarithmically spaced bins (over the positive times; t_G = 0 goes into the first bin).
+
+    Returns
+    -------
+    dict
+        ``edges`` (B+1,), ``counts`` (B,), ``density`` (B,) normalised so that
+        ``sum(density * widths) = 1`` over the grokked members, ``n`` grokked members,
+        ``n_total`` members, ``fraction`` grokked, ``mean``, ``median``, ``std`` of t_G.
+    """
+    t = np.asarray(t_G, dtype=float).reshape(-1)
+    ok = t[np.isfinite(t)]
+    if (ok < 0).any():
+        raise ValueError("t_G must be >= 0 (t_eps never precedes t_train)")
+    out = {"n": int(ok.size), "n_total": int(t.size), "fraction": float(ok.size / t.size) if t.size else math.nan}
+    if ok.size == 0:
+        return out | {"edges": [], "counts": [], "density": [], "mean": math.nan, "median": math.nan, "std": math.nan}
+    if np.ndim(bins) == 0:
+        nb = int(bins)
+        if nb < 1:
+            raise ValueError(f"bins must be >= 1, got {bins}")
+        hi = max(float(ok.max()), 1.0)
+        if log:
+            lo = max(float(ok[ok > 0].min()) if (ok > 0).any() else 1.0, 1e-12)
+            edges = np.geomspace(lo, hi, nb + 1) if hi > lo else np.array([lo, lo * 2])
+            edges[0] = min(edges[0], 0.0) if (ok == 0).any() else edges[0]
+        else:
+            edges = np.linspace(0.0, hi, nb + 1)
+    else:
+        edges = np.asarray(bins, dtype=float)
+    counts, edges = np.histogram(np.clip(ok, edges[0], edges[-1]), bins=edges)
+    widths = np.diff(edges)
+    density = counts / (counts.sum() * widths) if counts.sum() else np.zeros_like(widths)
+    return out | {
+        "edges": edges.tolist(),
+        "counts": counts.tolist(),
+        "density": density.tolist(),
+        "mean": float(ok.mean()),
+        "median": float(np.median(ok)),
+        "std": float(ok.std(ddof=1)) if ok.size > 1 else math.nan,
+    }
+
+
+def member_records(values: np.ndarray, e: int, *, until: Optional[float] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs and values of member ``e`` where ``values[e]`` was measured (not nan).
+
+    Parameters
+    ----------
+    values : ndarray, shape (E, T)
+    e : int
+    until : float, optional
+        Keep only epochs ``<= until``.
+
+    Returns
+    -------
+    epochs, vals : ndarray, shape (K,)
+    """
+    row = values[e]
+    k = np.nonzero(~np.isnan(row))[0]
+    epochs = (k + 1).astype(float)
+    vals = row[k].astype(float)
+    if until is not None:
+        keep = epochs <= until
+        epochs, vals = epochs[keep], vals[keep]
+    return epochs, vals
+
+
+def aligned_test_error(
+    test_error: Any,
+    t_eps: Any,
+    *,
+    window: Optional[Sequence[float]] = None,
+    max_error: float = 0.1,
+    n_tau: int = 40,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Critical exponent nu of the ensemble-averaged test error, ``<E>(tau) ~ tau^nu``, tau = t_eps - t.
+
+    Every member that reached zero test error (finite ``t_eps``) contributes its measured test
+    errors up to ``t_eps``; the runs are aligned at their own ``t_eps``, averaged and fitted by
+    :func:`tnattn.metrics.fit_critical_exponent` (bootstrap error bar over members, default fit
+    window from the time resolution around t_eps and the error level ``max_error``).
+
+    Parameters
+    ----------
+    test_error : array-like, shape (E, T)
+        Test error per member and epoch (nan where not measured).
+    t_eps : array-like, shape (E,)
+        First epoch with zero test error (nan or < 0: never).
+    window, max_error, n_tau, n_boot, seed
+        Passed to :func:`tnattn.metrics.fit_critical_exponent`.
+
+    Returns
+    -------
+    dict
+        ``nu``, ``nu_err``, ``prefactor``, ``window``, ``tau`` and ``mean_error`` (the aligned
+        average on the tau grid), ``n_runs``; or ``nu = nan`` and ``error`` (the reason) when the
+        fit is impossible (too few grokked members or records).
+    """
+    values = _values(test_error, "test_error")
+    te = _epochs(t_eps, "t_eps")
+    if te.shape[0] != values.shape[0]:
+        raise ValueError(f"t_eps must have one entry per member ({values.shape[0]}), got {te.shape[0]}")
+    runs = []
+    for e in np.nonzero(np.isfinite(te))[0]:
+        ep, v = member_records(values, int(e), until=te[e])
+        if ep.size >= 2 and ep[-1] == te[e]:
+            runs.append((ep, v, te[e]))
+    if not runs:
+        return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "error": "no member reached zero test error"}
+    # fit_critical_exponent wants one (R, T) array: pad every run after its t_eps with zeros at
+    # later times (the error stays 0 there; only times before t_eps enter the fit).
+    T = max(r[0].size for r in runs)
+    times = np.empty((len(runs), T))
+    errs = np.zeros((len(runs), T))
+    for k, (ep, v, _) in enumerate(runs):
+        times[k, : ep.size] = ep
+        times[k, ep.size :] = ep[-1] + np.arange(1, T - ep.size + 1)
+        errs[k, : ep.size] = v
+    try:
+        fit = fit_critical_exponent(
+            errs, times, np.array([r[2] for r in runs]), window=window, max_error=max_error, n_tau=n_tau,
+            n_boot=n_boot, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        return {"nu": math.nan, "nu_err": math.nan, "n_runs": len(runs), "error": str(exc)}
+    return {
+        "nu": fit.nu,
+        "nu_err": fit.nu_err,
+        "prefactor": fit.prefactor,
+        "window": list(fit.window),
+        "tau": fit.tau.tolist(),
+        "mean_error": fit.mean_error.tolist(),
+        "n_runs": fit.n_runs,
+    }
+
+
+def aligned_mean(values: Any, t_ref: Any, offsets: Sequence[float]) -> dict:
+    """Ensemble average of a recorded quantity at ``t_ref + offset`` for each offset.
+
+    Each member's measured values are linearly interpolated at ``t_ref[e] + offset`` inside the
+    range of its own records (no extrapolation: outside, the member does not count). Members with
+    no reference epoch (nan or < 0) are skipped.
+
+    Parameters
+    ----------
+    values : array-like, shape (E, T)
+        E.g. the ``deff`` column (nan where not measured).
+    t_ref : array-like, shape (E,)
+        Reference epochs, e.g. t_eps (or zeros for absolute epochs).
+    offsets : sequence of float, shape (K,)
+
+    Returns
+    -------
+    dict
+        ``offsets`` (K,), ``mean`` (K,), ``sem`` (K,) (standard error of the mean, nan for fewer
+        than 2 members), ``count`` (K,) members contributing at each offset, ``n_members``.
+    """
+    v = _values(values, "values")
+    ref = _epochs(t_ref, "t_ref")
+    if ref.shape[0] != v.shape[0]:
+        raise ValueError(f"t_ref must have one entry per member ({v.shape[0]}), got {ref.shape[0]}")
+    off = np.asarray(offsets, dtype=float).reshape(-1)
+    rows = []
+    for e in np.nonzero(np.isfinite(ref))[0]:
+        ep, val = member_records(v, int(e))
+        if ep.size == 0:
+            continue
+        at = ref[e] + off
+        inside = (at >= ep[0]) & (at <= ep[-1])
+        row = np.full(off.shape, np.nan)
+        row[inside] = np.interp(at[inside], ep, val)
+        rows.append(row)
+    if not rows:
+        nan = np.full(off.shape, np.nan)
+        return {"offsets": off.tolist(), "mean": nan.tolist(), "sem": nan.tolist(), "count": [0] * off.size, "n_members": 0}
+    M = np.stack(rows)
+    count = np.sum(~np.isnan(M), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, np.nansum(M, axis=0) / np.maximum(count, 1), np.nan)
+        dev = np.where(np.isnan(M), 0.0, M - mean) ** 2
+        sd = np.sqrt(dev.sum(axis=0) / np.maximum(count - 1, 1))
+        sem = np.where(count > 1, sd / np.sqrt(np.maximum(count, 1)), np.nan)
+    return {"offsets": off.tolist(), "mean": mean.tolist(), "sem": sem.tolist(), "count": count.tolist(), "n_members": len(rows)}

@@ -1,0 +1,706 @@
+"""Train E independent students at once: :class:`EnsembleTrainer`.
+
+Member ``e`` of an ensemble built from a :class:`~tnattn.train.TrainConfig` and seeds is the run
+``tnattn.train.train(replace(config, seed=seeds[e], lr=lr[e], l1=l1[e], l2=l2[e]))``
+(:meth:`EnsembleTrainer.member_config`): the same initial model (built by
+:func:`tnattn.train.build_model` from the member's model seed), the same batches (drawn from the
+member's data generator in the same order, :mod:`tnattn.ensemble.data`), the same loss
+(:func:`tnattn.train.compute_loss`, vectorised over members with ``torch.vmap``), the same penalties
+and penalty schedule, the same optimiser (:mod:`tnattn.ensemble.optim`, Adam per member), the same
+measurements and the same stopping rules. Trajectories agree with the single-model runs up to
+floating-point rounding (sums over a batch of members can round differently from sums over one).
+
+What differs from the single-model trainer
+------------------------------------------
+* Callbacks are not supported (the built-in ``stop_after_grok`` and ``patience`` rules are, per
+  member).
+* A member whose parameters become non-finite stops with ``stop_reason = "diverged"`` (its
+  single-model run would raise :class:`~tnattn.models.NonFiniteParameterError`); the others go on.
+* ``spike`` is computed when the run ends, from each member's loss curve
+  (:func:`tnattn.metrics.detect_loss_spikes` is causal, so the onsets equal the online ones).
+* ``wall_time`` is one value per epoch for the whole ensemble.
+
+Cost: members train together, one kernel call per group of members whose crops have the same length
+(at most ``crop_max - crop_min + 1`` calls per step). Finished members leave the working set at the
+end of the epoch in which they stop (their parameters and optimiser state are written back), so they
+stop costing compute. ``shared_data=True`` makes every member see the same batches (one group per step,
+the inputs shared in the kernel): faster, but then members are not independent runs.
+
+Run directory (optional): ``checkpoint.pt`` (atomic, ``weights_only``), ``summary.json`` and
+``histories.npz`` (every column as an (E, T) array). ``config.resume`` continues from the
+checkpoint; members stopped by ``max_epochs`` resume when ``max_epochs`` grew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tnattn.data import all_sequences, make_test_sets, random_sequences
+from tnattn.ensemble.data import EnsembleBatches
+from tnattn.ensemble.history import EnsembleHistory
+from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
+from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
+from tnattn.io import atomic_write, result_envelope, write_json
+from tnattn.train.build import build_model, build_teacher, output_size, split_seed
+from tnattn.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from tnattn.train.config import TrainConfig
+from tnattn.train.losses import compute_loss
+from tnattn.train.penalties import PenaltySchedule
+
+__all__ = ["EnsembleTrainer", "EnsembleResult", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "ensemble_checkpoint.pt"
+ENSEMBLE_FORMAT = 1
+# Output entries (members x sequences x sites x d x c) per evaluation call: bounds the memory of
+# the local maps on long test sets while keeping kernel calls large.
+_EVAL_ELEMENTS = 1 << 22
+_SPIKE_WINDOW = 20  # as the single-model trainer
+# Stop reasons after which a member never trains again.
+_FINAL = ("grokked", "patience", "diverged")
+_PARAM_ORDER = ("A_left", "A_right", "C", "u", "v", "scale")
+
+
+@dataclass
+class EnsembleResult:
+    """What an ensemble run returns.
+
+    Attributes
+    ----------
+    history : EnsembleHistory
+        Per-member columns (E, T).
+    summary : dict
+        Aggregate numbers (epochs, wall and train time, member-token-steps per second, counts).
+    members : list of dict
+        Per member: seed, lr, l1, l2, t_train, t_eps, t_G, stop_reason, epochs, final errors, spikes.
+    model : EnsembleTNAttention
+        Final parameters of every member.
+    run_dir : Path or None
+    """
+
+    history: EnsembleHistory
+    summary: dict
+    members: list
+    model: EnsembleTNAttention
+    run_dir: Optional[Path] = None
+
+    def _col(self, key: str) -> np.ndarray:
+        return np.array([np.nan if m[key] is None else m[key] for m in self.members], dtype=float)
+
+    @property
+    def t_train(self) -> np.ndarray:
+        """(E,) first epoch with zero training error (nan if never)."""
+        return self._col("t_train")
+
+    @property
+    def t_eps(self) -> np.ndarray:
+        """(E,) first test epoch with zero test error (nan if never)."""
+        return self._col("t_eps")
+
+    @property
+    def t_G(self) -> np.ndarray:
+        return self._col("t_G")
+
+
+def _per_member(name: str, values, E: int, default: float, *, positive: bool) -> Tensor:
+    if values is None:
+        out = [float(default)] * E
+    else:
+        out = [float(v) for v in values]
+        if len(out) != E:
+            raise ValueError(f"{name} must hold one value per member ({E}), got {len(out)}")
+    for v in out:
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise ValueError(f"{name} values must be finite and {'> 0' if positive else '>= 0'}, got {v!r}")
+    return torch.tensor(out, dtype=torch.float64)
+
+
+class EnsembleTrainer:
+    """E members with independent seeds, trained together.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Everything shared by the members (teacher, data, model, optimiser, run control). ``seed``
+        is ignored (``seeds`` replaces it); ``out`` is ignored (``run_dir`` replaces it).
+    seeds : sequence of int
+        One run seed per member (split into model and data seeds by :func:`tnattn.train.split_seed`
+        as in a single-model run).
+    lr, l1, l2 : sequence of float, optional
+        Per-member learning rate and L1/L2 strengths (default: the config's value for everyone).
+    shared_data : bool
+        All members see one stream of batches (from ``data_seed``); see the module docstring.
+    data_seed : int, optional
+        Run seed whose data seed drives the shared stream (default ``seeds[0]``).
+    run_dir : path, optional
+        Where checkpoints and results go (None writes nothing).
+    device : torch.device or str, optional
+        Default: ``config.device`` resolved as in :func:`tnattn.train.train`.
+    on_epoch : callable, optional
+        ``on_epoch(trainer, epoch)`` after every epoch (after any checkpoint of that epoch).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        seeds: Sequence[int],
+        *,
+        lr: Optional[Sequence[float]] = None,
+        l1: Optional[Sequence[float]] = None,
+        l2: Optional[Sequence[float]] = None,
+        shared_data: bool = False,
+        data_seed: Optional[int] = None,
+        run_dir: str | os.PathLike | None = None,
+        device=None,
+        on_epoch: Optional[Callable] = None,
+    ):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must name at least one member")
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct (equal seeds give identical members)")
+        for s in seeds:
+            if s < 0:
+                raise ValueError(f"seeds must be >= 0, got {s}")
+        self.config = config
+        self.seeds = seeds
+        E = self.E = len(seeds)
+        self.lr = _per_member("lr", lr, E, config.lr, positive=True)
+        self.l1 = _per_member("l1", l1, E, config.l1, positive=False)
+        self.l2 = _per_member("l2", l2, E, config.l2, positive=False)
+        self.shared_data = bool(shared_data)
+        self.data_seed = seeds[0] if data_seed is None else int(data_seed)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.on_epoch = on_epoch
+        if device is None:
+            from tnattn.train.build import resolve_device
+
+            device = resolve_device(config.device)
+        self.device = torch.device(device)
+
+        teacher = self.teacher = build_teacher(config)
+        self.c = output_size(teacher)
+        members = []
+        for e in range(E):
+            model_seed, _ = split_seed(seeds[e])
+            members.append(
+                build_model(self.member_config(e), teacher, generator=torch.Generator().manual_seed(model_seed), device=self.device)
+            )
+        self.model = EnsembleTNAttention.from_members(members)
+        del members
+
+        # Data: member e's data generator draws its random training set (if any), then its batches.
+        gens = []
+        for e in range(E) if not self.shared_data else [0]:
+            run_seed = seeds[e] if not self.shared_data else self.data_seed
+            gens.append(torch.Generator().manual_seed(split_seed(run_seed)[1]))
+        d = teacher.d
+        if config.train_size > 0:
+            xs = [random_sequences(config.train_size, config.train_length, d, generator=g) for g in gens]
+            x = xs[0] if self.shared_data else torch.stack(xs)
+        else:
+            x = all_sequences(config.train_length, d)
+        crop = (config.crop_min, config.crop_max) if config.crop_min > 0 else None
+        self.batches = EnsembleBatches(x, teacher, config.batch_size or None, crop, gens, shared=self.shared_data)
+        y = teacher(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        self.train_x, self.train_y = x.to(self.device), y.to(self.device)
+        tests = make_test_sets(teacher, config.test_lengths, n=config.test_size, d=d, seed=config.test_seed)
+        self.test_sets = {int(m): s.to(self.device) for m, s in tests.items()}
+        self.probe = self.test_sets[min(self.test_sets)].x[: config.deff_probe] if config.deff_probe > 0 else None
+
+        self.schedule = PenaltySchedule(config.penalty_schedule, config.schedule_epochs, config.schedule_factor)
+        self._loss = torch.vmap(lambda z, t: compute_loss(z, t, config.loss, config.activation))
+        self.param_names = [n for n in _PARAM_ORDER if getattr(self.model, n) is not None and not (n == "A_right" and self.model.shared)]
+        self.trainable = [n for n in self.param_names if getattr(self.model, n).requires_grad]
+        if not self.trainable:
+            raise ValueError("the model has no trainable parameters")
+        full = [getattr(self.model, n).detach() for n in self.trainable]
+        self.optimizer = make_optimizer(config.optimizer, full, self.lr)
+
+        self.columns = (
+            ["loss", "penalty", "batch_error", "train_error"]
+            + [f"test_error_{m}" for m in self.test_sets]
+            + ["deff", "spike", "lambda1", "lambda2", "grad_norm"]
+            + [f"norm_{n}" for n in self.param_names]
+        )
+        self.history = EnsembleHistory(self.columns, E)
+        self.epoch = 0
+        self.t_train = np.full(E, -1, dtype=np.int64)
+        self.t_eps = np.full(E, -1, dtype=np.int64)
+        self.stop_reason: list[Optional[str]] = [None] * E
+        self.stop_epoch = np.zeros(E, dtype=np.int64)
+        self.best_loss = np.full(E, np.inf)
+        self.best_epoch = np.zeros(E, dtype=np.int64)
+        self.member_tokens = 0
+        self.train_seconds = 0.0
+        self.wall_before = 0.0
+        self._t0: Optional[float] = None
+        self._signal: Optional[int] = None
+        self._work = None  # (active ids, working params, optimiser rows), see _gather
+
+    # ------------------------------------------------------------------------------------------
+    def member_config(self, e: int) -> TrainConfig:
+        """The single-model config whose :func:`tnattn.train.train` run member ``e`` reproduces."""
+        return dataclasses.replace(
+            self.config, seed=self.seeds[e], lr=float(self.lr[e]), l1=float(self.l1[e]), l2=float(self.l2[e])
+        )
+
+    @property
+    def active(self) -> np.ndarray:
+        """Members still training (not stopped), in increasing order."""
+        return np.array([e for e in range(self.E) if self.stop_reason[e] is None], dtype=np.int64)
+
+    # ------------------------------------------------------------------------------------------
+    # working set: the active members' parameters and optimiser state, compacted
+    # ------------------------------------------------------------------------------------------
+    def _gather(self) -> None:
+        ids = self.active
+        idx = torch.as_tensor(ids, dtype=torch.long)
+        dev_idx = idx.to(self.device)
+        tensors = {}
+        for n in self.param_names:
+            t = getattr(self.model, n).detach()[dev_idx].clone()
+            tensors[n] = t.requires_grad_(n in self.trainable)
+        tensors["A_right"] = tensors["A_left"] if self.model.shared else tensors["A_right"]
+        P = StackedParams(tensors["A_left"], tensors["A_right"], tensors["C"], tensors["u"], tensors["v"], tensors.get("scale"))
+        self._work = (ids, idx, P, self.optimizer.rows(idx))
+
+    @torch.no_grad()
+    def _scatter(self) -> None:
+        """Write the working set back into the model and the full optimiser state."""
+        if self._work is None:
+            return
+        ids, idx, P, opt = self._work
+        dev_idx = idx.to(self.device)
+        for n in self.param_names:
+            getattr(self.model, n).data[dev_idx] = getattr(P, n).detach()
+        self.optimizer.load_rows(idx, opt)
+
+    def _leaves(self, P: StackedParams) -> list[Tensor]:
+        return [getattr(P, n) for n in self.trainable]
+
+    # ------------------------------------------------------------------------------------------
+    # one epoch
+    # ------------------------------------------------------------------------------------------
+    def _penalty(self, leaves: list[Tensor], lam1: Tensor, lam2: Tensor) -> Optional[Tensor]:
+        """(E_a,) per-member penalty (differentiable), or None when no member has one."""
+        cfg = self.config
+        pen = None
+        if bool((lam1 > 0).any()):
+            l1 = torch.stack([p.abs().reshape(p.shape[0], -1).sum(1) for p in leaves]).sum(0)
+            pen = _rowwise(lam1, l1) * l1
+        if cfg.l2_mode == "penalty" and bool((lam2 > 0).any()):
+            l2 = torch.stack([0.5 * (p * p).reshape(p.shape[0], -1).sum(1) for p in leaves]).sum(0)
+            pen2 = _rowwise(lam2, l2) * l2
+            pen = pen2 if pen is None else pen + pen2
+        return pen
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch of every active member; returns per-member measurements (arrays over the
+        active members)."""
+        cfg = self.config
+        ids, idx, P, opt = self._work
+        Ea = len(ids)
+        mult = self.schedule(epoch)
+        lam1 = self.l1[idx] * mult
+        lam2 = self.l2[idx] * mult
+        leaves = self._leaves(P)
+        loss_sum = torch.zeros(Ea, dtype=torch.float64)
+        pen_sum = torch.zeros(Ea, dtype=torch.float64)
+        grad_sum = torch.zeros(Ea, dtype=torch.float64)
+        wrong = torch.zeros(Ea, dtype=torch.float64)
+        sites = torch.zeros(Ea, dtype=torch.float64)
+        n_batches = 0
+        t0 = time.perf_counter()
+        for groups in self.batches.epoch(ids.tolist()):
+            total = None
+            records = []
+            for grp in groups:
+                rows = grp.rows.to(self.device)
+                Pg = P if len(grp.rows) == Ea else P.select(rows)
+                xg, yg = grp.x.to(self.device), grp.y.to(self.device)
+                logits = ensemble_logits(Pg, xg, normalize_map=self.model.normalize_map)
+                ye = yg if yg.dim() == 3 else yg.expand(len(grp.rows), *yg.shape)
+                losses = self._loss(logits, ye)
+                total = losses.sum() if total is None else total + losses.sum()
+                records.append((grp.rows, logits.detach(), ye, losses.detach()))
+            pen = self._penalty(leaves, lam1, lam2)
+            if pen is not None:
+                total = total + pen.sum()
+            grads = torch.autograd.grad(total, leaves)
+            gsq = torch.stack([g.reshape(g.shape[0], -1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()
+            grads = self._apply_l2(leaves, list(grads), lam2)
+            opt.step(leaves, grads)
+            with torch.no_grad():
+                for rows, logits, ye, losses in records:
+                    n = ye[0].numel()
+                    loss_sum[rows] += losses.double().cpu() * n
+                    wrong[rows] += (_predict(logits) != ye).flatten(1).sum(1).double().cpu()
+                    sites[rows] += n
+            if pen is not None:
+                pen_sum += pen.detach().double().cpu()
+            grad_sum += gsq.cpu()
+            n_batches += 1
+        self.train_seconds += time.perf_counter() - t0
+        self.member_tokens += int(sites.sum())
+        return {
+            "loss": (loss_sum / sites).numpy(),
+            "penalty": (pen_sum / n_batches).numpy(),
+            "batch_error": (wrong / sites).numpy(),
+            "grad_norm": (grad_sum / n_batches).numpy(),
+            "lambda1": lam1.numpy(),
+            "lambda2": lam2.numpy(),
+        }
+
+    @torch.no_grad()
+    def _apply_l2(self, leaves: list[Tensor], grads: list[Tensor], lam2: Tensor) -> list[Tensor]:
+        mode = self.config.l2_mode
+        if mode == "penalty" or not bool((lam2 > 0).any()):
+            return grads
+        if mode == "coupled":  # grad += lambda2 * p (Adam's weight_decay)
+            return [add_scaled_rows(g, p, lam2) for p, g in zip(leaves, grads)]
+        ids, idx, P, opt = self._work
+        for p in leaves:  # decoupled: p *= 1 - lr * lambda2
+            p.mul_(_rowwise(1.0 - self.lr[idx] * lam2, p))
+        return grads
+
+    # ------------------------------------------------------------------------------------------
+    # evaluation
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _wrong_fraction(self, P: StackedParams, x: Tensor, y: Tensor) -> np.ndarray:
+        """Fraction of wrong sites per member of ``P`` on inputs x ((N, M) shared or (E, N, M))."""
+        E = P.E
+        N, M = x.shape[-2], x.shape[-1]
+        per_seq = M * self.model.d * self.c
+        wrong = torch.zeros(E, dtype=torch.float64)
+        m_chunk = max(1, min(E, _EVAL_ELEMENTS // per_seq))
+        n_chunk = max(1, _EVAL_ELEMENTS // (m_chunk * per_seq))
+        for m0 in range(0, E, m_chunk):
+            rows = torch.arange(m0, min(E, m0 + m_chunk), device=self.device)
+            Pm = P if len(rows) == E else P.select(rows)
+            for n0 in range(0, N, n_chunk):
+                if x.dim() == 2:
+                    xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
+                else:
+                    xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
+                pred = _predict(ensemble_logits(Pm, xc, normalize_map=self.model.normalize_map))
+                wrong[m0 : m0 + len(rows)] += (pred != yc).flatten(1).sum(1).double().cpu()
+        return (wrong / (N * M)).numpy()
+
+    @torch.no_grad()
+    def evaluate(self, epoch: int) -> dict:
+        """Training error every epoch; test errors and D_eff on each member's test epochs."""
+        from tnattn.metrics import effective_dimension
+
+        cfg = self.config
+        ids, idx, P, _ = self._work
+        Ea = len(ids)
+        out: dict[str, np.ndarray] = {}
+        out["train_error"] = self._wrong_fraction(P, self.train_x if self.train_x.dim() == 2 else self.train_x[idx], self.train_y if self.train_y.dim() == 2 else self.train_y[idx])
+        test_now = np.full(Ea, epoch % cfg.eval_every == 0)
+        if cfg.eval_when_fit:
+            test_now |= out["train_error"] == 0.0
+        sel = np.nonzero(test_now)[0]
+        for m in self.test_sets:
+            out[f"test_error_{m}"] = np.full(Ea, np.nan)
+        out["deff"] = np.full(Ea, np.nan)
+        if sel.size:
+            rows = torch.as_tensor(sel, dtype=torch.long, device=self.device)
+            Ps = P if sel.size == Ea else P.select(rows)
+            for m, s in self.test_sets.items():
+                out[f"test_error_{m}"][sel] = self._wrong_fraction(Ps, s.x, s.y)
+            if self.probe is not None:
+                L, _ = ensemble_contexts(Ps, self.probe)
+                pts = L[:, :, L.shape[2] // 2].double().cpu()
+                out["deff"][sel] = effective_dimension(pts.numpy()) if pts.shape[1] >= 2 else np.nan
+        for n in self.param_names:
+            t = getattr(P, n).detach()
+            out[f"norm_{n}"] = torch.linalg.vector_norm(t.reshape(Ea, -1).double(), dim=1).cpu().numpy()
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+    def _wall(self) -> float:
+        return self.wall_before + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
+
+    def _update_members(self, epoch: int, ids: np.ndarray, row: dict) -> None:
+        cfg = self.config
+        tests = np.stack([row[f"test_error_{m}"] for m in self.test_sets])  # (n_lengths, Ea)
+        for k, e in enumerate(ids):
+            if self.t_train[e] < 0 and row["train_error"][k] == 0.0:
+                self.t_train[e] = epoch
+            if self.t_eps[e] < 0 and not np.isnan(tests[:, k]).any() and (tests[:, k] == 0.0).all():
+                self.t_eps[e] = epoch
+            reason = None
+            if not row["finite"][k]:
+                reason = "diverged"
+            elif cfg.stop_after_grok >= 0 and self.t_eps[e] >= 0 and epoch >= self.t_eps[e] + cfg.stop_after_grok:
+                reason = "grokked"
+            elif cfg.patience > 0:
+                loss = row["loss"][k]
+                if loss < self.best_loss[e] - cfg.min_delta:
+                    self.best_loss[e], self.best_epoch[e] = float(loss), epoch
+                elif epoch - self.best_epoch[e] >= cfg.patience:
+                    reason = "patience"
+            if reason is None and epoch >= cfg.max_epochs:
+                reason = "max_epochs"
+            if reason is not None:
+                self.stop_reason[e] = reason
+                self.stop_epoch[e] = epoch
+
+    def _on_signal(self, signum, frame):
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self._signal = signum
+
+    def _install_signals(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def fit(self) -> EnsembleResult:
+        """Train until every member has stopped or ``max_epochs`` is reached (or a signal arrives).
+
+        With ``config.resume`` and a checkpoint in the run directory, the run continues from it.
+        """
+        cfg = self.config
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if cfg.resume and self.checkpoint_path.exists():
+                self.load_state_dict(load_checkpoint(self.checkpoint_path))
+            else:
+                for name in (CHECKPOINT_NAME, "summary.json", "histories.npz"):
+                    (self.run_dir / name).unlink(missing_ok=True)
+        # Members stopped only by max_epochs continue when max_epochs grew (as a resumed single run).
+        for e in range(self.E):
+            if self.stop_reason[e] in ("max_epochs", "interrupted") and self.epoch < cfg.max_epochs:
+                self.stop_reason[e] = None
+            elif self.stop_reason[e] == "interrupted":
+                self.stop_reason[e] = "max_epochs"
+        self._t0 = time.perf_counter()
+        self._gather()
+        bar = None
+        if cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_epochs, initial=self.epoch, unit="epoch", dynamic_ncols=True, desc=f"ensemble E={self.E}")
+        previous = self._install_signals()
+        try:
+            while self.epoch < cfg.max_epochs and len(self._work[0]):
+                epoch = self.epoch + 1
+                ids = self._work[0]
+                row = self.train_epoch(epoch)
+                row.update(self.evaluate(epoch))
+                row["finite"] = self._finite()
+                self.epoch = epoch
+                self._update_members(epoch, ids, row)
+                values = {c: row[c] for c in self.columns if c in row}
+                self.history.record(epoch, ids, values, self._wall())
+                stopped = [e for e in ids if self.stop_reason[e] is not None]
+                if self._signal is not None:
+                    for e in ids:
+                        if self.stop_reason[e] is None:
+                            self.stop_reason[e] = "interrupted"
+                            self.stop_epoch[e] = epoch
+                    break
+                if stopped:
+                    self._scatter()
+                    self._gather()
+                # Finished members are saved right away, so that a crash never loses them.
+                if self.run_dir is not None and (stopped or epoch % cfg.checkpoint_every == 0) and len(self._work[0]):
+                    self.save_checkpoint()
+                if bar is not None:
+                    bar.set_postfix(active=len(self._work[0]), grokked=int((self.t_eps >= 0).sum()), refresh=False)
+                    bar.update(1)
+                if self.on_epoch is not None:
+                    self.on_epoch(self, epoch)
+            self._scatter()
+            for e in range(self.E):
+                if self.stop_reason[e] is None:
+                    self.stop_reason[e] = "max_epochs"
+                    self.stop_epoch[e] = self.epoch
+            self.save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self._finish()
+
+    @torch.no_grad()
+    def _finite(self) -> np.ndarray:
+        _, _, P, _ = self._work
+        ok = None
+        for n in self.param_names:
+            t = getattr(P, n)
+            f = torch.isfinite(t.reshape(t.shape[0], -1)).all(1)
+            ok = f if ok is None else ok & f
+        return ok.cpu().numpy()
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoints
+    # ------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Optional[Path]:
+        return self.run_dir / CHECKPOINT_NAME if self.run_dir is not None else None
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue the run (tensors and plain containers only)."""
+        self._scatter()
+        return {
+            "format": FORMAT_VERSION,
+            "ensemble_format": ENSEMBLE_FORMAT,
+            "epoch": self.epoch,
+            "seeds": list(self.seeds),
+            "shared_data": self.shared_data,
+            "data_seed": self.data_seed,
+            "config": self.config.to_dict(),
+            "model": {n: getattr(self.model, n).detach().clone() for n in self.param_names},
+            "optimizer": self.optimizer.state_dict(),
+            "generators": self.batches.state(),
+            "history": self.history.state_dict(),
+            "t_train": torch.from_numpy(self.t_train.copy()),
+            "t_eps": torch.from_numpy(self.t_eps.copy()),
+            "stop_reason": list(self.stop_reason),
+            "stop_epoch": torch.from_numpy(self.stop_epoch.copy()),
+            "best_loss": torch.from_numpy(self.best_loss.copy()),
+            "best_epoch": torch.from_numpy(self.best_epoch.copy()),
+            "member_tokens": self.member_tokens,
+            "train_seconds": self.train_seconds,
+            "wall_time": self._wall(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (same config up to run-control fields, seeds and hyperparameters)."""
+        from tnattn.train.run import _check_resume_config
+
+        if state.get("ensemble_format") != ENSEMBLE_FORMAT:
+            raise ValueError("not an ensemble checkpoint of a supported format")
+        _check_resume_config(state["config"], self.config)
+        if list(state["seeds"]) != self.seeds or bool(state["shared_data"]) != self.shared_data:
+            raise ValueError("cannot resume: the checkpoint has different seeds or data mode")
+        if not torch.equal(state["optimizer"]["lr"], self.lr):
+            raise ValueError("cannot resume: the checkpoint has different per-member learning rates")
+        with torch.no_grad():
+            for n in self.param_names:
+                getattr(self.model, n).copy_(state["model"][n])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.batches.load_state(state["generators"])
+        self.history = EnsembleHistory.from_state_dict(state["history"])
+        self.epoch = int(state["epoch"])
+        self.t_train = state["t_train"].numpy().copy()
+        self.t_eps = state["t_eps"].numpy().copy()
+        self.stop_reason = list(state["stop_reason"])
+        self.stop_epoch = state["stop_epoch"].numpy().copy()
+        self.best_loss = state["best_loss"].numpy().copy()
+        self.best_epoch = state["best_epoch"].numpy().copy()
+        self.member_tokens = int(state["member_tokens"])
+        self.train_seconds = float(state["train_seconds"])
+        self.wall_before = float(state["wall_time"])
+        self._work = None
+
+    def save_checkpoint(self) -> Optional[Path]:
+        """Write the checkpoint atomically (no-op without a run directory)."""
+        if self.checkpoint_path is None:
+            return None
+        return save_checkpoint(self.checkpoint_path, self.state_dict())
+
+    # ------------------------------------------------------------------------------------------
+    # results
+    # ------------------------------------------------------------------------------------------
+    def _spikes(self) -> list[list[int]]:
+        from tnattn.metrics import detect_loss_spikes
+
+        loss = self.history.column("loss")
+        spike = self.history.data["spike"]
+        out = []
+        for e in range(self.E):
+            T = int(self.stop_epoch[e]) or self.history.T
+            onsets = detect_loss_spikes(loss[e, :T].astype(np.float64), window=_SPIKE_WINDOW) if T > _SPIKE_WINDOW else []
+            spike[e, :T] = 0.0
+            for t in onsets:
+                spike[e, int(t)] = 1.0
+            out.append([int(t) + 1 for t in onsets])
+        return out
+
+    def member_summaries(self) -> list[dict]:
+        spikes = self._spikes()
+        out = []
+        for e in range(self.E):
+            T = int(self.stop_epoch[e])
+            final = {}
+            for m in self.test_sets:
+                col = self.history.column(f"test_error_{m}")[e, :T]
+                seen = col[~np.isnan(col)]
+                final[str(m)] = float(seen[-1]) if seen.size else None
+            tt = int(self.t_train[e]) if self.t_train[e] >= 0 else None
+            te = int(self.t_eps[e]) if self.t_eps[e] >= 0 else None
+            out.append({
+                "member": e,
+                "seed": self.seeds[e],
+                "lr": float(self.lr[e]),
+                "l1": float(self.l1[e]),
+                "l2": float(self.l2[e]),
+                "epochs": T,
+                "stop_reason": self.stop_reason[e],
+                "t_train": tt,
+                "t_eps": te,
+                "t_G": te - tt if te is not None and tt is not None else None,
+                "grokked": te is not None,
+                "final_loss": float(self.history.column("loss")[e, T - 1]) if T else None,
+                "final_train_error": float(self.history.column("train_error")[e, T - 1]) if T else None,
+                "last_test_errors": final,
+                "loss_spikes": spikes[e],
+            })  # fmt: skip
+        return out
+
+    def summary(self) -> dict:
+        member_epochs = int(self.stop_epoch.sum())
+        return {
+            "E": self.E,
+            "epochs": self.epoch,
+            "member_epochs": member_epochs,
+            "grokked": int((self.t_eps >= 0).sum()),
+            "stop_reasons": {r: self.stop_reason.count(r) for r in sorted(set(map(str, self.stop_reason)))},
+            "wall_time_s": self._wall(),
+            "train_time_s": self.train_seconds,
+            "member_token_steps": self.member_tokens,
+            "member_token_steps_per_s": self.member_tokens / self.train_seconds if self.train_seconds > 0 else None,
+            "shared_data": self.shared_data,
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+        }
+
+    def _finish(self) -> EnsembleResult:
+        members = self.member_summaries()
+        summary = self.summary()
+        if self.run_dir is not None:
+            write_json(self.run_dir / "summary.json", result_envelope("ensemble-train", self.config, {"summary": summary, "members": members}))
+            arrays = self.history.arrays()
+            atomic_write(self.run_dir / "histories.npz", lambda h: np.savez_compressed(h, **arrays), mode="wb")
+        return EnsembleResult(self.history, summary, members, self.model, self.run_dir)
+
+
+def _rowwise(values: Tensor, like: Tensor) -> Tensor:
+    return values.to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+def _predict(logits: Tensor) -> Tensor:
+    if logits.shape[-1] == 1:
+        return (logits[..., 0] > 0).long()
+    return logits.argmax(dim=-1)

@@ -1,0 +1,398 @@
+"""Ensembles: ops, stacked model, per-member batches and optimisers, the trainer against single runs, stats."""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tnattn import ops, reference
+from tnattn.data import MiniBatches, all_sequences, random_sequences
+from tnattn.ensemble import EnsembleTNAttention, contexts_ensemble, tn_attention_ensemble
+from tnattn.ensemble.data import EnsembleBatches
+from tnattn.ensemble.model import _SymbolHead
+from tnattn.ensemble.ops import kernel_threads
+from tnattn.ensemble.optim import StackedAdam, StackedSGD
+from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
+from tnattn.ensemble.trainer import EnsembleTrainer
+from tnattn.models import TNAttention
+from tnattn.rules import elementary
+from tnattn.train import TrainConfig, train
+
+F64 = torch.float64
+
+# A tiny rule-30 problem (as tests/test_train.py): all length-6 strings, short test sets.
+TINY = dict(
+    D=4,
+    train_length=6,
+    crop_min=3,
+    crop_max=6,
+    batch_size=16,
+    test_lengths=(30, 12),
+    test_size=40,
+    max_epochs=12,
+    eval_every=3,
+    deff_probe=24,
+    progress=False,
+    plots=False,
+    stop_after_grok=-1,
+    threads=1,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _params(E, d, D, c, g, dtype=F64, per_batch_v=None):
+    AL = torch.randn(E, d, D, D, generator=g, dtype=dtype)
+    AR = torch.randn(E, d, D, D, generator=g, dtype=dtype)
+    C = torch.randn(E, d, D, D, c, generator=g, dtype=dtype)
+    u = torch.randn(E, D, generator=g, dtype=dtype)
+    v = torch.randn(E, D, generator=g, dtype=dtype) if per_batch_v is None else torch.randn(E, per_batch_v, D, generator=g, dtype=dtype)
+    return AL, AR, C, u, v
+
+
+# ------------------------------------------------------------------------------------------------
+# ops
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("real", [False, True])
+@pytest.mark.parametrize("shared_x", [False, True])
+def test_tn_attention_ensemble_matches_single_op_per_member(real, shared_x):
+    E, N, M, d, D, c = 3, 5, 7, 3, 4, 2
+    g = torch.Generator().manual_seed(1)
+    leaves = [t.requires_grad_() for t in _params(E, d, D, c, g, per_batch_v=N)]
+    shape = (N, M) if shared_x else (E, N, M)
+    x = torch.rand(*shape, d, generator=g, dtype=F64) if real else torch.randint(0, d, shape, generator=g)
+    if real:
+        x.requires_grad_()
+    W = tn_attention_ensemble(x, *leaves)
+    assert W.shape == (E, N, M, d, c)
+    gW = torch.randn(W.shape, generator=g, dtype=F64)
+    inputs = leaves + ([x] if real else [])
+    got = torch.autograd.grad((W * gW).sum(), inputs)
+    want = [torch.zeros_like(t) for t in inputs]
+    for e in range(E):
+        xe = x if shared_x else x[e]
+        We = ops.tn_attention(xe, *(t[e] for t in leaves))
+        torch.testing.assert_close(W[e], We, rtol=1e-12, atol=1e-12)
+        ge = torch.autograd.grad((We * gW[e]).sum(), inputs)
+        want = [w + g_ for w, g_ in zip(want, ge)]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_contexts_ensemble_matches_reference_per_member(reverse):
+    E, N, M, d, D = 4, 6, 5, 2, 3
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(E, d, D, D, generator=g, dtype=F64, requires_grad=True)
+    b = torch.randn(E, D, generator=g, dtype=F64, requires_grad=True)
+    x = torch.randint(0, d, (E, N, M), generator=g, dtype=torch.int32)
+    out = contexts_ensemble(A, x, b, reverse=reverse)
+    gout = torch.randn(out.shape, generator=g, dtype=F64)
+    gA, gb = torch.autograd.grad((out * gout).sum(), [A, b])
+    for e in range(E):
+        Ae, be = A[e].detach().requires_grad_(), b[e].detach().requires_grad_()
+        ref = reference.contexts(Ae, x[e], be, reverse=reverse)
+        torch.testing.assert_close(out[e], ref, rtol=1e-12, atol=1e-12)
+        rA, rb = torch.autograd.grad((ref * gout[e]).sum(), [Ae, be])
+        torch.testing.assert_close(gA[e], rA, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(gb[e], rb, rtol=1e-9, atol=1e-11)
+
+
+def test_ensemble_opcheck():
+    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
+    g = torch.Generator().manual_seed(3)
+    AL, AR, C, u, v = _params(E, d, D, c, g)
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    torch.library.opcheck(torch.ops.tnattn.tn_attention_ensemble.default, (x, AL.requires_grad_(), AR, C.requires_grad_(), u, v))
+    torch.library.opcheck(torch.ops.tnattn.contexts_ensemble.default, (AL, x[0], u), {"reverse": True})
+
+
+def test_ensemble_ops_reject_bad_input():
+    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
+    g = torch.Generator().manual_seed(4)
+    AL, AR, C, u, v = _params(E, d, D, c, g)
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    with pytest.raises(TypeError, match="A_left"):
+        tn_attention_ensemble(x, "A", AR, C, u, v)
+    with pytest.raises(ValueError, match="leading dimension"):
+        tn_attention_ensemble(torch.randint(0, d, (E + 1, N, M)), AL, AR, C, u, v)
+    with pytest.raises(ValueError, match="u must have shape"):
+        tn_attention_ensemble(x, AL, AR, C, u[:1], v)
+    with pytest.raises(ValueError, match="C must have shape"):
+        tn_attention_ensemble(x, AL, AR, C[:1], u, v)
+    with pytest.raises(TypeError, match="dtype"):
+        tn_attention_ensemble(x, AL, AR, C.float(), u, v)
+    with pytest.raises(ValueError, match="A must have 4 dimensions"):
+        contexts_ensemble(AL[0], x, u)
+    bad = x.clone()
+    bad[1, 2, 3] = d
+    with pytest.raises(ValueError, match="symbols outside"):
+        tn_attention_ensemble(bad, AL, AR, C, u, v)
+    with pytest.raises(ValueError, match="n must be"):
+        kernel_threads(0)
+
+
+def test_symbol_head_matches_normalise_then_gather():
+    E, N, M, d, c = 3, 4, 5, 3, 2
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(E, N, M, d, c, generator=g, dtype=F64, requires_grad=True)
+    scale = torch.randn(E, generator=g, dtype=F64, requires_grad=True)
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    z = _SymbolHead.apply(W, x, scale)
+    Z = reference.normalize(W.reshape(E, N, M, d * c)).reshape(E, N, M, d, c) * scale.view(E, 1, 1, 1, 1)
+    ref = Z.gather(3, x.view(E, N, M, 1, 1).expand(E, N, M, 1, c)).squeeze(3)
+    torch.testing.assert_close(z, ref, rtol=1e-13, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda W, s: _SymbolHead.apply(W, x, s), (W, scale))
+    # exact-zero rule: a zero map gives zero logits and zero gradient, no NaN
+    W0 = torch.zeros(1, 1, 2, 2, 1, dtype=F64, requires_grad=True)
+    z0 = _SymbolHead.apply(W0, torch.zeros(1, 2, dtype=torch.long), torch.ones(1, dtype=F64))
+    (gW0,) = torch.autograd.grad(z0.sum(), [W0])
+    assert torch.equal(z0, torch.zeros_like(z0)) and torch.equal(gW0, torch.zeros_like(W0))
+
+
+# ------------------------------------------------------------------------------------------------
+# model
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{}, {"shared": False, "boundary": "random"}, {"boundary": "eig", "init": "orthogonal"}])
+def test_members_are_the_seeded_single_models(kw):
+    seeds = [3, 11, 7]
+    ens = EnsembleTNAttention(5, seeds=seeds, **kw)
+    x = torch.randint(0, 2, (6, 9), generator=torch.Generator().manual_seed(0))
+    xe = torch.randint(0, 2, (3, 6, 9), generator=torch.Generator().manual_seed(1))
+    shared_logits, own_logits = ens.logits(x), ens.logits(xe)
+    for e, s in enumerate(seeds):
+        single = TNAttention(5, generator=torch.Generator().manual_seed(s), **kw)
+        for name, p in single.named_parameters():
+            assert torch.equal(getattr(ens, name)[e], p), name
+        torch.testing.assert_close(shared_logits[e], single.logits(x), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(own_logits[e], single.logits(xe[e]), rtol=1e-6, atol=1e-6)
+        assert torch.equal(ens.member(e).C, single.C)
+    assert ens.A_right is ens.A_left if kw.get("shared", True) else ens.A_right is not ens.A_left
+    assert ens.logits(x, members=[2, 0]).shape == (2, 6, 9, 1)
+    torch.testing.assert_close(ens.logits(x, members=[2, 0])[0], shared_logits[2])
+
+
+def test_model_rejects_bad_input():
+    with pytest.raises(ValueError, match="seeds"):
+        EnsembleTNAttention(3, seeds=[])
+    with pytest.raises(TypeError, match="generator"):
+        EnsembleTNAttention(3, seeds=[1], generator=torch.Generator())
+    a, b = TNAttention(3), TNAttention(4)
+    with pytest.raises(ValueError, match="member 1 has D=4"):
+        EnsembleTNAttention.from_members([a, b])
+    ens = EnsembleTNAttention(3, seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"\(E=2, N, M\)"):
+        ens.logits(torch.zeros(3, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="symbols outside"):
+        ens.logits(torch.full((2, 3), 2))
+    with pytest.raises(ValueError, match="members must lie"):
+        ens.logits(torch.zeros(2, 3, dtype=torch.long), members=[5])
+
+
+# ------------------------------------------------------------------------------------------------
+# per-member batches and optimisers
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("crop,batch,per_member", [((3, 6), 5, False), (None, 4, False), (None, None, False), ((2, 6), 7, True)])
+def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member):
+    rule = elementary(30)
+    if per_member:
+        xs = [random_sequences(13, 6, generator=torch.Generator().manual_seed(100 + e)) for e in range(3)]
+        x = torch.stack(xs)
+    else:
+        x = all_sequences(6)[:23]
+        xs = [x] * 3
+    seeds = (1, 2, 3)
+    eb = EnsembleBatches(x, rule, batch, crop, [torch.Generator().manual_seed(s) for s in seeds])
+    mbs = [MiniBatches(xs[e], rule, batch, crop, torch.Generator().manual_seed(s)) for e, s in enumerate(seeds)]
+    for members in ([0, 1, 2], [0, 2], [0, 2]):  # later epochs: member 1 stopped drawing
+        its = {e: iter(mbs[e]) for e in members}
+        steps = 0
+        for groups in eb.epoch(members):
+            refs = {e: next(its[e]) for e in members}
+            covered = []
+            for grp in groups:
+                for k, r in enumerate(grp.rows.tolist()):
+                    e = members[r]
+                    gx = grp.x if grp.x.dim() == 2 else grp.x[k]
+                    gy = grp.y if grp.y.dim() == 2 else grp.y[k]
+                    assert torch.equal(gx, refs[e].x) and torch.equal(gy, refs[e].y)
+                    covered.append(e)
+            assert sorted(covered) == members
+            steps += 1
+        assert steps == len(mbs[0])
+
+
+def test_stacked_adam_and_sgd_equal_torch_optimisers_per_member():
+    E = 3
+    g = torch.Generator().manual_seed(6)
+    params = [torch.randn(E, 2, 3, generator=g), torch.randn(E, generator=g)]
+    lr = torch.tensor([0.005, 0.02, 0.001], dtype=F64)
+    for Stacked, Torch in ((StackedAdam, torch.optim.Adam), (StackedSGD, torch.optim.SGD)):
+        stacked = [p.clone() for p in params]
+        opt = Stacked(stacked, lr)
+        singles = [[p[e].clone().requires_grad_() for p in params] for e in range(E)]
+        topts = [Torch(s, lr=float(lr[e])) for e, s in enumerate(singles)]
+        for _ in range(20):
+            grads = [torch.randn(p.shape, generator=g) for p in params]
+            opt.step(stacked, grads)
+            for e in range(E):
+                for s, gr in zip(singles[e], grads):
+                    s.grad = gr[e].clone()
+                topts[e].step()
+        for e in range(E):
+            for k in range(2):
+                assert torch.equal(stacked[k][e], singles[e][k].detach()), (Stacked.__name__, e, k)
+
+
+# ------------------------------------------------------------------------------------------------
+# the trainer against single-model runs (the key property)
+# ------------------------------------------------------------------------------------------------
+_COMPARE = ["loss", "penalty", "batch_error", "train_error", "test_error_30", "test_error_12", "deff", "grad_norm", "lambda1", "lambda2", "norm_A_left", "norm_C", "norm_scale"]
+
+
+def _assert_member_equals_single(res, e, single, rtol):
+    hs, he = single.history, res.history.member(e, epochs=len(single.history))
+    for col in _COMPARE:
+        a, b = hs.column(col), he.column(col)
+        assert np.array_equal(np.isnan(a), np.isnan(b)), col
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * 1e-3, err_msg=col)
+    m = res.members[e]
+    assert (m["t_train"], m["t_eps"]) == (single.t_train, single.t_eps)
+    assert m["loss_spikes"] == single.summary["loss_spikes"]
+
+
+def test_ensemble_reproduces_separate_single_runs_with_per_member_hyperparameters(tmp_path):
+    cfg = TrainConfig(**TINY, dtype="float64", l1=1e-3)
+    seeds, lrs, l1s, l2s = [0, 5, 9], [0.005, 0.02, 0.005], [1e-3, 0.0, 1e-3], [0.0, 0.0, 1e-3]
+    res = EnsembleTrainer(cfg, seeds, lr=lrs, l1=l1s, l2=l2s).fit()
+    assert res.summary["member_token_steps"] > 0
+    for e, s in enumerate(seeds):
+        single = train(dataclasses.replace(cfg, seed=s, lr=lrs[e], l1=l1s[e], l2=l2s[e], out=str(tmp_path / str(s))))
+        _assert_member_equals_single(res, e, single, rtol=2e-6)  # float32 history storage
+        torch.testing.assert_close(res.model.member(e).C, single.model.C, rtol=1e-9, atol=1e-12)
+
+
+def test_float32_ensemble_tracks_single_runs(tmp_path):
+    cfg = TrainConfig(**{**TINY, "max_epochs": 5}, l1=0.0)
+    res = EnsembleTrainer(cfg, [1, 2]).fit()
+    single = train(dataclasses.replace(cfg, seed=2, out=str(tmp_path)))
+    _assert_member_equals_single(res, 1, single, rtol=1e-4)
+
+
+def test_per_member_hyperparameters_do_not_leak_between_members():
+    cfg = TrainConfig(**{**TINY, "max_epochs": 6}, dtype="float64")
+    a = EnsembleTrainer(cfg, [4, 8], lr=[0.005, 0.005], l1=[1e-3, 0.0]).fit()
+    b = EnsembleTrainer(cfg, [4, 8], lr=[0.005, 0.05], l1=[1e-3, 1e-2]).fit()
+    np.testing.assert_allclose(a.history.column("loss")[0], b.history.column("loss")[0], rtol=1e-12)
+    assert not np.allclose(a.history.column("loss")[1], b.history.column("loss")[1])
+    assert torch.allclose(a.model.C[0], b.model.C[0], rtol=1e-12, atol=0)
+
+
+def _stopping_config(**kw):
+    # Started from exact neighbourhood contexts with a large step, members reach zero test error
+    # within 6-35 epochs, each at its own time (stop_after_grok=0 stops each at its own t_eps).
+    return TrainConfig(**{**TINY, "max_epochs": 40, "eval_every": 1, "stop_after_grok": 0}, exact=True,
+                       lr=0.05, l1=0.0, dtype="float64", **kw)  # fmt: skip
+
+
+def test_stopped_members_stay_frozen_and_leave_the_working_set(tmp_path):
+    cfg = _stopping_config()
+    sizes = []
+    res = EnsembleTrainer(cfg, [0, 1, 2, 3], on_epoch=lambda tr, ep: sizes.append(len(tr._work[0]))).fit()
+    stop = np.array([m["epochs"] for m in res.members])
+    assert len(set(stop.tolist())) > 1, "need members that stop at different epochs"
+    assert all(m["stop_reason"] == "grokked" and m["t_eps"] == m["epochs"] for m in res.members)
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 4  # the working set shrinks
+    # cost: only active members were trained
+    assert res.summary["member_epochs"] == int(stop.sum())
+    loss = res.history.column("loss")
+    for e, T in enumerate(stop):
+        assert np.isnan(loss[e, T:]).all() and not np.isnan(loss[e, :T]).any()
+        # frozen at its stop epoch: the final parameters are those of a single run stopped there
+        single = train(dataclasses.replace(cfg, seed=e, out=str(tmp_path / f"s{e}")))
+        assert single.summary["epochs"] == T
+        for name in ("A_left", "C", "scale"):
+            torch.testing.assert_close(getattr(res.model, name)[e], getattr(single.model, name), rtol=1e-6, atol=1e-9)
+
+
+def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
+    cfg = TrainConfig(**{**TINY, "max_epochs": 8, "checkpoint_every": 3}, dtype="float64")
+    full = EnsembleTrainer(cfg, [2, 3], run_dir=tmp_path / "full").fit()
+    EnsembleTrainer(dataclasses.replace(cfg, max_epochs=5), [2, 3], run_dir=tmp_path / "part").fit()
+    resumed = EnsembleTrainer(dataclasses.replace(cfg, resume=True), [2, 3], run_dir=tmp_path / "part").fit()
+    for col in ("loss", "train_error", "test_error_30", "deff"):
+        np.testing.assert_array_equal(full.history.column(col), resumed.history.column(col))
+    assert torch.equal(full.model.C, resumed.model.C)
+    assert (tmp_path / "part" / "summary.json").exists() and (tmp_path / "part" / "histories.npz").exists()
+    with pytest.raises(ValueError, match="different seeds"):
+        EnsembleTrainer(dataclasses.replace(cfg, resume=True), [2, 4], run_dir=tmp_path / "part").fit()
+
+
+def test_shared_data_member_equals_the_run_that_owns_the_data(tmp_path):
+    cfg = TrainConfig(**{**TINY, "max_epochs": 5}, dtype="float64")
+    res = EnsembleTrainer(cfg, [6, 7], shared_data=True, data_seed=6).fit()
+    single = train(dataclasses.replace(cfg, seed=6, out=str(tmp_path)))
+    _assert_member_equals_single(res, 0, single, rtol=2e-6)
+    # member 7 trains its own initial model on member 6's batches
+    assert not np.allclose(res.history.column("loss")[0], res.history.column("loss")[1])
+
+
+def test_trainer_rejects_bad_arguments():
+    cfg = TrainConfig(**TINY)
+    with pytest.raises(ValueError, match="distinct"):
+        EnsembleTrainer(cfg, [1, 1])
+    with pytest.raises(ValueError, match="lr must hold one value per member"):
+        EnsembleTrainer(cfg, [1, 2], lr=[0.1])
+    with pytest.raises(ValueError, match="l1 values"):
+        EnsembleTrainer(cfg, [1, 2], l1=[0.1, -1.0])
+    with pytest.raises(TypeError, match="TrainConfig"):
+        EnsembleTrainer({"D": 3}, [1])
+
+
+# ------------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------------
+def test_grokking_time_histogram_is_a_density():
+    t = np.array([0.0, 1.0, 2.0, 2.0, 7.0, np.nan])
+    h = grokking_time_histogram(t, bins=[0, 2, 4, 8])
+    assert h["counts"] == [2, 2, 1] and h["n"] == 5 and h["n_total"] == 6
+    assert math.isclose(sum(d * w for d, w in zip(h["density"], np.diff(h["edges"]))), 1.0)
+    assert h["median"] == 2.0
+    with pytest.raises(ValueError, match=">= 0"):
+        grokking_time_histogram([-1.0])
+
+
+def test_aligned_test_error_recovers_a_known_exponent():
+    # Members with E(t) = 0.001 (t_eps - t)^1.5 before their own t_eps, recorded every epoch.
+    E_members, T = 30, 400
+    rng = np.random.default_rng(0)
+    t_eps = rng.integers(150, 350, E_members).astype(float)
+    vals = np.full((E_members, T), np.nan)
+    epochs = np.arange(1, T + 1, dtype=float)
+    for e in range(E_members):
+        keep = epochs <= t_eps[e]
+        vals[e, keep] = 1e-3 * (t_eps[e] - epochs[keep]) ** 1.5
+    t_eps[3] = np.nan  # a member that never grokked is ignored
+    fit = aligned_test_error(vals, t_eps, n_boot=20)
+    assert fit["n_runs"] == E_members - 1
+    assert abs(fit["nu"] - 1.5) < 0.02 and fit["nu_err"] < 0.05
+    none = aligned_test_error(vals, np.full(E_members, np.nan))
+    assert math.isnan(none["nu"]) and "error" in none
+
+
+def test_aligned_mean_averages_relative_to_each_reference():
+    vals = np.full((2, 10), np.nan)
+    vals[0, [1, 3, 5]] = [1.0, 3.0, 5.0]  # epochs 2, 4, 6: value = epoch - 1
+    vals[1, [4, 6]] = [10.0, 10.0]  # epochs 5, 7
+    out = aligned_mean(vals, [4, 5], offsets=[-2, -1, 0, 1, 2])
+    assert out["count"] == [1, 1, 2, 2, 2]
+    np.testing.assert_allclose(out["mean"], [1.0, 2.0, 6.5, 7.0, 7.5])
+    assert math.isnan(out["sem"][0])
