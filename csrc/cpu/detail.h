@@ -210,23 +210,22 @@ void scan_forward(const Ops& ops, const T* mat, const BlockX<T>& X, int d, const
                   int64_t M, bool reverse, Strided<T> Y, Strided<T> Inv) {
   const int64_t DD = int64_t(ops.D) * ops.D;
   const int np = X.np;
-  // Each step finishes (normalises) its vector right away. Batching the square roots and
-  // divisions of the block into one vector operation was measured slower (store-reload of y).
-  auto put = [&](int p, int64_t i, T ss) {
-    const T inv = inv_norm(ss);
-    ops.scale(Y.at(p, i), inv);
+  // Each step normalises its vector in registers and stores it once. (Batching the square roots
+  // and divisions of the block into one vector operation was measured slower: it needs the
+  // unnormalised vectors stored and reloaded.)
+  auto put = [&](int p, int64_t i, T inv) {
     if (Inv.base) *Inv.at(p, i) = inv;
   };
   const int64_t i0 = reverse ? M - 1 : 0;
-  for (int p = 0; p < np; ++p) put(p, i0, ops.raw_boundary(bnd[p], Dreal, Y.at(p, i0)));
+  for (int p = 0; p < np; ++p) put(p, i0, ops.boundary(bnd[p], Dreal, Y.at(p, i0)));
   for (int64_t k = 1; k < M; ++k) {
     const int64_t i = reverse ? M - 1 - k : k;
     const int64_t j = reverse ? i + 1 : i - 1;
     for (int p = 0; p < np; ++p) {
       if constexpr (REAL) {
-        put(p, i, ops.raw_step_embed(Y.at(p, j), mat, X.xr[p] + j * d, d, Y.at(p, i)));
+        put(p, i, ops.step_embed(Y.at(p, j), mat, X.xr[p] + j * d, d, Y.at(p, i)));
       } else {
-        put(p, i, ops.raw_step(Y.at(p, j), mat + X.sym[p * M + j] * DD, Y.at(p, i)));
+        put(p, i, ops.step(Y.at(p, j), mat + X.sym[p * M + j] * DD, Y.at(p, i)));
       }
     }
   }

@@ -46,11 +46,6 @@ inline T hsum(vec<T, W> v) {
   }
 }
 
-// The scans use the ops in three phases per step so that the square roots and divisions of a whole
-// block of sequences run as one vector operation (they would otherwise dominate a D = 8 step):
-//   ss_p = raw_step(y_prev_p, mat, y_p)      (y_p = y_prev_p^T mat, unnormalised; ss = |y_p|^2)
-//   inv_p = inv_norm(ss_p)                    (vectorised over the block, exact-zero rule)
-//   scale(y_p, inv_p)
 template <typename T, int DP>
 struct StepOps {
   static_assert(DP == 4 || DP == 8 || DP == 16 || DP == 32, "padded sizes are powers of two");
@@ -78,26 +73,36 @@ struct StepOps {
     vstore<DP>(us, u);
     for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * us[a]);
   }
-  static T store_ss(V acc, T* y) {
-    vstore<DP>(y, acc);
-    return hsum<DP, T>(acc * acc);
+  // v^T mat with v[a] broadcast straight from memory (no round trip through a register).
+  static V vm_mem(const T* v, const T* mat) {
+    V a0 = vload<DP>(mat) * v[0];
+    V a1 = vload<DP>(mat + DP) * v[1];
+    for (int a = 2; a < DP; a += 2) {
+      a0 += vload<DP>(mat + a * DP) * v[a];
+      a1 += vload<DP>(mat + (a + 1) * DP) * v[a + 1];
+    }
+    return a0 + a1;
   }
-  // y = b zero-padded from an unpadded boundary b (Dreal entries); returns |b|^2.
-  T raw_boundary(const T* b, int Dreal, T* y) const {
+  // Normalise acc with the exact-zero rule, store it once, return the inverse norm.
+  static T finish(V acc, T* y) {
+    const T inv = inv_norm(hsum<DP, T>(acc * acc));
+    vstore<DP>(y, acc * inv);
+    return inv;
+  }
+  // y = b/|b| from an unpadded boundary b (Dreal entries), zero-padded; returns 1/|b| (or 0).
+  T boundary(const T* b, int Dreal, T* y) const {
     T tmp[DP] = {};
     for (int k = 0; k < Dreal; ++k) tmp[k] = b[k];
-    return store_ss(vload<DP>(tmp), y);
+    return finish(vload<DP>(tmp), y);
   }
-  // y = yp^T mat; returns |y|^2.
-  T raw_step(const T* yp, const T* mat, T* y) const { return store_ss(vm(vload<DP>(yp), mat), y); }
-  // y = yp^T sum_s xs[s] mats[s]; returns |y|^2.
-  T raw_step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
-    const V ypv = vload<DP>(yp);
+  // y = normalize(yp^T mat); returns the inverse pre-normalisation norm.
+  T step(const T* yp, const T* mat, T* y) const { return finish(vm_mem(yp, mat), y); }
+  // y = normalize(yp^T sum_s xs[s] mats[s]).
+  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
     V acc = V{};
-    for (int s = 0; s < d; ++s) acc += vm(ypv, mats + s * DP * DP) * xs[s];
-    return store_ss(acc, y);
+    for (int s = 0; s < d; ++s) acc += vm_mem(yp, mats + s * DP * DP) * xs[s];
+    return finish(acc, y);
   }
-  void scale(T* y, T inv) const { vstore<DP>(y, vload<DP>(y) * inv); }
   // Whole-vector updates. (Element-wise scalar writes followed by a vector read of the same vector
   // defeat store-to-load forwarding, which costs ~15 cycles on the scan's dependency chain.)
   void add(T* g, const T* src) const { vstore<DP>(g, vload<DP>(g) + vload<DP>(src)); }
@@ -219,20 +224,17 @@ template <typename T>
 struct StepOps<T, 0> {
   int D;
   explicit StepOps(int D_) : D(D_) {}
-  T raw_boundary(const T* b, int, T* y) const {
+  T boundary(const T* b, int, T* y) const {
     for (int k = 0; k < D; ++k) y[k] = b[k];
-    return dot<0>(y, y, D);
+    return normalize_inplace<0>(y, D);
   }
-  T raw_step(const T* yp, const T* mat, T* y) const {
+  T step(const T* yp, const T* mat, T* y) const {
     vecmat<0>(yp, mat, y, D);
-    return dot<0>(y, y, D);
+    return normalize_inplace<0>(y, D);
   }
-  T raw_step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
+  T step_embed(const T* yp, const T* mats, const T* xs, int d, T* y) const {
     vecmat_embed<0>(yp, mats, xs, d, y, D);
-    return dot<0>(y, y, D);
-  }
-  void scale(T* y, T inv) const {
-    for (int k = 0; k < D; ++k) y[k] *= inv;
+    return normalize_inplace<0>(y, D);
   }
   void add(T* g, const T* src) const {
     for (int k = 0; k < D; ++k) g[k] += src[k];
