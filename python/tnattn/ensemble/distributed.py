@@ -1,0 +1,297 @@
+"""Shard the members of one ensemble across ``torch.distributed`` ranks.
+
+Launch with ``torchrun --nproc-per-node K ...`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR`` and ``MASTER_PORT``): :func:`init_distributed` joins the process group (gloo on the
+CPU, nccl on CUDA), and :func:`run_ensemble` trains the members ``shard_range(E, world, rank)`` on
+each rank. Without a process group everything runs in this process (world size 1), with the same
+files, so a study can move between one process and many.
+
+Files under ``out``
+-------------------
+``shards/members-<lo>-<hi>/``
+    One :class:`~tnattn.ensemble.trainer.EnsembleTrainer` run directory per shard (its checkpoint,
+    written every ``checkpoint_every`` epochs *and* whenever members finish), plus ``shard.pt``,
+    the shard's final results (atomic, ``weights_only``), written once all its members stopped.
+``ensemble.json``, ``histories.npz``, ``params.pt``
+    The merged result set, written by rank 0 after a barrier: per-member summaries, every history
+    column as an (E, T) array, the final parameters (E, ...).
+
+Fault tolerance: each rank only ever writes its own shard directory. A rerun (``resume=True``)
+loads finished shards without training them again and continues unfinished ones from their last
+checkpoint, so a rank that dies loses at most the epochs since its last checkpoint, and never the
+other ranks' finished members. A rank interrupted by a signal saves its checkpoint and returns
+without waiting at the barrier. The shard layout depends on the world size: rerun with the same
+number of ranks to resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tnattn.ensemble.history import EnsembleHistory
+from tnattn.ensemble.trainer import EnsembleTrainer
+from tnattn.io import atomic_write, result_envelope, write_json
+from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
+from tnattn.train.config import TrainConfig
+
+__all__ = ["init_distributed", "shard_range", "run_ensemble", "MergedResult", "load_merged"]
+
+SHARD_FILE = "shard.pt"
+SHARD_FORMAT = 1
+
+
+def init_distributed(device: str = "cpu", *, timeout_s: float = 6 * 3600) -> tuple[int, int]:
+    """Join the default process group if the environment describes one (torchrun); return (rank, world).
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Backend choice: gloo for the CPU, nccl for CUDA (each rank then uses GPU ``LOCAL_RANK``).
+    timeout_s : float
+        Collective timeout; the final barrier waits for the slowest shard, so it is long.
+
+    Returns
+    -------
+    (rank, world_size)
+        (0, 1) when ``WORLD_SIZE`` is unset or 1 (nothing is initialised).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_available():
+        raise RuntimeError("WORLD_SIZE > 1 but torch.distributed is not available in this build")
+    backend = "nccl" if device == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_range(E: int, world: int, rank: int) -> tuple[int, int]:
+    """Members ``[lo, hi)`` of rank ``rank`` out of ``world``: contiguous, sizes differ by at most 1."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must lie in [0, {world}), got {rank}")
+    return E * rank // world, E * (rank + 1) // world
+
+
+def _shard_dir(out: Path, lo: int, hi: int) -> Path:
+    return out / "shards" / f"members-{lo:05d}-{hi:05d}"
+
+
+@dataclass
+class MergedResult:
+    """The result set of a (possibly sharded) ensemble run.
+
+    Attributes
+    ----------
+    members : list of dict
+        Per-member summaries (see :meth:`EnsembleTrainer.member_summaries`), in member order.
+    history : EnsembleHistory
+        Every column as (E, T); T is the longest shard's epoch count, nan-padded.
+    params : dict of str -> Tensor
+        Final parameters, (E, ...) each.
+    summary : dict
+        Aggregate numbers over the shards (member-token-steps, train time per shard, ...).
+    """
+
+    members: list
+    history: EnsembleHistory
+    params: dict
+    summary: dict
+
+    def _col(self, key: str) -> np.ndarray:
+        return np.array([np.nan if m[key] is None else m[key] for m in self.members], dtype=float)
+
+    @property
+    def t_train(self) -> np.ndarray:
+        return self._col("t_train")
+
+    @property
+    def t_eps(self) -> np.ndarray:
+        return self._col("t_eps")
+
+    @property
+    def t_G(self) -> np.ndarray:
+        return self._col("t_G")
+
+
+def _shard_state(trainer: EnsembleTrainer, result) -> dict:
+    return {
+        "format": 1,
+        "shard_format": SHARD_FORMAT,
+        "seeds": list(trainer.seeds),
+        "config": trainer.config.to_dict(),
+        "members": result.members,
+        "summary": result.summary,
+        "history": result.history.state_dict(),
+        "params": {n: getattr(trainer.model, n).detach().cpu().clone() for n in trainer.param_names},
+    }
+
+
+def _load_shard(path: Path, seeds: list, config: TrainConfig) -> Optional[dict]:
+    """A finished shard's results, or None if absent or produced by another study."""
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if state.get("shard_format") != SHARD_FORMAT or list(state["seeds"]) != seeds:
+        return None
+    keep = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.RUN_CONTROL}
+    if any(state["config"].get(k) != v for k, v in keep.items()):
+        return None
+    return state
+
+
+def run_ensemble(
+    config: TrainConfig,
+    seeds: Sequence[int],
+    out: str | os.PathLike,
+    *,
+    lr: Optional[Sequence[float]] = None,
+    l1: Optional[Sequence[float]] = None,
+    l2: Optional[Sequence[float]] = None,
+    shared_data: bool = False,
+    resume: bool = True,
+    on_epoch: Optional[Callable] = None,
+) -> Optional[MergedResult]:
+    """Train the members ``seeds`` sharded over the ranks of the process group; rank 0 merges.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Shared settings (see :class:`~tnattn.ensemble.trainer.EnsembleTrainer`).
+    seeds : sequence of int
+        All members' run seeds (every rank passes the same list).
+    out : path
+        Study folder (see the module docstring).
+    lr, l1, l2 : sequence of float, optional
+        Per-member hyperparameters over all members.
+    shared_data : bool
+        See :class:`EnsembleTrainer`.
+    resume : bool
+        Reuse finished shards and continue from checkpoints (True), or start every shard afresh.
+    on_epoch : callable, optional
+        ``on_epoch(trainer, epoch)`` on every rank after every epoch.
+
+    Returns
+    -------
+    MergedResult or None
+        The merged results on rank 0; None on the other ranks, and on a rank that was interrupted
+        by a signal (its checkpoint is saved; rerun to continue).
+    """
+    out = Path(out)
+    seeds = [int(s) for s in seeds]
+    E = len(seeds)
+    rank, world = _world()
+    lo, hi = shard_range(E, world, rank)
+    pick = (lambda v: None if v is None else list(v)[lo:hi])  # noqa: E731
+    for name, v in (("lr", lr), ("l1", l1), ("l2", l2)):
+        if v is not None and len(v) != E:
+            raise ValueError(f"{name} must hold one value per member ({E}), got {len(v)}")
+    if hi > lo:
+        sdir = _shard_dir(out, lo, hi)
+        done = _load_shard(sdir / SHARD_FILE, seeds[lo:hi], config) if resume else None
+        if done is None:
+            cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
+            trainer = EnsembleTrainer(
+                cfg, seeds[lo:hi], lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data,
+                run_dir=sdir, on_epoch=on_epoch,
+            )  # fmt: skip
+            result = trainer.fit()
+            if any(m["stop_reason"] == "interrupted" for m in result.members):
+                return None  # a signal: the checkpoint is saved; do not wait for the others
+            save_checkpoint(sdir / SHARD_FILE, _shard_state(trainer, result))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank != 0:
+        return None
+    return _merge(out, seeds, config, world)
+
+
+def _merge(out: Path, seeds: list, config: TrainConfig, world: int) -> MergedResult:
+    shards = []
+    for r in range(world):
+        lo, hi = shard_range(len(seeds), world, r)
+        if hi == lo:
+            continue
+        state = _load_shard(_shard_dir(out, lo, hi) / SHARD_FILE, seeds[lo:hi], config)
+        if state is None:
+            raise RuntimeError(f"shard {lo}-{hi} has no finished results under {out}; rerun to complete it")
+        shards.append(state)
+    members = []
+    for s in shards:
+        members.extend(s["members"])
+    for k, m in enumerate(members):
+        m["member"] = k
+    hists = [EnsembleHistory.from_state_dict(s["history"]) for s in shards]
+    columns = hists[0].columns
+    T = max(h.T for h in hists)
+    merged = EnsembleHistory(columns, len(seeds))
+    merged._grow(T)
+    row = 0
+    for h in hists:
+        for c in columns:
+            merged.data[c][row : row + h.E, : h.T] = h.column(c)
+        if h.T == T:
+            merged.wall[:T] = h.wall[:T]
+        row += h.E
+    merged.T = T
+    params = {n: torch.cat([s["params"][n] for s in shards]) for n in shards[0]["params"]}
+    summary = {
+        "E": len(seeds),
+        "world_size": world,
+        "epochs": T,
+        "member_epochs": sum(s["summary"]["member_epochs"] for s in shards),
+        "member_token_steps": sum(s["summary"]["member_token_steps"] for s in shards),
+        "grokked": sum(s["summary"]["grokked"] for s in shards),
+        "shard_train_time_s": [s["summary"]["train_time_s"] for s in shards],
+        "shard_wall_time_s": [s["summary"]["wall_time_s"] for s in shards],
+    }
+    result = MergedResult(members, merged, params, summary)
+    write_json(out / "ensemble.json", result_envelope("ensemble", config, {"summary": summary, "members": members}))
+    arrays = merged.arrays()
+    atomic_write(out / "histories.npz", lambda h: np.savez_compressed(h, **arrays), mode="wb")
+    save_checkpoint(out / "params.pt", {"format": 1, "params": params, "seeds": seeds})
+    return result
+
+
+def load_merged(out: str | os.PathLike) -> MergedResult:
+    """Read the merged result set written by :func:`run_ensemble` from ``out``."""
+    from tnattn.io import read_json
+
+    out = Path(out)
+    data = read_json(out / "ensemble.json")["results"]
+    with np.load(out / "histories.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    wall = arrays.pop("wall_time")
+    cols = list(arrays)
+    E, T = arrays[cols[0]].shape
+    h = EnsembleHistory(cols, E)
+    h._grow(T)
+    for c in cols:
+        h.data[c][:, :T] = arrays[c]
+    h.wall[:T] = wall
+    h.T = T
+    params = load_checkpoint(out / "params.pt")["params"]
+    return MergedResult(data["members"], h, params, data["summary"])
