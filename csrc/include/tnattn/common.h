@@ -20,6 +20,15 @@
 #define TNATTN_HD inline __attribute__((always_inline))
 #endif
 #define TNATTN_RESTRICT __restrict__
+// Full unrolling of the D-loops in device code: with a compile-time DC the CUDA kernels keep their
+// vectors in registers only if every index is a constant after unrolling (nvcc's own heuristics stop
+// short for DC = 32 and demote the vectors to local memory). A runtime trip count is left alone.
+// Empty on the host (the CPU kernels' padded paths use csrc/cpu/simd.h instead).
+#if defined(__CUDA_ARCH__)
+#define TNATTN_UNROLL _Pragma("unroll")
+#else
+#define TNATTN_UNROLL
+#endif
 
 namespace tnattn {
 
@@ -36,6 +45,7 @@ template <int DC, typename T>
 TNATTN_HD T dot(const T* TNATTN_RESTRICT a, const T* TNATTN_RESTRICT b, int Drt) {
   const int D = dim<DC>(Drt);
   T s = T(0);
+  TNATTN_UNROLL
   for (int k = 0; k < D; ++k) s += a[k] * b[k];
   return s;
 }
@@ -44,6 +54,7 @@ TNATTN_HD T dot(const T* TNATTN_RESTRICT a, const T* TNATTN_RESTRICT b, int Drt)
 template <int DC, typename T>
 TNATTN_HD void axpy(T alpha, const T* TNATTN_RESTRICT row, T* TNATTN_RESTRICT acc, int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) acc[b] += alpha * row[b];
 }
 
@@ -52,7 +63,9 @@ template <int DC, typename T>
 TNATTN_HD void vecmat(const T* TNATTN_RESTRICT v, const T* TNATTN_RESTRICT mat, T* TNATTN_RESTRICT out,
                       int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) out[b] = v[0] * mat[b];
+  TNATTN_UNROLL
   for (int a = 1; a < D; ++a) axpy<DC>(v[a], mat + a * D, out, Drt);
 }
 
@@ -62,10 +75,12 @@ template <int DC, typename T>
 TNATTN_HD void vecmat_embed(const T* TNATTN_RESTRICT v, const T* TNATTN_RESTRICT mats,
                             const T* TNATTN_RESTRICT xs, int d, T* TNATTN_RESTRICT out, int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) out[b] = T(0);
   for (int s = 0; s < d; ++s) {
     const T w = xs[s];
     const T* m = mats + s * D * D;
+    TNATTN_UNROLL
     for (int a = 0; a < D; ++a) axpy<DC>(w * v[a], m + a * D, out, Drt);
   }
 }
@@ -86,8 +101,10 @@ template <int DC, typename T>
 TNATTN_HD T normalize_inplace(T* v, int Drt) {
   const int D = dim<DC>(Drt);
   T ss = T(0);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) ss += v[b] * v[b];
   const T inv = inv_norm(ss);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) v[b] *= inv;
   return inv;
 }
@@ -98,6 +115,7 @@ template <int DC, typename T>
 TNATTN_HD void normalize_adjoint(const T* TNATTN_RESTRICT y, T inv, const T* g, T* gw, int Drt) {
   const int D = dim<DC>(Drt);
   const T yg = dot<DC>(y, g, Drt);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) gw[b] = (g[b] - y[b] * yg) * inv;
 }
 
@@ -106,6 +124,7 @@ template <int DC, typename T>
 TNATTN_HD void outer_acc(T alpha, const T* TNATTN_RESTRICT u, const T* TNATTN_RESTRICT w,
                          T* TNATTN_RESTRICT dmat, int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int a = 0; a < D; ++a) axpy<DC>(alpha * u[a], w, dmat + a * D, Drt);
 }
 
@@ -116,6 +135,7 @@ TNATTN_HD void local_map(const T* TNATTN_RESTRICT L, const T* TNATTN_RESTRICT R,
                          const T* TNATTN_RESTRICT Ct, int K, T* TNATTN_RESTRICT W,
                          T* TNATTN_RESTRICT tmp, int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int k = 0; k < K; ++k) {
     vecmat<DC>(L, Ct + k * D * D, tmp, Drt);  // tmp = L^T Ct[k]
     W[k] = dot<DC>(tmp, R, Drt);
@@ -132,10 +152,12 @@ TNATTN_HD void local_map_backward(const T* TNATTN_RESTRICT L, const T* TNATTN_RE
                                   const T* TNATTN_RESTRICT gW, T* TNATTN_RESTRICT gL,
                                   T* TNATTN_RESTRICT gR, T* TNATTN_RESTRICT dCt, int Drt) {
   const int D = dim<DC>(Drt);
+  TNATTN_UNROLL
   for (int k = 0; k < K; ++k) {
     const T g = gW[k];
     const T* ck = Ct + k * D * D;
     const T* ckt = CtT + k * D * D;
+    TNATTN_UNROLL
     for (int a = 0; a < D; ++a) {
       axpy<DC>(g * L[a], ck + a * D, gR, Drt);
       axpy<DC>(g * R[a], ckt + a * D, gL, Drt);
@@ -169,6 +191,7 @@ TNATTN_HD void step_adjoint_embed(const T* TNATTN_RESTRICT y_prev, const T* TNAT
                                   T* TNATTN_RESTRICT gx, T* TNATTN_RESTRICT u, int Drt) {
   const int D = dim<DC>(Drt);
   normalize_adjoint<DC>(y, inv, g, gw, Drt);
+  TNATTN_UNROLL
   for (int b = 0; b < D; ++b) gprev[b] = T(0);
   for (int s = 0; s < d; ++s) {
     vecmat<DC>(gw, matsT + s * D * D, u, Drt);  // u = Mat[s] gw
