@@ -347,8 +347,9 @@ def test_shared_data_member_equals_the_run_that_owns_the_data(tmp_path):
 
 def test_trainer_rejects_bad_arguments():
     cfg = TrainConfig(**TINY)
-    with pytest.raises(ValueError, match="distinct"):
+    with pytest.raises(ValueError, match="must differ"):
         EnsembleTrainer(cfg, [1, 1])
+    EnsembleTrainer(cfg, [1, 1], l1=[0.0, 1e-3])  # same seed, another regulariser: allowed
     with pytest.raises(ValueError, match="lr must hold one value per member"):
         EnsembleTrainer(cfg, [1, 2], lr=[0.1])
     with pytest.raises(ValueError, match="l1 values"):
@@ -396,3 +397,19 @@ def test_aligned_mean_averages_relative_to_each_reference():
     assert out["count"] == [1, 1, 2, 2, 2]
     np.testing.assert_allclose(out["mean"], [1.0, 2.0, 6.5, 7.0, 7.5])
     assert math.isnan(out["sem"][0])
+
+
+def test_eager_path_and_custom_op_agree():
+    E, N, M, d, D, c = 2, 3, 5, 2, 3, 1
+    g = torch.Generator().manual_seed(9)
+    leaves = [t.requires_grad_() for t in _params(E, d, D, c, g)]
+    x = torch.randint(0, d, (N, M), generator=g)
+    W1 = tn_attention_ensemble(x, *leaves)  # eager autograd.Function path
+    W2 = torch.ops.tnattn.tn_attention_ensemble(x, *leaves)  # registered custom op
+    assert torch.equal(W1, W2)
+    g1 = torch.autograd.grad(W1.sum(), leaves)
+    g2 = torch.autograd.grad(W2.sum(), leaves)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+    c1 = contexts_ensemble(leaves[0], x, leaves[3], reverse=True)
+    assert torch.equal(c1, torch.ops.tnattn.contexts_ensemble(leaves[0], x, leaves[3], reverse=True))

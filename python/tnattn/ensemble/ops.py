@@ -22,6 +22,10 @@ Shapes (E members, N sequences, M sites, d alphabet, D bond dimension, c outputs
   member or (N, M, d) shared. The dtype decides: a floating 3-d ``x`` is shared embeddings, an
   integer 3-d ``x`` is per-member symbols.
 
+As in :mod:`tnattn.ops`, plain eager CPU tensors take a direct ``torch.autograd.Function`` path over
+the same implementation functions (skipping the Python dispatch of ``custom_op``); ``torch.compile``,
+fake tensors and torch.func transforms go through the registered custom ops.
+
 Member ``e`` of the result equals :func:`tnattn.ops.tn_attention` (or :func:`tnattn.ops.contexts`)
 applied to member ``e``'s tensors; gradients are per member. As in :mod:`tnattn.ops`, the forward
 saves only its inputs (the backward recomputes the contexts), bad input raises ``TypeError`` or
@@ -36,7 +40,7 @@ from torch import Tensor
 
 from tnattn import _C
 from tnattn._checks import FLOAT_DTYPES, XInfo, check_devices, check_x
-from tnattn.ops import _check_tensors, _ptr, _raise_bad_symbols
+from tnattn.ops import _check_tensors, _eager_fast_path, _ptr, _raise_bad_symbols
 
 __all__ = ["contexts_ensemble", "tn_attention_ensemble", "kernel_threads"]
 
@@ -161,7 +165,93 @@ def _grad_x_shape(xi: XInfo, shared: bool, E: int, d: int) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------
-# contexts
+# implementations (shared by the custom ops and the eager fast path)
+
+
+def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Tensor:
+    xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    out = torch.empty((E, xi.N, xi.M, D), dtype=A.dtype, device=A.device)
+    bad = _C.contexts_forward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
+        out.data_ptr(), E, xi.N, xi.M, d, D, reverse, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return out
+
+
+def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
+    """(grad_A, grad_boundary, grad_x), None where not needed (or x is integer)."""
+    xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
+    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
+    grad_out = grad_out.to(A.dtype).contiguous()
+    gA = torch.empty_like(A) if need_A else None
+    # The kernel writes per-sequence boundary gradients and per-member x gradients; the broadcast
+    # dimensions are summed here.
+    gb = A.new_empty((E, xi.N, D)) if need_boundary else None
+    gx = A.new_empty((E, xi.N, xi.M, d)) if (need_x and xi.real) else None
+    bad = _C.contexts_backward(
+        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
+        grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), E, xi.N, xi.M, d, D, reverse, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    if gb is not None and not per_batch:
+        gb = gb.sum(1)
+    if gx is not None and shared:
+        gx = gx.sum(0)
+    return gA, gb, gx
+
+
+def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
+    xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    W = torch.empty((E, xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
+    bad = _C.tn_attention_forward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), E, xi.N, xi.M, d, D, c,
+        _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return W
+
+
+def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
+    """Gradients (x, A_left, A_right, C, u, v); None where ``needs`` is False or x is integer."""
+    xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    if len(needs) != 6:
+        raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
+    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
+    grad_W = grad_W.to(C.dtype).contiguous()
+    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    gx = C.new_empty((E, xi.N, xi.M, d)) if (n_x and xi.real) else None
+    gAL = torch.empty_like(A_left) if n_AL else None
+    gAR = torch.empty_like(A_right) if n_AR else None
+    gC = torch.empty_like(C) if n_C else None
+    gu = C.new_empty((E, xi.N, D)) if n_u else None
+    gv = C.new_empty((E, xi.N, D)) if n_v else None
+    bad = _C.tn_attention_backward(
+        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
+        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
+        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), E, xi.N, xi.M, d, D, c, _num_threads(),
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    if gu is not None and not u_pb:
+        gu = gu.sum(1)
+    if gv is not None and not v_pb:
+        gv = gv.sum(1)
+    if gx is not None and shared:
+        gx = gx.sum(0)
+    return gx, gAL, gAR, gC, gu, gv
+
+
+def _needs(x: Tensor, needs) -> list[bool]:
+    needs = list(needs)
+    needs[0] = needs[0] and x.is_floating_point()
+    return needs
+
+
+# ------------------------------------------------------------------------------------------------
+# public functions
 
 
 def contexts_ensemble(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
@@ -183,20 +273,86 @@ def contexts_ensemble(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
         ``out[e]`` equals ``tnattn.ops.contexts(A[e], x[e] or x, boundary[e], reverse=reverse)``.
     """
     _check_tensors(A=A, x=x, boundary=boundary)
-    return torch.ops.tnattn.contexts_ensemble(A, x, boundary, reverse=bool(reverse))
+    reverse = bool(reverse)
+    if not _eager_fast_path(A, x, boundary):
+        return torch.ops.tnattn.contexts_ensemble(A, x, boundary, reverse=reverse)
+    if torch.is_grad_enabled() and (A.requires_grad or x.requires_grad or boundary.requires_grad):
+        return _ContextsFunction.apply(A, x, boundary, reverse)
+    return _contexts_impl(A, x, boundary, reverse)
+
+
+def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """Fused TN-attention local maps of E members in one call (op ``tnattn::tn_attention_ensemble``).
+
+    ``W[e, n, i, s, o] = sum_{a,b} L[e, n, i, a] C[e, s, a, b, o] R[e, n, i, b]``.
+
+    Parameters
+    ----------
+    x : Tensor
+        Symbols (E, N, M) / real embeddings (E, N, M, d) per member, or (N, M) / (N, M, d) shared.
+    A_left, A_right : Tensor, shape (E, d, D, D), float32 or float64
+        Pass the same tensor twice for the shared-tensor model.
+    C : Tensor, shape (E, d, D, D, c)
+    u, v : Tensor, shape (E, D) or (E, N, D)
+
+    Returns
+    -------
+    Tensor, shape (E, N, M, d, c)
+        ``W[e]`` equals ``tnattn.ops.tn_attention(x[e] or x, A_left[e], A_right[e], C[e], u[e], v[e])``.
+    """
+    _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
+    inputs = (x, A_left, A_right, C, u, v)
+    if not _eager_fast_path(*inputs):
+        return torch.ops.tnattn.tn_attention_ensemble(*inputs)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return _TNAttentionFunction.apply(*inputs)
+    return _tn_attention_impl(*inputs)
+
+
+class _ContextsFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, A, x, boundary, reverse):
+        ctx.save_for_backward(A, x, boundary)
+        ctx.reverse = reverse
+        return _contexts_impl(A, x, boundary, reverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (*_contexts_grads(ctx.saved_tensors, ctx.reverse, ctx.needs_input_grad[:3], grad), None)
+
+
+class _TNAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, A_left, A_right, C, u, v):
+        ctx.save_for_backward(x, A_left, A_right, C, u, v)
+        return _tn_attention_impl(x, A_left, A_right, C, u, v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        needs = _needs(saved[0], ctx.needs_input_grad)
+        if not any(needs):
+            return (None,) * 6
+        return _tn_attention_backward_impl(grad, *saved, needs)
+
+
+def _contexts_grads(saved, reverse, needs, grad):
+    A, x, boundary = saved
+    need_A, need_x, need_b = needs
+    need_x = need_x and x.is_floating_point()
+    if not (need_A or need_x or need_b):
+        return None, None, None
+    gA, gb, gx = _contexts_backward_impl(grad, A, x, boundary, reverse, need_A, need_b, need_x)
+    return gA, gx, gb
+
+
+# ------------------------------------------------------------------------------------------------
+# custom ops (torch.compile, fake tensors, opcheck)
 
 
 @torch.library.custom_op("tnattn::contexts_ensemble", mutates_args=())
 def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-    xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
-    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    out = torch.empty((E, xi.N, xi.M, D), dtype=A.dtype, device=A.device)
-    bad = _C.contexts_forward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
-        out.data_ptr(), E, xi.N, xi.M, d, D, reverse, _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    return out
+    return _contexts_impl(A, x, boundary, reverse)
 
 
 @_contexts_op.register_fake
@@ -221,29 +377,8 @@ def _contexts_backward_op(
     ``grad_out`` has shape (E, N, M, D). Unneeded gradients (and ``grad_x`` of integer symbols)
     come back as empty tensors of shape (0,).
     """
-    xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
-    A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    grad_out = grad_out.to(A.dtype).contiguous()
-    gA = torch.empty_like(A) if need_A else None
-    # The kernel writes per-sequence boundary gradients and per-member x gradients; the broadcast
-    # dimensions are summed here.
-    gb = A.new_empty((E, xi.N, D)) if need_boundary else None
-    gx = A.new_empty((E, xi.N, xi.M, d)) if (need_x and xi.real) else None
-    bad = _C.contexts_backward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
-        grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), E, xi.N, xi.M, d, D, reverse, _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    if gb is not None and not per_batch:
-        gb = gb.sum(1)
-    if gx is not None and shared:
-        gx = gx.sum(0)
-    empty = A.new_empty((0,))
-    return (
-        gA if gA is not None else empty,
-        gb if gb is not None else empty.clone(),
-        gx if gx is not None else empty.clone(),
-    )
+    grads = _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x)
+    return tuple(g if g is not None else A.new_empty((0,)) for g in grads)
 
 
 @_contexts_backward_op.register_fake
@@ -274,45 +409,9 @@ def _contexts_grad(ctx, grad):
 _contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
 
 
-# ------------------------------------------------------------------------------------------------
-# tn_attention
-
-
-def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    """Fused TN-attention local maps of E members in one call (op ``tnattn::tn_attention_ensemble``).
-
-    ``W[e, n, i, s, o] = sum_{a,b} L[e, n, i, a] C[e, s, a, b, o] R[e, n, i, b]``.
-
-    Parameters
-    ----------
-    x : Tensor
-        Symbols (E, N, M) / real embeddings (E, N, M, d) per member, or (N, M) / (N, M, d) shared.
-    A_left, A_right : Tensor, shape (E, d, D, D), float32 or float64
-        Pass the same tensor twice for the shared-tensor model.
-    C : Tensor, shape (E, d, D, D, c)
-    u, v : Tensor, shape (E, D) or (E, N, D)
-
-    Returns
-    -------
-    Tensor, shape (E, N, M, d, c)
-        ``W[e]`` equals ``tnattn.ops.tn_attention(x[e] or x, A_left[e], A_right[e], C[e], u[e], v[e])``.
-    """
-    _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
-    return torch.ops.tnattn.tn_attention_ensemble(x, A_left, A_right, C, u, v)
-
-
 @torch.library.custom_op("tnattn::tn_attention_ensemble", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    W = torch.empty((E, xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
-    bad = _C.tn_attention_forward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), E, xi.N, xi.M, d, D, c,
-        _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    return W
+    return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
 @_tn_attention_op.register_fake
@@ -337,31 +436,8 @@ def _tn_attention_backward_op(
     ``needs`` holds six flags in that order; an unneeded gradient (and ``grad_x`` of integer
     symbols) comes back as an empty tensor of shape (0,).
     """
-    xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    if len(needs) != 6:
-        raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
-    x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    grad_W = grad_W.to(C.dtype).contiguous()
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
-    gx = C.new_empty((E, xi.N, xi.M, d)) if (n_x and xi.real) else None
-    gAL = torch.empty_like(A_left) if n_AL else None
-    gAR = torch.empty_like(A_right) if n_AR else None
-    gC = torch.empty_like(C) if n_C else None
-    gu = C.new_empty((E, xi.N, D)) if n_u else None
-    gv = C.new_empty((E, xi.N, D)) if n_v else None
-    bad = _C.tn_attention_backward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
-        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), E, xi.N, xi.M, d, D, c, _num_threads(),
-    )  # fmt: skip
-    _raise_bad_symbols(bad, d)
-    if gu is not None and not u_pb:
-        gu = gu.sum(1)
-    if gv is not None and not v_pb:
-        gv = gv.sum(1)
-    if gx is not None and shared:
-        gx = gx.sum(0)
-    return tuple(g if g is not None else C.new_empty((0,)) for g in (gx, gAL, gAR, gC, gu, gv))
+    grads = _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs)
+    return tuple(g if g is not None else C.new_empty((0,)) for g in grads)
 
 
 @_tn_attention_backward_op.register_fake
@@ -385,8 +461,7 @@ def _tn_attention_setup(ctx, inputs, output):
 
 def _tn_attention_grad(ctx, grad):
     x, A_left, A_right, C, u, v = ctx.saved_tensors
-    needs = list(ctx.needs_input_grad[:6])
-    needs[0] = needs[0] and x.is_floating_point()
+    needs = _needs(x, ctx.needs_input_grad[:6])
     if not any(needs):
         return (None,) * 6
     grads = torch.ops.tnattn.tn_attention_ensemble_backward(grad, x, A_left, A_right, C, u, v, needs)

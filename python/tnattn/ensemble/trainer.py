@@ -51,6 +51,7 @@ from tnattn.data import all_sequences, make_test_sets, random_sequences
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.history import EnsembleHistory
 from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
+from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
@@ -136,7 +137,8 @@ class EnsembleTrainer:
         is ignored (``seeds`` replaces it); ``out`` is ignored (``run_dir`` replaces it).
     seeds : sequence of int
         One run seed per member (split into model and data seeds by :func:`tnattn.train.split_seed`
-        as in a single-model run).
+        as in a single-model run). A seed may repeat with different hyperparameters (the same
+        initial model and batches under, say, another regulariser).
     lr, l1, l2 : sequence of float, optional
         Per-member learning rate and L1/L2 strengths (default: the config's value for everyone).
     shared_data : bool
@@ -149,6 +151,15 @@ class EnsembleTrainer:
         Default: ``config.device`` resolved as in :func:`tnattn.train.train`.
     on_epoch : callable, optional
         ``on_epoch(trainer, epoch)`` after every epoch (after any checkpoint of that epoch).
+    kernel_threads : int, optional
+        Threads of the fused kernels during :meth:`fit` (default ``config.threads``, or torch's
+        thread count when that is 0).
+    elementwise_threads : int, optional
+        torch's intra-op threads during :meth:`fit` for everything else (losses, optimiser,
+        indexing: many small operations). Default 1: on a busy machine each OpenMP region waits
+        for its slowest, possibly descheduled, thread, which we measured to slow whole epochs
+        down many times over, while the kernel calls hold most of the work. None keeps torch's
+        setting.
     """
 
     def __init__(
@@ -164,14 +175,14 @@ class EnsembleTrainer:
         run_dir: str | os.PathLike | None = None,
         device=None,
         on_epoch: Optional[Callable] = None,
+        kernel_threads: Optional[int] = None,
+        elementwise_threads: Optional[int] = 1,
     ):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("seeds must name at least one member")
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct (equal seeds give identical members)")
         for s in seeds:
             if s < 0:
                 raise ValueError(f"seeds must be >= 0, got {s}")
@@ -181,10 +192,19 @@ class EnsembleTrainer:
         self.lr = _per_member("lr", lr, E, config.lr, positive=True)
         self.l1 = _per_member("l1", l1, E, config.l1, positive=False)
         self.l2 = _per_member("l2", l2, E, config.l2, positive=False)
+        runs = list(zip(seeds, self.lr.tolist(), self.l1.tolist(), self.l2.tolist()))
+        if len(set(runs)) != E:
+            raise ValueError("members must differ in seed or hyperparameters (identical members are the same run)")
         self.shared_data = bool(shared_data)
         self.data_seed = seeds[0] if data_seed is None else int(data_seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_epoch = on_epoch
+        if kernel_threads is None:
+            kernel_threads = config.threads if config.threads > 0 else torch.get_num_threads()
+        for name, n in (("kernel_threads", kernel_threads), ("elementwise_threads", elementwise_threads)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise ValueError(f"{name} must be an int >= 1, got {n!r}")
+        self.kernel_threads, self.elementwise_threads = kernel_threads, elementwise_threads
         if device is None:
             from tnattn.train.build import resolve_device
 
@@ -478,6 +498,16 @@ class EnsembleTrainer:
 
         With ``config.resume`` and a checkpoint in the run directory, the run continues from it.
         """
+        old_threads = torch.get_num_threads()
+        if self.elementwise_threads is not None:
+            torch.set_num_threads(self.elementwise_threads)
+        try:
+            with kernel_threads(self.kernel_threads):
+                return self._fit()
+        finally:
+            torch.set_num_threads(old_threads)
+
+    def _fit(self) -> EnsembleResult:
         cfg = self.config
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -683,7 +713,8 @@ class EnsembleTrainer:
             "member_token_steps_per_s": self.member_tokens / self.train_seconds if self.train_seconds > 0 else None,
             "shared_data": self.shared_data,
             "device": str(self.device),
-            "threads": torch.get_num_threads(),
+            "kernel_threads": self.kernel_threads,
+            "elementwise_threads": self.elementwise_threads,
         }
 
     def _finish(self) -> EnsembleResult:

@@ -1,0 +1,206 @@
+"""Experiment ``scenario-a``: all tensors trained end to end, statistics over many initialisations.
+
+The paper's protocol (SCIENCE.md sections 3 and 5): rule 30, Adam lr 0.005, MSE on a sigmoid, batch
+128 of all length-10 strings cropped to random lengths 6-10, bond dimension D in {10, 20, 40},
+regularisation none / L2 1e-4 (Adam weight decay) / L1 1e-3, about 1000 random initialisations per
+setting, up to 7000 epochs. For every D one ensemble holds ``members`` runs per regulariser (the
+same run seeds under each regulariser: the same initial models and batches, so the regularisers are
+compared on paired runs) and is trained by :class:`tnattn.ensemble.EnsembleTrainer`, sharded over
+the ranks of ``torchrun`` when launched with it (:mod:`tnattn.ensemble.distributed`).
+
+Measured per (D, regulariser):
+
+* nu: the test error of every grokked run, aligned at its own t_eps and averaged, fitted as
+  ``<E> ~ (t_eps - t)^nu`` with a bootstrap error bar (:func:`tnattn.ensemble.stats.aligned_test_error`;
+  the error of the longest test length);
+* the grokking-time PDF and the grokked fraction;
+* the ensemble-averaged D_eff of the left contexts around t_eps.
+
+Choices of ours (the paper's are not published): a member stops ``stop_after_grok`` epochs after
+its t_eps (its statistics are complete by then); the test sets default to 200 random sequences of
+length 100 (instead of the author's 1000 x 1000 + 1000 x 100), because after t_train every epoch is
+a test epoch and evaluation would otherwise cost far more than training; both are flags.
+
+Writes ``results.json`` (nu table, PDFs, D_eff curves, aligned errors, timing) and
+``scenario_a.png`` into ``out``; each D's ensemble lives in ``out/D<D>`` (shards, checkpoints,
+merged histories), so a rerun resumes an interrupted study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tnattn.ensemble.distributed import init_distributed, run_ensemble
+from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
+from tnattn.io import result_envelope, write_json
+from tnattn.train.config import TrainConfig
+
+NAME = "scenario-a"
+
+#: Paper, Scenario A: nu for D = 10 / 20 / 40 (SCIENCE.md section 5), for the printed comparison.
+PAPER_NU = {
+    "none": {10: 1.99, 20: 2.81, 40: 2.80},
+    "l2": {10: 1.09, 20: 0.82, 40: 0.87},
+    "l1": {10: 0.64, 20: 0.72, 40: 0.67},
+}
+REGULARISERS = ("none", "l2", "l1")
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    out: str = _f("results/scenario-a", "output folder (JSON + PNG; one sub-folder per D with the ensembles)")
+    D_values: tuple[int, ...] = _f((10,), "bond dimensions (paper: 10,20,40)")
+    regularisers: tuple[str, ...] = _f(REGULARISERS, "regularisers to run: none, l2, l1")
+    l1: float = _f(1e-3, "L1 strength of the l1 regulariser")
+    l2: float = _f(1e-4, "L2 strength (Adam weight decay) of the l2 regulariser")
+    members: int = _f(1000, "runs per (D, regulariser) (paper: about 1000)")
+    seed: int = _f(0, "first run seed; member k uses seed + k under every regulariser")
+    max_epochs: int = _f(7000, "maximum epochs per run (paper: 7000)")
+    stop_after_grok: int = _f(50, "stop a run this many epochs after its t_eps; -1 = never")
+    rule: int = _f(30, "elementary CA teacher")
+    rule_steps: int = _f(1, "apply the rule this many times")
+    lr: float = _f(0.005, "Adam learning rate")
+    batch_size: int = _f(128, "sequences per mini-batch")
+    train_length: int = _f(10, "length of the training strings (all d**length of them)")
+    crop_min: int = _f(6, "shortest random crop")
+    crop_max: int = _f(10, "longest random crop")
+    test_lengths: tuple[int, ...] = _f((100,), "lengths of the random test sequences (author: 1000,100)")
+    test_size: int = _f(200, "test sequences per length (author: 1000)")
+    eval_every: int = _f(10, "test every this many epochs (and every epoch with zero training error)")
+    deff_probe: int = _f(128, "test sequences whose middle left contexts give D_eff")
+    deff_before: int = _f(300, "D_eff curve: epochs before t_eps")
+    deff_after: int = _f(50, "D_eff curve: epochs after t_eps")
+    max_error: float = _f(0.1, "nu fit: upper end of the fitted error range")
+    shared_data: bool = _f(False, "all members of a D see the same batches (faster; not independent runs)")
+    dtype: str = _f("float32", "floating-point precision", choices=("float32", "float64"))
+    device: str = _f("cpu", "device (cuda needs the CUDA kernels)", choices=("cpu", "cuda"))
+    checkpoint_every: int = _f(100, "checkpoint each shard every this many epochs (and when runs finish)")
+    resume: bool = _f(True, "reuse finished shards and continue checkpoints found in out")
+    progress: bool = _f(True, "show a progress bar per shard")
+
+
+def train_config(config: Config, D: int) -> TrainConfig:
+    """The shared :class:`TrainConfig` of the ensemble at bond dimension ``D``."""
+    return TrainConfig(
+        rule=config.rule, rule_steps=config.rule_steps, boundary="open", train_length=config.train_length,
+        train_size=0, crop_min=config.crop_min, crop_max=config.crop_max, batch_size=config.batch_size,
+        test_lengths=config.test_lengths, test_size=config.test_size, D=D, optimizer="adam", lr=config.lr,
+        loss="mse", activation="sigmoid", normalize_map=True, boundary_vectors="e1", l1=0.0, l2=0.0,
+        l2_mode="coupled", max_epochs=config.max_epochs, stop_after_grok=config.stop_after_grok,
+        eval_every=config.eval_every, eval_when_fit=True, deff_probe=config.deff_probe, dtype=config.dtype,
+        device=config.device, checkpoint_every=config.checkpoint_every, progress=config.progress, plots=False,
+    )  # fmt: skip
+
+
+def _strengths(config: Config, reg: str) -> tuple[float, float]:
+    return {"none": (0.0, 0.0), "l2": (0.0, config.l2), "l1": (config.l1, 0.0)}[reg]
+
+
+def _validate(config: Config) -> None:
+    for reg in config.regularisers:
+        if reg not in REGULARISERS:
+            raise ValueError(f"regularisers must be among {REGULARISERS}, got {reg!r}")
+    if len(set(config.regularisers)) != len(config.regularisers) or not config.regularisers:
+        raise ValueError("regularisers must be distinct and at least one")
+    if config.members < 1:
+        raise ValueError(f"members must be >= 1, got {config.members}")
+    if not config.D_values or min(config.D_values) < 1:
+        raise ValueError(f"D_values must be positive, got {config.D_values}")
+    if config.deff_before < 0 or config.deff_after < 0:
+        raise ValueError("deff_before and deff_after must be >= 0")
+
+
+def analyse(merged, config: Config, D: int) -> dict:
+    """nu fits, grokking-time PDFs and D_eff curves per regulariser of one D's merged ensemble."""
+    n = config.members
+    longest = max(config.test_lengths)
+    test = merged.history.column(f"test_error_{longest}")
+    deff = merged.history.column("deff")
+    t_eps, t_G, t_train = merged.t_eps, merged.t_G, merged.t_train
+    offsets = np.arange(-config.deff_before, config.deff_after + 1, dtype=float)
+    block = {"D": D, "nu_fits": {}, "grokking_pdfs": {}, "deff_curves": {}, "table": []}
+    for r, reg in enumerate(config.regularisers):
+        rows = slice(r * n, (r + 1) * n)
+        fit = aligned_test_error(test[rows], t_eps[rows], max_error=config.max_error, seed=config.seed)
+        hist = grokking_time_histogram(t_G[rows], bins=30)
+        curve = aligned_mean(deff[rows], t_eps[rows], offsets)
+        block["nu_fits"][reg] = fit
+        block["grokking_pdfs"][reg] = hist
+        block["deff_curves"][reg] = curve
+        before = curve["mean"][0] if curve["mean"] else float("nan")
+        at = curve["mean"][config.deff_before] if curve["mean"] else float("nan")
+        epochs = np.array([m["epochs"] for m in merged.members[rows]], dtype=float)
+        block["table"].append({
+            "D": D, "regulariser": reg, "nu": fit["nu"], "nu_err": fit["nu_err"], "n_fit": fit["n_runs"],
+            "paper_nu": PAPER_NU[reg].get(D), "grokked": hist["n"], "members": n,
+            "grokked_fraction": hist["fraction"], "median_t_G": hist["median"],
+            "median_t_train": float(np.nanmedian(t_train[rows])) if np.isfinite(t_train[rows]).any() else None,
+            "deff_at_start_of_window": before, "deff_at_t_eps": at, "mean_epochs": float(epochs.mean()),
+            "fit_note": fit.get("error"),
+        })  # fmt: skip
+    return block
+
+
+def format_table(rows: list) -> str:
+    """Text table: measured nu (+- error) next to the paper's, grokked fractions and D_eff."""
+    head = f"{'D':>4} {'reg':>5} {'nu':>16} {'paper':>6} {'grokked':>10} {'med t_G':>8} {'D_eff -W':>9} {'D_eff@t_eps':>11}"
+    lines = ["Scenario A (rule 30): nu of the aligned ensemble-averaged test error", head]
+    for r in rows:
+        nu = f"{r['nu']:.2f} +- {r['nu_err']:.2f}" if np.isfinite(r["nu"]) else "n/a"
+        paper = f"{r['paper_nu']:.2f}" if r["paper_nu"] is not None else "-"
+        lines.append(
+            f"{r['D']:>4} {r['regulariser']:>5} {nu:>16} {paper:>6} {r['grokked']:>4}/{r['members']:<5} "
+            f"{r['median_t_G']:>8.0f} {r['deff_at_start_of_window']:>9.2f} {r['deff_at_t_eps']:>11.2f}"
+        )
+    return "\n".join(lines)
+
+
+def run(config: Config) -> dict:
+    """Run the study; rank 0 writes ``results.json`` and ``scenario_a.png`` and returns the results
+    (other ranks of a torchrun launch return an empty dict)."""
+    _validate(config)
+    rank, world = init_distributed(config.device)
+    t0 = time.time()
+    out = Path(config.out)
+    regs = list(config.regularisers)
+    seeds = [config.seed + k for k in range(config.members)] * len(regs)
+    l1 = [_strengths(config, reg)[0] for reg in regs for _ in range(config.members)]
+    l2 = [_strengths(config, reg)[1] for reg in regs for _ in range(config.members)]
+    per_D, timing = [], []
+    for D in config.D_values:
+        tD = time.time()
+        merged = run_ensemble(train_config(config, D), seeds, out / f"D{D}", l1=l1, l2=l2,
+                              shared_data=config.shared_data, resume=config.resume)  # fmt: skip
+        if merged is None:
+            continue
+        per_D.append(analyse(merged, config, D))
+        s = merged.summary
+        train_s = max(s["shard_train_time_s"])
+        timing.append({
+            "D": D, "wall_time_s": time.time() - tD, "member_epochs": s["member_epochs"],
+            "member_token_steps": s["member_token_steps"], "shard_train_time_s": s["shard_train_time_s"],
+            "shard_wall_time_s": s["shard_wall_time_s"],
+            "member_token_steps_per_train_s": s["member_token_steps"] / train_s if train_s > 0 else None,
+            "wall_s_per_member_epoch": max(s["shard_wall_time_s"]) / s["member_epochs"] if s["member_epochs"] else None,
+        })  # fmt: skip
+    if rank != 0:
+        return {}
+    table = [row for block in per_D for row in block["table"]]
+    text = format_table(table)
+    print(text)
+    results = {"table": table, "table_text": text, "per_D": per_D, "timing": timing, "world_size": world,
+               "paper_nu": PAPER_NU, "seconds": time.time() - t0}  # fmt: skip
+    from tnattn.plots.ensemble import plot_scenario_a
+
+    plot_scenario_a(results, out / "scenario_a.png")
+    write_json(out / "results.json", result_envelope(NAME, dataclasses.asdict(config), results))
+    return results

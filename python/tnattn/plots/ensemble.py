@@ -1,0 +1,111 @@
+"""Figures of ensemble statistics (Scenario A): aligned test errors with the fitted nu, grokking-time
+PDFs and the ensemble-averaged D_eff around grokking.
+
+Each panel function draws into a given matplotlib ``Axes`` from the plain dicts of
+:mod:`tnattn.ensemble.stats`; :func:`plot_scenario_a` lays out one row of three panels per bond
+dimension D, one curve per regulariser.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+import tnattn.plots  # noqa: F401  (selects the Agg backend)
+
+__all__ = ["plot_aligned_errors", "plot_grokking_pdfs", "plot_deff_curves", "plot_scenario_a"]
+
+_COLORS = {"none": "tab:blue", "l2": "tab:orange", "l1": "tab:green"}
+
+
+def _color(name: str, k: int) -> str:
+    return _COLORS.get(name, f"C{k}")
+
+
+def plot_aligned_errors(ax, fits: dict) -> None:
+    """``<E_test>`` against ``t_eps - t`` (log-log) with the fitted power laws.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    fits : dict
+        Name -> result of :func:`tnattn.ensemble.stats.aligned_test_error`.
+    """
+    for k, (name, fit) in enumerate(fits.items()):
+        if not fit.get("tau"):
+            continue
+        tau, mean = np.asarray(fit["tau"]), np.asarray(fit["mean_error"])
+        ok = mean > 0
+        label = f"{name}: nu = {fit['nu']:.2f} +- {fit['nu_err']:.2f} ({fit['n_runs']} runs)"
+        ax.loglog(tau[ok], mean[ok], "o", ms=3, color=_color(name, k), label=label)
+        if math.isfinite(fit["nu"]):
+            lo, hi = fit["window"]
+            t = np.geomspace(lo, hi, 20)
+            ax.loglog(t, fit["prefactor"] * t ** fit["nu"], "-", color=_color(name, k), lw=1)
+    ax.set_xlabel("t_eps - t (epochs)")
+    ax.set_ylabel("<test error> (aligned)")
+    ax.legend(fontsize=7)
+
+
+def plot_grokking_pdfs(ax, hists: dict) -> None:
+    """Grokking-time probability densities (step lines), from
+    :func:`tnattn.ensemble.stats.grokking_time_histogram`."""
+    for k, (name, h) in enumerate(hists.items()):
+        if not h.get("edges"):
+            continue
+        edges, dens = np.asarray(h["edges"]), np.asarray(h["density"])
+        label = f"{name}: {h['n']}/{h['n_total']} grokked, median {h['median']:.0f}"
+        ax.stairs(dens, edges, color=_color(name, k), label=label)
+    ax.set_xlabel("grokking time t_G = t_eps - t_train (epochs)")
+    ax.set_ylabel("PDF")
+    ax.legend(fontsize=7)
+
+
+def plot_deff_curves(ax, curves: dict) -> None:
+    """Ensemble-averaged D_eff against the epoch relative to t_eps, with a standard-error band
+    (from :func:`tnattn.ensemble.stats.aligned_mean`)."""
+    for k, (name, c) in enumerate(curves.items()):
+        off, mean, sem = (np.asarray(c[key], dtype=float) for key in ("offsets", "mean", "sem"))
+        if not np.isfinite(mean).any():
+            continue
+        ax.plot(off, mean, color=_color(name, k), label=f"{name} ({c['n_members']} runs)")
+        band = np.nan_to_num(sem)
+        ax.fill_between(off, mean - band, mean + band, color=_color(name, k), alpha=0.2, lw=0)
+    ax.axvline(0.0, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("t - t_eps (epochs)")
+    ax.set_ylabel("<D_eff> of left contexts")
+    ax.legend(fontsize=7)
+
+
+def plot_scenario_a(results: dict, path: str | os.PathLike) -> Path:
+    """One row per bond dimension: aligned test error + nu fits, grokking-time PDFs, D_eff curves.
+
+    Parameters
+    ----------
+    results : dict
+        With ``per_D``: a list of dicts holding ``D``, ``nu_fits``, ``grokking_pdfs`` and
+        ``deff_curves`` (each a mapping regulariser -> statistic), as written by
+        :mod:`tnattn.experiments.scenario_a`.
+    path : path
+        Output PNG.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = results["per_D"]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(15, 4.2 * len(rows)), squeeze=False)
+    for r, block in enumerate(rows):
+        plot_aligned_errors(axes[r, 0], block["nu_fits"])
+        plot_grokking_pdfs(axes[r, 1], block["grokking_pdfs"])
+        plot_deff_curves(axes[r, 2], block["deff_curves"])
+        axes[r, 0].set_title(f"D = {block['D']}: aligned test error")
+        axes[r, 1].set_title(f"D = {block['D']}: grokking times")
+        axes[r, 2].set_title(f"D = {block['D']}: D_eff around grokking")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
