@@ -1,0 +1,106 @@
+"""Training throughput: member-token-steps per second, single model and ensemble.
+
+A member-token-step is one token (site) of one member's mini-batch going through one optimiser
+step (forward, backward, update). Single model: :class:`tnattn.train.Trainer`; ensemble:
+:class:`tnattn.ensemble.trainer.EnsembleTrainer` (E members per kernel call; skipped if the module
+is missing). Both run their own ``fit`` for ``warmup + epochs`` epochs without stopping rules; the
+rate of each epoch is taken from the trainer's own training-time and token counters (evaluation
+is not included), and the median over the epochs after the warm-up is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import statistics
+from typing import Optional, Sequence
+
+import torch
+
+__all__ = ["training_config", "single_throughput", "ensemble_throughput", "training_throughput"]
+
+
+def training_config(setting: str = "author-example", **overrides):
+    """The TrainConfig timed: a preset (default the author's example: rule 30 twice, D = 40,
+    batch 128, crops 6-10 of all length-10 strings) with cheap evaluation and no stopping rule."""
+    from tnattn.train.config import TrainConfig, preset
+
+    base = TrainConfig() if setting == "default" else preset(setting)
+    cheap = dict(test_lengths=(100,), test_size=16, eval_every=10**6, stop_after_grok=-1, patience=0,
+                 progress=False, checkpoint_every=10**6, deff_probe=0)  # fmt: skip
+    return dataclasses.replace(base, **{**cheap, **overrides})
+
+
+def _median_rate(samples: list[tuple[float, float]], warmup: int) -> float:
+    """samples: cumulative (seconds, tokens) after each epoch -> median per-epoch tokens/s."""
+    rates = []
+    prev_s, prev_n = 0.0, 0.0
+    for k, (s, n) in enumerate(samples):
+        if k >= warmup and s > prev_s:
+            rates.append((n - prev_n) / (s - prev_s))
+        prev_s, prev_n = s, n
+    if not rates:
+        raise RuntimeError("no timed epochs (increase epochs)")
+    return statistics.median(rates)
+
+
+def single_throughput(config, *, epochs: int = 5, warmup: int = 1, seed: int = 0) -> dict:
+    """Member-token-steps/s of one :class:`~tnattn.train.Trainer` run of ``config``."""
+    from tnattn.train.build import build_model, build_problem, build_teacher, resolve_device, split_seed
+    from tnattn.train.callbacks import Callback
+    from tnattn.train.trainer import Trainer
+
+    config = dataclasses.replace(config, seed=seed, max_epochs=warmup + epochs)
+    device = resolve_device(config.device)
+    model_seed, data_seed = split_seed(seed)
+    teacher = build_teacher(config)
+    problem = build_problem(config, generator=torch.Generator().manual_seed(data_seed), teacher=teacher)
+    model = build_model(config, teacher, generator=torch.Generator().manual_seed(model_seed), device=device)
+    samples: list[tuple[float, float]] = []
+
+    class _Record(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            samples.append((trainer.train_seconds, trainer.train_sites))
+
+    trainer = Trainer(model, problem.batches, config, test_sets={m: s.to(device) for m, s in problem.test_sets.items()},
+                      callbacks=[_Record()], device=device)  # fmt: skip
+    trainer.fit()
+    return {"kind": "single", "E": 1, "member_token_steps_per_s": _median_rate(samples, warmup), "epochs": epochs}
+
+
+def ensemble_throughput(config, E: int, *, epochs: int = 5, warmup: int = 1) -> Optional[dict]:
+    """Member-token-steps/s of an :class:`EnsembleTrainer` with E members (None without the module)."""
+    if importlib.util.find_spec("tnattn.ensemble.trainer") is None:
+        return None
+    from tnattn.ensemble.trainer import EnsembleTrainer
+
+    config = dataclasses.replace(config, max_epochs=warmup + epochs)
+    samples: list[tuple[float, float]] = []
+    trainer = EnsembleTrainer(config, seeds=list(range(E)),
+                              on_epoch=lambda t, epoch: samples.append((t.train_seconds, t.member_tokens)))  # fmt: skip
+    trainer.fit()
+    return {"kind": "ensemble", "E": E, "member_token_steps_per_s": _median_rate(samples, warmup), "epochs": epochs}
+
+
+def training_throughput(
+    setting: str = "author-example",
+    Es: Sequence[int] = (8, 32),
+    *,
+    epochs: int = 5,
+    warmup: int = 1,
+    overrides: Optional[dict] = None,
+) -> list[dict]:
+    """Single-model and ensemble rows; ``x_single`` = rate / single-model rate."""
+    config = training_config(setting, **(overrides or {}))
+    rows = [single_throughput(config, epochs=epochs, warmup=warmup)]
+    for E in Es:
+        r = ensemble_throughput(config, int(E), epochs=epochs, warmup=warmup)
+        if r is not None:
+            rows.append(r)
+    base = rows[0]["member_token_steps_per_s"]
+    for r in rows:
+        r["setting"] = setting
+        r["D"] = config.D
+        r["batch_size"] = config.batch_size
+        r["x_single"] = r["member_token_steps_per_s"] / base
+    return rows
