@@ -12,14 +12,28 @@
 - :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.
 """
 
+from tnattn.ensemble.distributed import MergedResult, init_distributed, load_merged, run_ensemble, shard_range
 from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
-from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
+from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_ensemble
+from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
+from tnattn.ensemble.trainer import EnsembleResult, EnsembleTrainer
 
 __all__ = [
     "contexts_ensemble",
     "tn_attention_ensemble",
+    "kernel_threads",
     "EnsembleTNAttention",
     "StackedParams",
     "ensemble_logits",
     "ensemble_contexts",
+    "EnsembleTrainer",
+    "EnsembleResult",
+    "grokking_time_histogram",
+    "aligned_test_error",
+    "aligned_mean",
+    "run_ensemble",
+    "init_distributed",
+    "shard_range",
+    "load_merged",
+    "MergedResult",
 ]

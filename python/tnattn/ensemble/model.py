@@ -23,7 +23,7 @@ from tnattn import reference
 from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
 from tnattn.models import NonFiniteParameterError, TNAttention
 
-__all__ = ["EnsembleTNAttention", "StackedParams", "ensemble_logits", "ensemble_contexts"]
+__all__ = ["EnsembleTNAttention", "StackedParams", "ensemble_logits", "ensemble_predict", "ensemble_contexts"]
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -103,45 +103,65 @@ def ensemble_maps(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor
 class _SymbolHead(torch.autograd.Function):
     """``logits[..., o] = scale * W[..., x, o] / |W|`` (norm over the d*c map entries) for symbols.
 
-    The same values as normalising the whole map with :func:`tnattn.reference.normalize`, scaling
-    and gathering the symbol's row (TNAttention's arithmetic, up to rounding of the norm), with a
-    hand-written backward: ``gather``'s backward (a scatter into a zero map) and norms over a
-    trailing dimension of size d*c are slow on the CPU, while these elementwise passes over strided
-    views are not. Exact-zero rule: a map with norm exactly 0 gives logits 0 and zero gradient.
+    The same arithmetic as normalising the whole map with :func:`tnattn.reference.normalize`,
+    scaling and gathering the symbol's row (TNAttention's), with a hand-written backward. Why not
+    plain torch ops: on the CPU, reductions over a trailing dimension of size d*c, ``gather``'s
+    backward (a scatter), ``torch.where`` and strided elementwise passes each cost 10-50 times a
+    contiguous elementwise pass. So the map is transposed once to contiguous planes (d, c, E, N, M),
+    the symbol's row is picked with exact 0/1 float masks (``sum_s W_s m_s`` has one nonzero term),
+    and everything else is a handful of contiguous passes. Exact-zero rule: a map with norm exactly
+    0 gives logits 0 and zero gradient. ``scale`` (E,) may be None.
     """
 
     @staticmethod
     def forward(ctx, W: Tensor, x: Tensor, scale: Optional[Tensor]):
         E, N, M, d, c = W.shape
-        sq = W[..., 0, :].square().sum(-1) if c > 1 else W[..., 0, 0].square()
-        for s in range(1, d):
-            sq = sq + (W[..., s, :].square().sum(-1) if c > 1 else W[..., s, 0].square())
-        norm = sq.sqrt()
-        inv = torch.where(norm > 0, 1.0 / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-        xs = x if x.dim() == 3 else x.unsqueeze(0)
-        sel = W[:, :, :, 0, :] * (xs == 0).unsqueeze(-1).to(W.dtype) if d > 1 else W[:, :, :, 0, :]
-        for s in range(1, d):
-            sel = torch.where((xs == s).unsqueeze(-1), W[:, :, :, s, :], sel)
-        fac = inv if scale is None else inv * scale.view(E, 1, 1)
-        ctx.save_for_backward(W, xs, inv, sel, scale)
-        return sel * fac.unsqueeze(-1)
+        P = W.permute(3, 4, 0, 1, 2).contiguous()  # (d, c, E, N, M)
+        flat = P.view(d * c, E, N, M)
+        sq = flat[0] * flat[0]
+        for k in range(1, d * c):
+            sq = torch.addcmul(sq, flat[k], flat[k])
+        # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN)
+        inv = torch.nan_to_num(sq.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
+        xs = (x if x.dim() == 3 else x.unsqueeze(0)).expand(E, N, M)
+        if d == 2:
+            m1 = xs.to(W.dtype)
+            masks = [1.0 - m1, m1]
+        else:
+            masks = [(xs == s).to(W.dtype) for s in range(d)]
+        sel = []
+        for o in range(c):
+            cur = P[0, o] * masks[0]
+            for s in range(1, d):
+                cur = torch.addcmul(cur, P[s, o], masks[s])
+            sel.append(cur)
+        fac = inv if scale is None else (inv.view(E, -1) * scale.view(E, 1)).view(E, N, M)
+        ctx.save_for_backward(P, inv, fac, scale, *masks, *sel)
+        ctx.dc = (d, c)
+        out = sel[0] * fac
+        return out.unsqueeze(-1) if c == 1 else torch.stack([out] + [s_ * fac for s_ in sel[1:]], dim=-1)
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        W, xs, inv, sel, scale = ctx.saved_tensors
-        E, N, M, d, c = W.shape
-        fac = inv if scale is None else inv * scale.view(E, 1, 1)
-        g_sel = g * fac.unsqueeze(-1)  # d logits / d W[x, o]
-        # d logits / d inv = scale * sel;  d inv / d W = -inv^3 W (zero where the norm is 0)
-        q = (g * sel).sum(-1) if c > 1 else g[..., 0] * sel[..., 0]
-        q = q * (inv if scale is None else inv * scale.view(E, 1, 1)) * inv * inv
-        gW = -(W * q.view(E, N, M, 1, 1))
-        for s in range(d):
-            gW[:, :, :, s, :] += torch.where((xs == s).unsqueeze(-1), g_sel, torch.zeros_like(g_sel))
+        d, c = ctx.dc
+        P, inv, fac, scale, *rest = ctx.saved_tensors
+        masks, sel = rest[:d], rest[d:]
+        _, _, E, N, M = P.shape
+        gs = [g[..., o].contiguous() for o in range(c)]
+        t = gs[0] * sel[0]  # sum_o g_o W[x, o]
+        for o in range(1, c):
+            t = torch.addcmul(t, gs[o], sel[o])
+        # through the norm: d inv / d W = -inv^3 W, so dW_k -= (fac inv^2 t) W_k
+        q = t * fac * inv * inv
+        gP = torch.empty_like(P)
+        for o in range(c):
+            g_sel = gs[o] * fac
+            for s in range(d):
+                torch.addcmul(g_sel * masks[s], q, P[s, o], value=-1.0, out=gP[s, o])
         g_scale = None
         if scale is not None and ctx.needs_input_grad[2]:
-            g_scale = ((g * sel).sum(-1) * inv).reshape(E, -1).sum(1) if c > 1 else (g[..., 0] * sel[..., 0] * inv).reshape(E, -1).sum(1)
-        return gW, None, g_scale
+            g_scale = (t * inv).view(E, -1).sum(1)
+        return gP.permute(2, 3, 4, 0, 1), None, g_scale
 
 
 def ensemble_logits(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:
@@ -168,6 +188,33 @@ def ensemble_logits(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tens
     W = ensemble_maps(P, x, normalize_map=normalize_map)
     eq = "nis,eniso->enio" if x.dim() == 3 else "enis,eniso->enio"
     return torch.einsum(eq, x, W)
+
+
+@torch.no_grad()
+def ensemble_predict(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:
+    """Predicted symbols of every member, shape (E, N, M), int64 (as ``TNAttention.predict``).
+
+    For one output (c = 1) and symbol inputs the sign of the logit ``scale * W[x] / |W|`` is the
+    sign of ``scale * W[x]`` (``|W| > 0``; a zero map gives ``W[x] = 0``, predicted 0 either way),
+    so the normalisation is skipped. Otherwise the logits are computed in full.
+    """
+    if x.is_floating_point() or P.C.shape[-1] != 1:
+        z = ensemble_logits(P, x, normalize_map=normalize_map)
+        return (z[..., 0] > 0).long() if z.shape[-1] == 1 else z.argmax(dim=-1)
+    W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
+    E, N, M, d, _ = W.shape
+    planes = W.permute(3, 4, 0, 1, 2).contiguous()[:, 0]  # (d, E, N, M)
+    xs = (x if x.dim() == 3 else x.unsqueeze(0)).expand(E, N, M)
+    if d == 2:
+        m1 = xs.to(W.dtype)
+        sel = torch.addcmul(planes[0] * (1.0 - m1), planes[1], m1)
+    else:
+        sel = planes[0] * (xs == 0).to(W.dtype)
+        for s in range(1, d):
+            sel = torch.addcmul(sel, planes[s], (xs == s).to(W.dtype))
+    if normalize_map and P.scale is not None:
+        sel = (sel.view(E, -1) * torch.sign(P.scale).view(E, 1)).view(E, N, M)
+    return (sel > 0).long()
 
 
 def ensemble_contexts(P: StackedParams, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -333,8 +380,8 @@ class EnsembleTNAttention(nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor, members=None) -> Tensor:
         """Predicted symbols, shape (E', N, M), int64 (threshold 0 for c = 1, else argmax)."""
-        z = self.logits(x, members)
-        return (z[..., 0] > 0).long() if self.c == 1 else z.argmax(dim=-1)
+        P = self.stacked(members)
+        return ensemble_predict(P, self._prepare(x, P.E), normalize_map=self.normalize_map)
 
     def contexts(self, x: Tensor, members=None) -> tuple[Tensor, Tensor]:
         """Left and right contexts, each of shape (E', N, M, D)."""

@@ -50,7 +50,13 @@ from torch import Tensor
 from tnattn.data import all_sequences, make_test_sets, random_sequences
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.history import EnsembleHistory
-from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
+from tnattn.ensemble.model import (
+    EnsembleTNAttention,
+    StackedParams,
+    ensemble_contexts,
+    ensemble_logits,
+    ensemble_predict,
+)
 from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
 from tnattn.io import atomic_write, result_envelope, write_json
@@ -417,7 +423,7 @@ class EnsembleTrainer:
                     xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
                 else:
                     xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
-                pred = _predict(ensemble_logits(Pm, xc, normalize_map=self.model.normalize_map))
+                pred = ensemble_predict(Pm, xc, normalize_map=self.model.normalize_map)
                 wrong[m0 : m0 + len(rows)] += (pred != yc).flatten(1).sum(1).double().cpu()
         return (wrong / (N * M)).numpy()
 
