@@ -425,3 +425,36 @@ def test_predict_equals_thresholded_logits(kw):
     z = ens.logits(x)
     want = (z[..., 0] > 0).long() if ens.c == 1 else z.argmax(-1)
     assert torch.equal(ens.predict(x), want)
+
+
+# ------------------------------------------------------------------------------------------------
+# experiment scenario-a (tiny)
+# ------------------------------------------------------------------------------------------------
+def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
+    import argparse
+
+    from tnattn._cliconfig import add_config_arguments, config_from_namespace
+    from tnattn.experiments.scenario_a import Config, run
+    from tnattn.io import read_json
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, Config)
+    flags = ["--out", str(tmp_path), "--D-values", "4", "--members", "4", "--max-epochs", "30", "--train-length", "6",
+             "--crop-min", "3", "--crop-max", "6", "--batch-size", "16", "--test-lengths", "20", "--test-size", "20",
+             "--eval-every", "1", "--deff-probe", "16", "--deff-before", "10", "--deff-after", "5", "--lr", "0.05",
+             "--no-progress", "--stop-after-grok", "5"]  # fmt: skip
+    cfg = config_from_namespace(Config, parser.parse_args(flags))
+    assert cfg.D_values == (4,) and cfg.members == 4
+    res = run(cfg)
+    assert [r["regulariser"] for r in res["table"]] == ["none", "l2", "l1"]
+    assert all(r["members"] == 4 and 0 <= r["grokked"] <= 4 for r in res["table"])
+    saved = read_json(tmp_path / "results.json")
+    assert saved["experiment"] == "scenario-a" and saved["config"]["members"] == 4
+    assert (tmp_path / "scenario_a.png").stat().st_size > 0
+    assert (tmp_path / "D4" / "histories.npz").exists()
+    # the same seeds under every regulariser: members k, 4 + k and 8 + k share their run seed
+    members = read_json(tmp_path / "D4" / "ensemble.json")["results"]["members"]
+    assert [m["seed"] for m in members] == [0, 1, 2, 3] * 3
+    assert [m["l1"] for m in members] == [0.0] * 8 + [1e-3] * 4
+    with pytest.raises(ValueError, match="regularisers"):
+        Config(regularisers=("l3",))

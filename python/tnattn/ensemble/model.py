@@ -123,7 +123,8 @@ class _SymbolHead(torch.autograd.Function):
             sq = torch.addcmul(sq, flat[k], flat[k])
         # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN)
         inv = torch.nan_to_num(sq.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
-        xs = (x if x.dim() == 3 else x.unsqueeze(0)).expand(E, N, M)
+        # 0/1 masks (1 or E, N, M): a batch shared by all members stays un-expanded (broadcast)
+        xs = x if x.dim() == 3 else x.unsqueeze(0)
         if d == 2:
             m1 = xs.to(W.dtype)
             masks = [1.0 - m1, m1]
@@ -204,7 +205,7 @@ def ensemble_predict(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Ten
     W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
     E, N, M, d, _ = W.shape
     planes = W.permute(3, 4, 0, 1, 2).contiguous()[:, 0]  # (d, E, N, M)
-    xs = (x if x.dim() == 3 else x.unsqueeze(0)).expand(E, N, M)
+    xs = x if x.dim() == 3 else x.unsqueeze(0)  # broadcast over members when shared
     if d == 2:
         m1 = xs.to(W.dtype)
         sel = torch.addcmul(planes[0] * (1.0 - m1), planes[1], m1)

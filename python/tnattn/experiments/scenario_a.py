@@ -87,6 +87,12 @@ class Config:
     resume: bool = _f(True, "reuse finished shards and continue checkpoints found in out")
     progress: bool = _f(True, "show a progress bar per shard")
 
+    def __post_init__(self):
+        self.D_values = tuple(int(v) for v in self.D_values)
+        self.regularisers = tuple(str(r) for r in self.regularisers)
+        self.test_lengths = tuple(int(v) for v in self.test_lengths)
+        _validate(self)
+
 
 def train_config(config: Config, D: int) -> TrainConfig:
     """The shared :class:`TrainConfig` of the ensemble at bond dimension ``D``."""
@@ -167,7 +173,7 @@ def format_table(rows: list) -> str:
 def run(config: Config) -> dict:
     """Run the study; rank 0 writes ``results.json`` and ``scenario_a.png`` and returns the results
     (other ranks of a torchrun launch return an empty dict)."""
-    _validate(config)
+    _validate(config)  # (again: the fields may have been changed after construction)
     rank, world = init_distributed(config.device)
     t0 = time.time()
     out = Path(config.out)

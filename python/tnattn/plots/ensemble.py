@@ -16,6 +16,11 @@ import numpy as np
 
 import tnattn.plots  # noqa: F401  (selects the Agg backend)
 
+
+def _legend(ax) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
 __all__ = ["plot_aligned_errors", "plot_grokking_pdfs", "plot_deff_curves", "plot_scenario_a"]
 
 _COLORS = {"none": "tab:blue", "l2": "tab:orange", "l1": "tab:green"}
@@ -47,7 +52,7 @@ def plot_aligned_errors(ax, fits: dict) -> None:
             ax.loglog(t, fit["prefactor"] * t ** fit["nu"], "-", color=_color(name, k), lw=1)
     ax.set_xlabel("t_eps - t (epochs)")
     ax.set_ylabel("<test error> (aligned)")
-    ax.legend(fontsize=7)
+    _legend(ax)
 
 
 def plot_grokking_pdfs(ax, hists: dict) -> None:
@@ -61,7 +66,7 @@ def plot_grokking_pdfs(ax, hists: dict) -> None:
         ax.stairs(dens, edges, color=_color(name, k), label=label)
     ax.set_xlabel("grokking time t_G = t_eps - t_train (epochs)")
     ax.set_ylabel("PDF")
-    ax.legend(fontsize=7)
+    _legend(ax)
 
 
 def plot_deff_curves(ax, curves: dict) -> None:
@@ -77,7 +82,7 @@ def plot_deff_curves(ax, curves: dict) -> None:
     ax.axvline(0.0, color="k", lw=0.8, ls=":")
     ax.set_xlabel("t - t_eps (epochs)")
     ax.set_ylabel("<D_eff> of left contexts")
-    ax.legend(fontsize=7)
+    _legend(ax)
 
 
 def plot_scenario_a(results: dict, path: str | os.PathLike) -> Path:
