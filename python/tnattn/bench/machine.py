@@ -48,7 +48,7 @@ def torch_blas() -> str:
     for key in ("BLAS_INFO=", "LAPACK_INFO="):
         for part in cfg.split(","):
             if key in part:
-                return part.strip()
+                return part[part.index(key):].strip()
     return "MKL" if torch.backends.mkl.is_available() else "unknown"
 
 

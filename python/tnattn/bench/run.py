@@ -75,26 +75,30 @@ def _num(v, fmt=".3g") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def format_rows(rows: list[dict], *, lead: Sequence[str] = ()) -> str:
-    """A text table of op rows (tokens/s in millions, ratio to the loop, GFLOP/s, % of peak)."""
+def _table_head(lead: Sequence[str] = ()) -> str:
     head = "".join(f"{k:>8} " for k in lead) + (
         f"{'N':>5} {'M':>8} {'D':>3} {'d':>2} {'c':>2} {'dtype':>7} {'impl':>12} | {'fwd Mtok/s':>10} {'x loop':>7} | "
         f"{'f+b Mtok/s':>10} {'x loop':>7} | {'f+b GFLOP/s':>11} {'% peak':>7}"
     )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        pre = "".join(f"{r.get(k, '-')!s:>8} " for k in lead)
-        base = f"{r['N']:>5} {r['M']:>8} {r['D']:>3} {r['d']:>2} {r['c']:>2} {r['dtype']:>7} {r['impl']:>12} | "
-        if "error" in r:
-            lines.append(pre + base + r["error"][:80])
-            continue
-        pct = r.get("fwd_bwd_pct_peak")
-        lines.append(
-            pre + base + f"{_num(r.get('fwd_Mtok_s')):>10} {_ratio(r.get('fwd_x_loop')):>7} | "
-            f"{_num(r.get('fwd_bwd_Mtok_s')):>10} {_ratio(r.get('fwd_bwd_x_loop')):>7} | "
-            f"{_num(r.get('fwd_bwd_GFLOP_s')):>11} {('-' if pct is None else f'{pct:.2f}%'):>7}"
-        )
-    return "\n".join(lines)
+    return head + "\n" + "-" * len(head)
+
+
+def _table_row(r: dict, lead: Sequence[str] = ()) -> str:
+    pre = "".join(f"{r.get(k, '-')!s:>8} " for k in lead)
+    base = f"{r['N']:>5} {r['M']:>8} {r['D']:>3} {r['d']:>2} {r['c']:>2} {r['dtype']:>7} {r['impl']:>12} | "
+    if "error" in r:
+        return pre + base + r["error"][:80]
+    pct = r.get("fwd_bwd_pct_peak")
+    return (
+        pre + base + f"{_num(r.get('fwd_Mtok_s')):>10} {_ratio(r.get('fwd_x_loop')):>7} | "
+        f"{_num(r.get('fwd_bwd_Mtok_s')):>10} {_ratio(r.get('fwd_bwd_x_loop')):>7} | "
+        f"{_num(r.get('fwd_bwd_GFLOP_s')):>11} {('-' if pct is None else f'{pct:.2f}%'):>7}"
+    )
+
+
+def format_rows(rows: list[dict], *, lead: Sequence[str] = ()) -> str:
+    """A text table of op rows (tokens/s in millions, ratio to the loop, GFLOP/s, % of peak)."""
+    return "\n".join([_table_head(lead)] + [_table_row(r, lead) for r in rows])
 
 
 def _say(text: str = "") -> None:
@@ -153,20 +157,22 @@ def run(config: BenchConfig, *, verbose: bool = True) -> dict:
         if missing:
             say(f"# {name}: skipped (not installed): {', '.join(missing)}; pip install 'tnattn[bench]'")
         rows = []
-        for case in cases:
-            rows += bench_case(case, [i for i in impls if i in have], **kw)
+        say(_table_head())
+        for case in cases:  # printed as they finish: the slow baselines take a while
+            new = bench_case(case, [i for i in impls if i in have], **kw)
+            for r in new:
+                say(_table_row(r))
+            rows += new
         return rows
 
     if "ops" in config.sections:
         say("\n## op throughput: tnattn vs reference loop vs vectorised baseline")
         results["ops"] = grid(config.ops, config.ops_impls, "ops")
-        say(format_rows(results["ops"]))
     if "peers" in config.sections:
         say("\n## all M outputs against generic TN toolkits (O(M^2) for einsum/tensorkrowch; small M only)")
         say("# einsum: opt_einsum full contraction per output site (unnormalised, same model)")
         say("# tensorkrowch: UMPSLayer per output site (periodic ring, shared tensor: a related model)")
         results["peers"] = grid(config.peers, config.peers_impls, "peers")
-        say(format_rows(results["peers"]))
     if "scaling" in config.sections:
         from tnattn.bench import scaling
 
