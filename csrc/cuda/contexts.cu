@@ -73,7 +73,7 @@ TNATTN_DEV const T* group_params(const CtxArgs<T>& a, int64_t e, unsigned char* 
 
 template <typename T, int DC, bool REAL>
 __global__ void __launch_bounds__(kMaxThreads) contexts_forward_kernel(const CtxArgs<T> a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  TNATTN_DYNAMIC_SHARED(smem);
   const SeqIdx s = seq_index(a.N, a.nblk);
   const int Dp = DC > 0 ? DC : a.Dp;
   const T* mat = group_params<T, DC>(a, s.e, smem) + a.off_mat;
@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(kMaxThreads) contexts_forward_kernel(const Ctx
 
 template <typename T, int DC, bool REAL>
 __global__ void __launch_bounds__(kMaxThreads) contexts_backward_kernel(const CtxArgs<T> a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  TNATTN_DYNAMIC_SHARED(smem);
   const SeqIdx s = seq_index(a.N, a.nblk);
   const int Dp = DC > 0 ? DC : a.Dp;
   double* acc;
@@ -342,8 +342,7 @@ int64_t contexts_forward(const T* A, XArg x, const T* boundary, bool bpb, T* out
   host::dispatch(p.DC, real, [&](auto dc, auto re) {
     auto kern = contexts_forward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
-    kern<<<static_cast<unsigned>(p.units), p.NT, p.smem, st>>>(a);
-    host::check_launch("contexts_forward_kernel");
+    host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "contexts_forward_kernel", a);
   });
   return real ? 0 : host::read_counter(bad, st);
 }
@@ -370,8 +369,7 @@ int64_t contexts_backward(const T* A, XArg x, const T* boundary, bool bpb, const
   host::dispatch(p.DC, real, [&](auto dc, auto re) {
     auto kern = contexts_backward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
-    kern<<<static_cast<unsigned>(p.units), p.NT, p.smem, st>>>(a);
-    host::check_launch("contexts_backward_kernel");
+    host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "contexts_backward_kernel", a);
   });
   if (grad_A)
     host::launch_reduce<T>(a.part, p.DC > 0 ? p.nblk : 1, a.OUT, dm.E, dm.d, dm.D, 1, p.Dp, dev::GradMap{0, 0},

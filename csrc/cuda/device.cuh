@@ -23,6 +23,13 @@
 
 #define TNATTN_DEV __device__ __forceinline__
 
+// The dynamic shared memory of a kernel (16-byte aligned).
+#ifdef TNATTN_CUDA_EMULATION
+#define TNATTN_DYNAMIC_SHARED(name) unsigned char* name = ::tnattn_emu::dynamic_shared()
+#else
+#define TNATTN_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace tnattn {
 namespace cuda {
 namespace dev {
@@ -260,12 +267,13 @@ struct Sink {
     for (int it = threadIdx.x; it < items; it += blockDim.x) {
       int tile = it % geo.P;
       const int g = it / geo.P;
-      int t = 0;
-      while (t + 1 < geo.nterms && tile >= geo.terms[t].nmat * DC * NBC) {
-        tile -= geo.terms[t].nmat * DC * NBC;
-        ++t;
-      }
-      const Term tm = geo.terms[t];
+      // Term of this tile, selected without indexing geo.terms dynamically (that would put the
+      // sink's geometry in local memory).
+      static_assert(kMaxTerms == 2, "term selection below assumes at most two terms");
+      const int tiles0 = geo.terms[0].nmat * DC * NBC;
+      const bool second = geo.nterms > 1 && tile >= tiles0;
+      if (second) tile -= tiles0;
+      const Term tm = second ? geo.terms[1] : geo.terms[0];
       const int q = tile / (DC * NBC);
       const int a = (tile / NBC) % DC;
       const int b0 = (tile % NBC) * VB;
@@ -287,7 +295,9 @@ struct Sink {
 
   // DC == 0: add one token's contributions with fp64 atomics.
   TNATTN_DEV void atomic_record(const T* rec) {
-    for (int t = 0; t < geo.nterms; ++t) {
+#pragma unroll
+    for (int t = 0; t < kMaxTerms; ++t) {
+      if (t >= geo.nterms) break;
       const Term& tm = geo.terms[t];
       for (int q = 0; q < tm.nmat; ++q) {
         const T cq = term_coef(tm, rec, q);

@@ -134,16 +134,16 @@ inline unsigned grid_for(int64_t total) {
 template <typename T>
 void launch_prep(const dev::SegList& segs, int64_t E, int d, int D, int c, int Dp, int64_t PS, T* dst,
                  cudaStream_t stream) {
-  prep_params_kernel<T><<<grid_for(E * PS), kSmallBlock, 0, stream>>>(segs, E, d, D, c, Dp, PS, dst);
-  check_launch("prep_params_kernel");
+  launch(prep_params_kernel<T>, grid_for(E * PS), kSmallBlock, 0, stream, "prep_params_kernel", segs, E, d, D, c,
+         Dp, PS, dst);
 }
 
 template <typename T>
 void launch_reduce(const double* part, int64_t nblk, int OUT, int64_t E, int d, int D, int c, int Dp,
                    dev::GradMap map, T* out, cudaStream_t stream) {
   const int64_t total = E * d * D * D * (map.kind == 1 ? c : 1);
-  reduce_partials_kernel<T><<<grid_for(total), kSmallBlock, 0, stream>>>(part, nblk, OUT, E, d, D, c, Dp, map, out);
-  check_launch("reduce_partials_kernel");
+  launch(reduce_partials_kernel<T>, grid_for(total), kSmallBlock, 0, stream, "reduce_partials_kernel", part, nblk,
+         OUT, E, d, D, c, Dp, map, out);
 }
 
 template void launch_prep<float>(const dev::SegList&, int64_t, int, int, int, int, int64_t, float*, cudaStream_t);

@@ -104,6 +104,20 @@ void allow_shared(K kernel, std::size_t bytes) {
           "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
 }
 
+// Every kernel launch goes through here. TNATTN_CUDA_EMULATION builds (tests/cuda_emulation: the
+// same sources compiled as C++ for the CPU, one std::thread per CUDA thread) run the kernel there.
+template <class... P, class... A>
+void launch(void (*kernel)(P...), unsigned grid, unsigned block, std::size_t smem, cudaStream_t stream,
+            const char* what, A&&... args) {
+#ifdef TNATTN_CUDA_EMULATION
+  ::tnattn_emu::launch(grid, block, smem, [&] { kernel(args...); });
+  (void)stream;
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+#endif
+  check_launch(what);
+}
+
 inline int64_t grid_units(int64_t E, int nblk) {
   const int64_t units = E * nblk;
   if (units > 0x7fffffffLL) throw std::invalid_argument("tnattn: E * ceil(N / block) exceeds the CUDA grid limit");

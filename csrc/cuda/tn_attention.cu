@@ -116,7 +116,7 @@ TNATTN_DEV const T* group_params(const TnArgs<T>& a, int64_t e, unsigned char* s
 
 template <typename T, int DC, bool REAL>
 __global__ void __launch_bounds__(kMaxThreads) tn_forward_kernel(const TnArgs<T> a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  TNATTN_DYNAMIC_SHARED(smem);
   const SeqIdx s = seq_index(a.N, a.nblk);
   const int Dp = DC > 0 ? DC : a.Dp;
   const T* P = group_params<T, DC>(a, s.e, smem);
@@ -173,7 +173,7 @@ __global__ void __launch_bounds__(kMaxThreads) tn_forward_kernel(const TnArgs<T>
 
 template <typename T, int DC, bool REAL>
 __global__ void __launch_bounds__(kMaxThreads) tn_backward_kernel(const TnArgs<T> a) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  TNATTN_DYNAMIC_SHARED(smem);
   const SeqIdx s = seq_index(a.N, a.nblk);
   const int Dp = DC > 0 ? DC : a.Dp;
   double* acc;
@@ -523,8 +523,7 @@ int64_t tn_attention_forward(XArg x, const T* AL, const T* AR, const T* C, const
   host::dispatch(p.DC, real, [&](auto dc, auto re) {
     auto kern = tn_forward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
-    kern<<<static_cast<unsigned>(p.units), p.NT, p.smem, st>>>(a);
-    host::check_launch("tn_forward_kernel");
+    host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_forward_kernel", a);
   });
   return real ? 0 : host::read_counter(sp.bad, st);
 }
@@ -557,8 +556,7 @@ int64_t tn_attention_backward(XArg x, const T* AL, const T* AR, const T* C, cons
   host::dispatch(p.DC, real, [&](auto dc, auto re) {
     auto kern = tn_backward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
-    kern<<<static_cast<unsigned>(p.units), p.NT, p.smem, st>>>(a);
-    host::check_launch("tn_backward_kernel");
+    host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_backward_kernel", a);
   });
   if (need_part) {
     const int64_t nblk = p.DC > 0 ? p.nblk : 1;

@@ -93,15 +93,26 @@ def check_boundary(b, N: int, D: int, dtype: torch.dtype, name: str) -> bool:
     raise ValueError(f"{name} must have shape (D,) or (N, D), got {tuple(b.shape)}")
 
 
+def _cuda_built() -> bool:
+    from . import _C
+
+    return bool(_C.has_cuda())
+
+
 def check_devices(**tensors: Tensor) -> torch.device:
-    """All tensors on one device, and one the build supports (CPU for now)."""
+    """All tensors on one device, and one the build supports (CPU; CUDA when built with it)."""
     devs = {name: t.device for name, t in tensors.items()}
     first_name, first = next(iter(devs.items()))
     for name, dev in devs.items():
         if dev != first:
             raise ValueError(f"{name} is on {dev} but {first_name} is on {first}; put all inputs on one device")
-    if first.type not in ("cpu", "meta"):
-        raise ValueError(
-            f"inputs are on {first}, but tnattn was built with CPU kernels only; move them to the CPU"
-        )
+    if first.type == "cuda":
+        if not _cuda_built():
+            raise ValueError(
+                f"inputs are on {first}, but tnattn was built without its CUDA kernels; move them to the "
+                "CPU or rebuild with TNATTN_CUDA=ON (pip install --no-build-isolation -C "
+                "cmake.define.TNATTN_CUDA=ON .)"
+            )
+    elif first.type not in ("cpu", "meta"):
+        raise ValueError(f"inputs are on {first}; tnattn runs on cpu and cuda tensors only")
     return first

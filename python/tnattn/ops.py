@@ -47,8 +47,14 @@ empty sequence, so these raise rather than return empty results. Symbols outside
 detected by the kernel itself (nothing is read out of bounds) and raise ``ValueError``.
 Non-contiguous inputs are accepted (copied to contiguous memory first).
 
-Threads: the kernels split the batch over ``torch.get_num_threads()`` threads (``std::thread``;
-small problems run on the calling thread).
+Devices: CPU tensors run the threaded CPU kernels, which split the batch over
+``torch.get_num_threads()`` threads (``std::thread``; small problems run on the calling thread).
+CUDA tensors (in an extension built with ``TNATTN_CUDA``; see ``_C.has_cuda()``) run the CUDA
+kernels of ``tnattn._C.cuda`` on the tensors' device and torch's current stream there (see
+:func:`_native`). They are asynchronous except for integer symbols, where the call waits for the
+stream to read the kernel's count of out-of-range symbols (so the ValueError is raised eagerly).
+Gradients of A and C on CUDA are reduced in fp64 in a fixed order (bitwise reproducible for a
+given shape) for D <= 32; larger D use fp64 atomics.
 """
 
 from __future__ import annotations
@@ -83,6 +89,35 @@ def _eager_fast_path(*tensors: Tensor) -> bool:
 
 def _num_threads() -> int:
     return max(1, torch.get_num_threads())
+
+
+def _native(fn_name: str, *args, like: Tensor):
+    """Run the native entry point ``fn_name`` of :mod:`tnattn._C` on the device of ``like``.
+
+    ``args`` are the entry point's arguments without its execution arguments, which depend on the
+    device: on the CPU the kernel thread count is appended; on CUDA the kernels of
+    ``tnattn._C.cuda`` get the device index, torch's current stream on that device (the kernels are
+    enqueued there, so they order with the surrounding torch work and respect ``torch.cuda.stream``
+    contexts) and a workspace allocator that hands out torch tensors from the caching allocator
+    (kept alive until the call returns; reuse by later work on the same stream is stream-ordered).
+    The C++ side makes the device current for the call and restores the previous one.
+
+    Shared by every op that calls the extension (also :mod:`tnattn.ensemble`). Returns the entry
+    point's result: the number of sequences holding a symbol outside [0, d).
+    """
+    dev = like.device
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        keep: list[Tensor] = []
+
+        def alloc(nbytes: int) -> int:
+            buf = torch.empty(max(int(nbytes), 1), dtype=torch.uint8, device=dev)
+            keep.append(buf)
+            return buf.data_ptr()
+
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        return getattr(_C.cuda, fn_name)(*args, index, stream, alloc)
+    return getattr(_C, fn_name)(*args, _num_threads())
 
 
 def _raise_bad_symbols(bad: int, d: int) -> None:
@@ -138,9 +173,9 @@ def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Ten
     xi, d, D, per_batch = _check_contexts(A, x, boundary)
     A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
     out = torch.empty((xi.N, xi.M, D), dtype=A.dtype, device=A.device)
-    bad = _C.contexts_forward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
-        boundary.data_ptr(), per_batch, out.data_ptr(), 1, xi.N, xi.M, d, D, reverse, _num_threads(),
+    bad = _native(
+        "contexts_forward", A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
+        boundary.data_ptr(), per_batch, out.data_ptr(), 1, xi.N, xi.M, d, D, reverse, like=A,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     return out
@@ -153,10 +188,10 @@ def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boun
     gA = torch.empty_like(A) if need_A else None
     gb = A.new_empty((xi.N, D)) if need_boundary else None
     gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else None
-    bad = _C.contexts_backward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False, boundary.data_ptr(),
-        per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), 1, xi.N, xi.M, d, D, reverse,
-        _num_threads(),
+    bad = _native(
+        "contexts_backward", A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, False,
+        boundary.data_ptr(), per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), 1, xi.N,
+        xi.M, d, D, reverse, like=A,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     if gb is not None and not per_batch:
@@ -168,10 +203,10 @@ def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
     xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
     x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
     W = torch.empty((xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
-    bad = _C.tn_attention_forward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), 1, xi.N, xi.M, d, D, c,
-        _num_threads(),
+    bad = _native(
+        "tn_attention_forward", C.dtype == torch.float64, x.data_ptr(), xi.kind, False,
+        A_left.data_ptr(), A_right.data_ptr(), C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb,
+        W.data_ptr(), 1, xi.N, xi.M, d, D, c, like=C,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     return W
@@ -189,10 +224,11 @@ def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
     gC = torch.empty_like(C) if n_C else None
     gu = C.new_empty((xi.N, D)) if n_u else None
     gv = C.new_empty((xi.N, D)) if n_v else None
-    bad = _C.tn_attention_backward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, False, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
-        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), 1, xi.N, xi.M, d, D, c, _num_threads(),
+    bad = _native(
+        "tn_attention_backward", C.dtype == torch.float64, x.data_ptr(), xi.kind, False,
+        A_left.data_ptr(), A_right.data_ptr(), C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb,
+        grad_W.data_ptr(), _ptr(gAL), _ptr(gAR), _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), 1, xi.N, xi.M,
+        d, D, c, like=C,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     if gu is not None and not u_pb:
