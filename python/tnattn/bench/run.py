@@ -18,13 +18,14 @@ __all__ = ["SECTIONS", "BenchConfig", "run", "main", "build_parser", "format_row
 
 SECTIONS = ("ops", "peers", "scaling", "training")
 
-#: Default op grid: a base point, then one of D, (N, M), d, dtype varied at a time.
+#: Default op grid: a base point, then one of D, (N, M), d, dtype varied at a time. Sized so that
+#: the whole default run takes minutes on 2 busy cores (the baselines take seconds per call).
 DEFAULT_OPS = (
-    OpCase(256, 256, 8), OpCase(256, 256, 4), OpCase(256, 256, 16), OpCase(256, 256, 32),
-    OpCase(64, 1024, 8), OpCase(1024, 64, 8), OpCase(256, 256, 8, d=4), OpCase(256, 256, 8, dtype="float64"),
+    OpCase(64, 256, 8), OpCase(64, 256, 4), OpCase(64, 256, 16), OpCase(64, 256, 32),
+    OpCase(16, 1024, 8), OpCase(256, 64, 8), OpCase(64, 256, 8, d=4), OpCase(64, 256, 8, dtype="float64"),
 )  # fmt: skip
 QUICK_OPS = (OpCase(4, 8, 4),)
-DEFAULT_PEERS = tuple(OpCase(32, M, 8) for M in (8, 16, 32))
+DEFAULT_PEERS = tuple(OpCase(16, M, 8) for M in (8, 16, 32))
 QUICK_PEERS = (OpCase(2, 4, 2),)
 
 
@@ -41,7 +42,7 @@ class BenchConfig:
     peers_impls: tuple[str, ...] = IMPLS
     scaling_M: tuple[int, ...] = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
     scaling_M_N: int = 1
-    max_baseline_M: int = 10_000
+    max_baseline_M: int = 1_000
     scaling_D: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
     threads_list: Optional[tuple[int, ...]] = None  # default 1, 2, 4, ... os.cpu_count()
     training_setting: str = "author-example"
