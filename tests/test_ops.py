@@ -325,6 +325,36 @@ def test_threads_agree_and_are_deterministic():
     assert_close_all(list(g1), list(g2), rtol=1e-5, atol=1e-5)
 
 
+def _child_forward(queue):
+    x, A_left, A_right, C, u, v = make_inputs(64, 64, 2, 8, 1, dtype=F32)
+    torch.set_num_threads(2)
+    queue.put(float(ops.tn_attention(x, A_left, A_right, C, u, v).detach().sum()))
+
+
+def test_kernels_work_in_a_forked_child():
+    # The kernels keep a persistent worker pool; a forked child (e.g. a DataLoader worker) must
+    # start a fresh one instead of waiting on the parent's threads, which fork does not copy.
+    import multiprocessing as mp
+
+    x, A_left, A_right, C, u, v = make_inputs(64, 64, 2, 8, 1, dtype=F32)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = float(ops.tn_attention(x, A_left, A_right, C, u, v).detach().sum())  # pool now exists
+        ctx = mp.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child_forward, args=(queue,))
+        proc.start()
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+            pytest.fail("forked child hung in the kernels")
+        assert proc.exitcode == 0
+        assert queue.get(timeout=5) == want
+    finally:
+        torch.set_num_threads(old)
+
+
 def test_long_sequence_is_finite_and_agrees_with_float64():
     M = 100_000
     x, A_left, A_right, C, u, v = make_inputs(2, M, 2, 4, 1, dtype=F32, seed=3)

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "pool.h"
 #include "simd.h"
 #include "tnattn/common.h"
 #include "tnattn/cpu.h"
@@ -27,7 +28,8 @@ constexpr int kBlock = 8;
 // ------------------------------------------------------------------------------------------------
 // Threads
 
-// Work below this many scalar multiply-adds runs on the calling thread: spawning costs ~20-50 us.
+// Work below this many scalar multiply-adds runs on the calling thread: waking a worker costs
+// ~10 us (spawning a thread, the fallback, ~20-60 us).
 constexpr double kMinWorkPerThread = 2.0e5;
 
 inline int choose_threads(int requested, int64_t units, double work) {
@@ -38,28 +40,37 @@ inline int choose_threads(int requested, int64_t units, double work) {
 }
 
 // Calls fn(tid, lo, hi) on contiguous, balanced ranges of [0, total) on nthreads threads (the caller
-// runs range 0). An exception in any worker is rethrown after all have joined.
+// runs range 0; the others run on the persistent pool, or on fresh std::threads when the pool is
+// busy). An exception in any range is rethrown after all have finished.
 template <class F>
 void parallel_ranges(int64_t total, int nthreads, F&& fn) {
   if (nthreads <= 1 || total <= 1) {
     fn(0, int64_t(0), total);
     return;
   }
-  std::vector<std::exception_ptr> errors(nthreads);
-  std::vector<std::thread> pool;
-  pool.reserve(nthreads - 1);
-  auto range = [&](int t) {
-    const int64_t lo = total * t / nthreads, hi = total * (t + 1) / nthreads;
+  struct Ctx {
+    F* fn;
+    int64_t total;
+    int nthreads;
+    std::vector<std::exception_ptr> errors;
+  } ctx{&fn, total, nthreads, std::vector<std::exception_ptr>(nthreads)};
+  auto range = [](void* p, int t) {
+    Ctx& c = *static_cast<Ctx*>(p);
+    const int64_t lo = c.total * t / c.nthreads, hi = c.total * (t + 1) / c.nthreads;
     try {
-      fn(t, lo, hi);
+      (*c.fn)(t, lo, hi);
     } catch (...) {
-      errors[t] = std::current_exception();
+      c.errors[t] = std::current_exception();
     }
   };
-  for (int t = 1; t < nthreads; ++t) pool.emplace_back(range, t);
-  range(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors)
+  if (!pool_run(nthreads, range, &ctx)) {
+    std::vector<std::thread> threads;
+    threads.reserve(nthreads - 1);
+    for (int t = 1; t < nthreads; ++t) threads.emplace_back(range, &ctx, t);
+    range(&ctx, 0);
+    for (auto& th : threads) th.join();
+  }
+  for (auto& e : ctx.errors)
     if (e) std::rethrow_exception(e);
 }
 

@@ -67,11 +67,14 @@ struct StepOps {
     }
     return a0 + a1;
   }
-  // dmat += u (x) w
+  // dmat += u (x) w, u[a] broadcast from memory
+  static void outer_mem(const T* u, V w, T* dmat) {
+    for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * u[a]);
+  }
   static void outer(V u, V w, T* dmat) {
     T us[DP];
     vstore<DP>(us, u);
-    for (int a = 0; a < DP; ++a) vstore<DP>(dmat + a * DP, vload<DP>(dmat + a * DP) + w * us[a]);
+    outer_mem(us, w, dmat);
   }
   // v^T mat with v[a] broadcast straight from memory (no round trip through a register).
   static V vm_mem(const T* v, const T* mat) {
@@ -119,7 +122,7 @@ struct StepOps {
   void adjoint(const T* y_prev, const T* y, T inv, const T* g, T* gprev, const T* matT_s, T* dmat_s) const {
     const V gw = adjoint_gw(y, inv, g);
     vstore<DP>(gprev, vm(gw, matT_s));
-    if (dmat_s) outer(vload<DP>(y_prev), gw, dmat_s);
+    if (dmat_s) outer_mem(y_prev, gw, dmat_s);
   }
   // The same for an embedding xs (d weights); gx[s] += y_prev^T mat_s gw when gx is non-null.
   // gprev = sum_s xs[s] mat_s gw (may alias g).

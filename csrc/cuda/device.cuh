@@ -1,8 +1,8 @@
-// Device-side machinery shared by the CUDA kernels (contexts.cu, tn_attention.cu). The per-step
+// Device-side machinery shared by the CUDA kernels (contexts.cuh, tn_attention.cuh). The per-step
 // arithmetic itself (mat-vecs, normalisation, adjoint steps, local maps) comes from the
 // __host__ __device__ helpers of tnattn/common.h, the same code the CPU kernels' runtime-D path uses.
 //
-// See tn_attention.cu for the thread mapping. Pieces here:
+// See tn_attention.cuh for the thread mapping. Pieces here:
 //   * parameter staging: a prep kernel writes each group's matrices once per call into a padded,
 //     optionally transposed layout (prep_params); blocks copy their group's slice into shared memory;
 //   * per-thread vectors: registers for a compile-time bond dimension DC (fully unrolled loops), or a

@@ -1,5 +1,5 @@
 // CUDA kernels: normalised contexts (forward) and their reverse adjoint scan (backward).
-// Same mapping as tn_attention.cu (see the comment there): one thread per sequence, the time loop
+// Same mapping as tn_attention.cuh (see the comment there): one thread per sequence, the time loop
 // inside the kernel, contexts in registers, the group's matrices in shared memory, dA reduced
 // through staged chunks and fixed-order block partials.
 //
@@ -7,6 +7,8 @@
 // mat = A and take their adjoint with A^T; right contexts (reverse = true) walk backwards with
 // mat = A^T and take their adjoint with A. Positions in scan order: k = 0..M-1 is site i = k (left)
 // or i = M-1-k (right); the step into site i reads the symbol of the previous site j in scan order.
+#pragma once
+
 #include <algorithm>
 
 #include "runtime.cuh"
@@ -376,14 +378,6 @@ int64_t contexts_backward(const T* A, XArg x, const T* boundary, bool bpb, const
                            grad_A, st);
   return real ? 0 : host::read_counter(bad, st);
 }
-
-template int64_t contexts_forward<float>(const float*, XArg, const float*, bool, float*, Dims, bool, const Launch&);
-template int64_t contexts_forward<double>(const double*, XArg, const double*, bool, double*, Dims, bool,
-                                          const Launch&);
-template int64_t contexts_backward<float>(const float*, XArg, const float*, bool, const float*, float*, float*,
-                                          float*, Dims, bool, const Launch&);
-template int64_t contexts_backward<double>(const double*, XArg, const double*, bool, const double*, double*,
-                                           double*, double*, Dims, bool, const Launch&);
 
 }  // namespace cuda
 }  // namespace tnattn

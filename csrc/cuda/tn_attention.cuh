@@ -38,6 +38,8 @@
 //   sequence and written directly.
 // * Symbols outside [0, d) are read as 0 (never out of bounds) and counted in a device counter; the
 //   entry point returns the count and tnattn.ops raises ValueError.
+#pragma once
+
 #include <algorithm>
 
 #include "runtime.cuh"
@@ -570,15 +572,6 @@ int64_t tn_attention_backward(XArg x, const T* AL, const T* AR, const T* C, cons
   }
   return real ? 0 : host::read_counter(sp.bad, st);
 }
-
-#define TNATTN_INSTANTIATE(T)                                                                                  \
-  template int64_t tn_attention_forward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool,   \
-                                           T*, Dims, const Launch&);                                           \
-  template int64_t tn_attention_backward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
-                                            const T*, T*, T*, T*, T*, T*, T*, Dims, const Launch&);
-TNATTN_INSTANTIATE(float)
-TNATTN_INSTANTIATE(double)
-#undef TNATTN_INSTANTIATE
 
 }  // namespace cuda
 }  // namespace tnattn
