@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tnattn.ensemble.distributed import init_distributed, load_merged, run_ensemble, shard_range
+from tnattn.ensemble.distributed import init_distributed, load_merged, run_ensemble, shard_members
 from tnattn.train import TrainConfig
 
 # Members start from exact neighbourhood contexts with a large step and stop at their own t_eps,
@@ -36,7 +36,7 @@ def _worker(rank, world, port, out, markers, die_rank, die_epoch):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     assert init_distributed("cpu", timeout_s=120) == (rank, world)
-    other_done = Path(out) / "shards" / "members-00000-00002" / "shard.pt"
+    other_done = Path(out) / "shards" / "rank000-of002" / "shard.pt"
 
     def hook(trainer, epoch):
         Path(markers, f"r{rank}-e{epoch}").touch()
@@ -80,13 +80,14 @@ def _assert_same(a, b):
         torch.testing.assert_close(t, b.params[name], rtol=1e-6, atol=1e-9)
 
 
-def test_shard_range_covers_every_member_once():
+def test_shard_members_covers_every_member_once():
     for E in (1, 4, 7):
         for world in (1, 2, 3, 8):
-            got = [i for r in range(world) for i in range(*shard_range(E, world, r))]
+            got = sorted(i for r in range(world) for i in shard_members(E, world, r))
             assert got == list(range(E))
+    assert shard_members(7, 3, 1) == [1, 4]  # interleaved: blocks of settings spread over ranks
     with pytest.raises(ValueError, match="rank"):
-        shard_range(4, 2, 2)
+        shard_members(4, 2, 2)
 
 
 @pytest.mark.slow
@@ -97,7 +98,7 @@ def test_two_gloo_ranks_equal_single_process(tmp_path, single_process):
     merged = load_merged(tmp_path / "out")
     assert merged.summary["world_size"] == 2
     _assert_same(single_process, merged)
-    assert (tmp_path / "out" / "shards" / "members-00002-00004" / "shard.pt").exists()
+    assert (tmp_path / "out" / "shards" / "rank001-of002" / "shard.pt").exists()
 
 
 @pytest.mark.slow
@@ -106,7 +107,7 @@ def test_killed_rank_resumes_without_losing_finished_members(tmp_path, single_pr
     with pytest.raises(mp.ProcessExitedException):
         _spawn(out, first, die_rank=1, die_epoch=26)
     assert not (out / "ensemble.json").exists()
-    assert (out / "shards" / "members-00000-00002" / "shard.pt").exists()  # rank 0 finished
+    assert (out / "shards" / "rank000-of002" / "shard.pt").exists()  # rank 0 finished
     assert _epochs(first, 1)[-1] == 26
     _spawn(out, second)
     assert _epochs(second, 0) == []  # rank 0's finished members were not trained again

@@ -367,8 +367,10 @@ def test_grokking_time_histogram_is_a_density():
     assert h["counts"] == [2, 2, 1] and h["n"] == 5 and h["n_total"] == 6
     assert math.isclose(sum(d * w for d, w in zip(h["density"], np.diff(h["edges"]))), 1.0)
     assert h["median"] == 2.0
-    with pytest.raises(ValueError, match=">= 0"):
-        grokking_time_histogram([-1.0])
+    neg = grokking_time_histogram([-3.0, 1.0, 5.0], bins=2)  # zero test error before zero train error
+    assert neg["negative"] == 1 and neg["edges"][0] == -3.0 and neg["counts"] == [1, 2]
+    with pytest.raises(ValueError, match="increasing"):
+        grokking_time_histogram([1.0], bins=[2, 1])
 
 
 def test_aligned_test_error_recovers_a_known_exponent():
@@ -382,9 +384,19 @@ def test_aligned_test_error_recovers_a_known_exponent():
         keep = epochs <= t_eps[e]
         vals[e, keep] = 1e-3 * (t_eps[e] - epochs[keep]) ** 1.5
     t_eps[3] = np.nan  # a member that never grokked is ignored
-    fit = aligned_test_error(vals, t_eps, n_boot=20)
-    assert fit["n_runs"] == E_members - 1
+    fit = aligned_test_error(vals, t_eps, n_boot=20, span_quantile=0.0)
+    assert fit["n_runs"] == fit["n_grokked"] == E_members - 1
     assert abs(fit["nu"] - 1.5) < 0.02 and fit["nu_err"] < 0.05
+    # a run that generalises at once is left out by the default span selection, not the window
+    early = vals.copy()
+    early[0] = np.nan
+    early[0, :3] = [2e-3, 1e-3, 0.0]
+    t_early = t_eps.copy()
+    t_early[0] = 3
+    assert math.isnan(aligned_test_error(early, t_early, n_boot=0, span_quantile=0.0)["nu"])
+    half = aligned_test_error(early, t_early, n_boot=20)
+    assert half["n_grokked"] == E_members - 1 and half["n_runs"] < E_members - 1
+    assert abs(half["nu"] - 1.5) < 0.02
     none = aligned_test_error(vals, np.full(E_members, np.nan))
     assert math.isnan(none["nu"]) and "error" in none
 

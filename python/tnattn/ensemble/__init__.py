@@ -12,7 +12,7 @@
 - :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.
 """
 
-from tnattn.ensemble.distributed import MergedResult, init_distributed, load_merged, run_ensemble, shard_range
+from tnattn.ensemble.distributed import MergedResult, init_distributed, load_merged, run_ensemble, shard_members
 from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
 from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_ensemble
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
@@ -33,7 +33,7 @@ __all__ = [
     "aligned_mean",
     "run_ensemble",
     "init_distributed",
-    "shard_range",
+    "shard_members",
     "load_merged",
     "MergedResult",
 ]

@@ -2,13 +2,14 @@
 
 Launch with ``torchrun --nproc-per-node K ...`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT``): :func:`init_distributed` joins the process group (gloo on the
-CPU, nccl on CUDA), and :func:`run_ensemble` trains the members ``shard_range(E, world, rank)`` on
-each rank. Without a process group everything runs in this process (world size 1), with the same
+CPU, nccl on CUDA), and :func:`run_ensemble` trains the members ``shard_members(E, world, rank)`` on
+each rank: every ``world``-th member, so that blocks of members with different hyperparameters
+(which train for different numbers of epochs) spread evenly over the ranks. Without a process group everything runs in this process (world size 1), with the same
 files, so a study can move between one process and many.
 
 Files under ``out``
 -------------------
-``shards/members-<lo>-<hi>/``
+``shards/rank<r>-of<world>/``
     One :class:`~tnattn.ensemble.trainer.EnsembleTrainer` run directory per shard (its checkpoint,
     written every ``checkpoint_every`` epochs *and* whenever members finish), plus ``shard.pt``,
     the shard's final results (atomic, ``weights_only``), written once all its members stopped.
@@ -42,7 +43,7 @@ from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
 from tnattn.train.config import TrainConfig
 
-__all__ = ["init_distributed", "shard_range", "run_ensemble", "MergedResult", "load_merged"]
+__all__ = ["init_distributed", "shard_members", "run_ensemble", "MergedResult", "load_merged"]
 
 SHARD_FILE = "shard.pt"
 SHARD_FORMAT = 1
@@ -87,15 +88,15 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def shard_range(E: int, world: int, rank: int) -> tuple[int, int]:
-    """Members ``[lo, hi)`` of rank ``rank`` out of ``world``: contiguous, sizes differ by at most 1."""
+def shard_members(E: int, world: int, rank: int) -> list[int]:
+    """Members of rank ``rank`` out of ``world``: ``rank, rank + world, rank + 2 world, ...``."""
     if not 0 <= rank < world:
         raise ValueError(f"rank must lie in [0, {world}), got {rank}")
-    return E * rank // world, E * (rank + 1) // world
+    return list(range(rank, E, world))
 
 
-def _shard_dir(out: Path, lo: int, hi: int) -> Path:
-    return out / "shards" / f"members-{lo:05d}-{hi:05d}"
+def _shard_dir(out: Path, rank: int, world: int) -> Path:
+    return out / "shards" / f"rank{rank:03d}-of{world:03d}"
 
 
 @dataclass
@@ -135,10 +136,11 @@ class MergedResult:
         return self._col("t_G")
 
 
-def _shard_state(trainer: EnsembleTrainer, result) -> dict:
+def _shard_state(trainer: EnsembleTrainer, result, index: list) -> dict:
     return {
         "format": 1,
         "shard_format": SHARD_FORMAT,
+        "members_index": list(index),
         "seeds": list(trainer.seeds),
         "config": trainer.config.to_dict(),
         "members": result.members,
@@ -148,12 +150,14 @@ def _shard_state(trainer: EnsembleTrainer, result) -> dict:
     }
 
 
-def _load_shard(path: Path, seeds: list, config: TrainConfig) -> Optional[dict]:
+def _load_shard(path: Path, index: list, seeds: list, config: TrainConfig) -> Optional[dict]:
     """A finished shard's results, or None if absent or produced by another study."""
     if not path.exists():
         return None
     state = load_checkpoint(path)
     if state.get("shard_format") != SHARD_FORMAT or list(state["seeds"]) != seeds:
+        return None
+    if list(state["members_index"]) != list(index):
         return None
     keep = {k: v for k, v in config.to_dict().items() if k not in TrainConfig.RUN_CONTROL}
     if any(state["config"].get(k) != v for k, v in keep.items()):
@@ -202,24 +206,25 @@ def run_ensemble(
     seeds = [int(s) for s in seeds]
     E = len(seeds)
     rank, world = _world()
-    lo, hi = shard_range(E, world, rank)
-    pick = (lambda v: None if v is None else list(v)[lo:hi])  # noqa: E731
+    index = shard_members(E, world, rank)
     for name, v in (("lr", lr), ("l1", l1), ("l2", l2)):
         if v is not None and len(v) != E:
             raise ValueError(f"{name} must hold one value per member ({E}), got {len(v)}")
-    if hi > lo:
-        sdir = _shard_dir(out, lo, hi)
-        done = _load_shard(sdir / SHARD_FILE, seeds[lo:hi], config) if resume else None
+    pick = (lambda v: None if v is None else [list(v)[i] for i in index])  # noqa: E731
+    if index:
+        sdir = _shard_dir(out, rank, world)
+        mine = pick(seeds)
+        done = _load_shard(sdir / SHARD_FILE, index, mine, config) if resume else None
         if done is None:
             cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
             trainer = EnsembleTrainer(
-                cfg, seeds[lo:hi], lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data,
-                run_dir=sdir, on_epoch=on_epoch,
+                cfg, mine, lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data, run_dir=sdir,
+                on_epoch=on_epoch,
             )  # fmt: skip
             result = trainer.fit()
             if any(m["stop_reason"] == "interrupted" for m in result.members):
                 return None  # a signal: the checkpoint is saved; do not wait for the others
-            save_checkpoint(sdir / SHARD_FILE, _shard_state(trainer, result))
+            save_checkpoint(sdir / SHARD_FILE, _shard_state(trainer, result, index))
     if world > 1:
         import torch.distributed as dist
 
@@ -230,43 +235,47 @@ def run_ensemble(
 
 
 def _merge(out: Path, seeds: list, config: TrainConfig, world: int) -> MergedResult:
+    E = len(seeds)
     shards = []
     for r in range(world):
-        lo, hi = shard_range(len(seeds), world, r)
-        if hi == lo:
+        index = shard_members(E, world, r)
+        if not index:
             continue
-        state = _load_shard(_shard_dir(out, lo, hi) / SHARD_FILE, seeds[lo:hi], config)
+        state = _load_shard(_shard_dir(out, r, world) / SHARD_FILE, index, [seeds[i] for i in index], config)
         if state is None:
-            raise RuntimeError(f"shard {lo}-{hi} has no finished results under {out}; rerun to complete it")
-        shards.append(state)
-    members = []
-    for s in shards:
-        members.extend(s["members"])
-    for k, m in enumerate(members):
-        m["member"] = k
-    hists = [EnsembleHistory.from_state_dict(s["history"]) for s in shards]
-    columns = hists[0].columns
-    T = max(h.T for h in hists)
-    merged = EnsembleHistory(columns, len(seeds))
+            raise RuntimeError(f"shard of rank {r} has no finished results under {out}; rerun to complete it")
+        shards.append((index, state))
+    members: list = [None] * E
+    for index, state in shards:
+        for i, m in zip(index, state["members"]):
+            members[i] = dict(m, member=i)
+    hists = [(index, EnsembleHistory.from_state_dict(state["history"])) for index, state in shards]
+    columns = hists[0][1].columns
+    T = max(h.T for _, h in hists)
+    merged = EnsembleHistory(columns, E)
     merged._grow(T)
-    row = 0
-    for h in hists:
+    for index, h in hists:
         for c in columns:
-            merged.data[c][row : row + h.E, : h.T] = h.column(c)
+            merged.data[c][index, : h.T] = h.column(c)
         if h.T == T:
             merged.wall[:T] = h.wall[:T]
-        row += h.E
     merged.T = T
-    params = {n: torch.cat([s["params"][n] for s in shards]) for n in shards[0]["params"]}
+    params = {}
+    for name, first in shards[0][1]["params"].items():
+        full = first.new_empty((E, *first.shape[1:]))
+        for index, state in shards:
+            full[torch.tensor(index)] = state["params"][name]
+        params[name] = full
+    summaries = [state["summary"] for _, state in shards]
     summary = {
-        "E": len(seeds),
+        "E": E,
         "world_size": world,
         "epochs": T,
-        "member_epochs": sum(s["summary"]["member_epochs"] for s in shards),
-        "member_token_steps": sum(s["summary"]["member_token_steps"] for s in shards),
-        "grokked": sum(s["summary"]["grokked"] for s in shards),
-        "shard_train_time_s": [s["summary"]["train_time_s"] for s in shards],
-        "shard_wall_time_s": [s["summary"]["wall_time_s"] for s in shards],
+        "member_epochs": sum(s["member_epochs"] for s in summaries),
+        "member_token_steps": sum(s["member_token_steps"] for s in summaries),
+        "grokked": sum(s["grokked"] for s in summaries),
+        "shard_train_time_s": [s["train_time_s"] for s in summaries],
+        "shard_wall_time_s": [s["wall_time_s"] for s in summaries],
     }
     result = MergedResult(members, merged, params, summary)
     write_json(out / "ensemble.json", result_envelope("ensemble", config, {"summary": summary, "members": members}))

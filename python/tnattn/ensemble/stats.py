@@ -38,46 +38,47 @@ def _values(values: Any, name: str) -> np.ndarray:
     return v
 
 
-def grokking_time_histogram(t_G: Any, *, bins: int | Sequence[float] = 20, log: bool = False) -> dict:
+def grokking_time_histogram(t_G: Any, *, bins: int | Sequence[float] = 20) -> dict:
     """Histogram and probability density of grokking times.
 
     Parameters
     ----------
     t_G : array-like, shape (E,)
-        Grokking times ``t_eps - t_train`` (nan for members that never grokked; they are counted
-        in ``n_total`` only).
+        Grokking times ``t_eps - t_train`` (nan for members that never reached zero test error;
+        they count in ``n_total`` only). Negative values are possible and kept: the test error can
+        reach zero before the training error does (the training set's short strings have
+        boundary sites that long test sequences barely sample).
     bins : int or sequence of float
-        Number of bins, or the bin edges.
-    log : bool
-        Logarithmically spaced bins (over the positive times; t_G = 0 goes into the first bin).
+        Number of equal-width bins over ``[min(t_G, 0), max(t_G)]``, or the bin edges.
 
     Returns
     -------
     dict
         ``edges`` (B+1,), ``counts`` (B,), ``density`` (B,) normalised so that
-        ``sum(density * widths) = 1`` over the grokked members, ``n`` grokked members,
-        ``n_total`` members, ``fraction`` grokked, ``mean``, ``median``, ``std`` of t_G.
+        ``sum(density * widths) = 1`` over the members with a finite t_G, ``n`` such members,
+        ``n_total`` members, ``fraction`` = n / n_total, ``negative`` (members with t_G < 0),
+        ``mean``, ``median``, ``std``.
     """
     t = np.asarray(t_G, dtype=float).reshape(-1)
     ok = t[np.isfinite(t)]
-    if (ok < 0).any():
-        raise ValueError("t_G must be >= 0 (t_eps never precedes t_train)")
-    out = {"n": int(ok.size), "n_total": int(t.size), "fraction": float(ok.size / t.size) if t.size else math.nan}
+    out = {
+        "n": int(ok.size),
+        "n_total": int(t.size),
+        "fraction": float(ok.size / t.size) if t.size else math.nan,
+        "negative": int((ok < 0).sum()),
+    }
     if ok.size == 0:
         return out | {"edges": [], "counts": [], "density": [], "mean": math.nan, "median": math.nan, "std": math.nan}
     if np.ndim(bins) == 0:
         nb = int(bins)
         if nb < 1:
             raise ValueError(f"bins must be >= 1, got {bins}")
-        hi = max(float(ok.max()), 1.0)
-        if log:
-            lo = max(float(ok[ok > 0].min()) if (ok > 0).any() else 1.0, 1e-12)
-            edges = np.geomspace(lo, hi, nb + 1) if hi > lo else np.array([lo, lo * 2])
-            edges[0] = min(edges[0], 0.0) if (ok == 0).any() else edges[0]
-        else:
-            edges = np.linspace(0.0, hi, nb + 1)
+        lo, hi = min(float(ok.min()), 0.0), float(ok.max())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, nb + 1)
     else:
         edges = np.asarray(bins, dtype=float)
+        if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+            raise ValueError("bins must be an int or increasing edges")
     counts, edges = np.histogram(np.clip(ok, edges[0], edges[-1]), bins=edges)
     widths = np.diff(edges)
     density = counts / (counts.sum() * widths) if counts.sum() else np.zeros_like(widths)
@@ -121,6 +122,7 @@ def aligned_test_error(
     *,
     window: Optional[Sequence[float]] = None,
     max_error: float = 0.1,
+    span_quantile: float = 0.5,
     n_tau: int = 40,
     n_boot: int = 200,
     seed: int = 0,
@@ -132,6 +134,13 @@ def aligned_test_error(
     :func:`tnattn.metrics.fit_critical_exponent` (bootstrap error bar over members, default fit
     window from the time resolution around t_eps and the error level ``max_error``).
 
+    Run selection (our choice): the aligned average needs every run over the whole window, so
+    :func:`~tnattn.metrics.fit_critical_exponent` caps the window at the shortest aligned history
+    ``t_eps - (first record)``. A run that generalises within a few epochs would then shrink the
+    window to nothing, so only runs whose aligned history is at least the ``span_quantile``
+    quantile of all spans enter the fit (default: the longer half; 0 keeps every run). The
+    selection favours runs that grokked later; ``n_runs`` and ``n_grokked`` report it.
+
     Parameters
     ----------
     test_error : array-like, shape (E, T)
@@ -140,12 +149,15 @@ def aligned_test_error(
         First epoch with zero test error (nan or < 0: never).
     window, max_error, n_tau, n_boot, seed
         Passed to :func:`tnattn.metrics.fit_critical_exponent`.
+    span_quantile : float in [0, 1)
+        See "Run selection".
 
     Returns
     -------
     dict
         ``nu``, ``nu_err``, ``prefactor``, ``window``, ``tau`` and ``mean_error`` (the aligned
-        average on the tau grid), ``n_runs``; or ``nu = nan`` and ``error`` (the reason) when the
+        average on the tau grid), ``n_runs`` (runs in the fit), ``n_grokked`` (runs with a
+        t_eps and at least two records); or ``nu = nan`` and ``error`` (the reason) when the
         fit is impossible (too few grokked members or records).
     """
     values = _values(test_error, "test_error")
@@ -157,8 +169,13 @@ def aligned_test_error(
         ep, v = member_records(values, int(e), until=te[e])
         if ep.size >= 2 and ep[-1] == te[e]:
             runs.append((ep, v, te[e]))
+    if not 0.0 <= span_quantile < 1.0:
+        raise ValueError(f"span_quantile must lie in [0, 1), got {span_quantile}")
+    n_grokked = len(runs)
     if not runs:
-        return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "error": "no member reached zero test error"}
+        return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "n_grokked": 0, "error": "no member reached zero test error"}
+    spans = np.array([te_ - ep[0] for ep, _, te_ in runs])
+    runs = [r for r, sp in zip(runs, spans) if sp >= np.quantile(spans, span_quantile)]
     # fit_critical_exponent wants one (R, T) array: pad every run after its t_eps with zeros at
     # later times (the error stays 0 there; only times before t_eps enter the fit).
     T = max(r[0].size for r in runs)
@@ -174,7 +191,7 @@ def aligned_test_error(
             n_boot=n_boot, seed=seed,
         )  # fmt: skip
     except ValueError as exc:
-        return {"nu": math.nan, "nu_err": math.nan, "n_runs": len(runs), "error": str(exc)}
+        return {"nu": math.nan, "nu_err": math.nan, "n_runs": len(runs), "n_grokked": n_grokked, "error": str(exc)}
     return {
         "nu": fit.nu,
         "nu_err": fit.nu_err,
@@ -183,6 +200,7 @@ def aligned_test_error(
         "tau": fit.tau.tolist(),
         "mean_error": fit.mean_error.tolist(),
         "n_runs": fit.n_runs,
+        "n_grokked": n_grokked,
     }
 
 

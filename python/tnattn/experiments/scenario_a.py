@@ -17,9 +17,12 @@ Measured per (D, regulariser):
 * the ensemble-averaged D_eff of the left contexts around t_eps.
 
 Choices of ours (the paper's are not published): a member stops ``stop_after_grok`` epochs after
-its t_eps (its statistics are complete by then); the test sets default to 200 random sequences of
-length 100 (instead of the author's 1000 x 1000 + 1000 x 100), because after t_train every epoch is
-a test epoch and evaluation would otherwise cost far more than training; both are flags.
+its t_eps (its statistics are complete by then); every epoch is a test epoch (``eval_every = 1``:
+t_eps and the errors just before it must be resolved to the epoch, or the nu fit has no window),
+so the test set defaults to 100 random sequences of length 100 (instead of the author's
+1000 x 1000 + 1000 x 100) and D_eff to 64 probe sequences, which keeps evaluation cheaper than
+training; the nu fit keeps the runs whose aligned history is longer than the median (see
+:func:`tnattn.ensemble.stats.aligned_test_error`). All of these are flags.
 
 Writes ``results.json`` (nu table, PDFs, D_eff curves, aligned errors, timing) and
 ``scenario_a.png`` into ``out``; each D's ensemble lives in ``out/D<D>`` (shards, checkpoints,
@@ -74,12 +77,13 @@ class Config:
     crop_min: int = _f(6, "shortest random crop")
     crop_max: int = _f(10, "longest random crop")
     test_lengths: tuple[int, ...] = _f((100,), "lengths of the random test sequences (author: 1000,100)")
-    test_size: int = _f(200, "test sequences per length (author: 1000)")
-    eval_every: int = _f(10, "test every this many epochs (and every epoch with zero training error)")
-    deff_probe: int = _f(128, "test sequences whose middle left contexts give D_eff")
+    test_size: int = _f(100, "test sequences per length (author: 1000)")
+    eval_every: int = _f(1, "test every this many epochs (and every epoch with zero training error)")
+    deff_probe: int = _f(64, "test sequences whose middle left contexts give D_eff")
     deff_before: int = _f(300, "D_eff curve: epochs before t_eps")
     deff_after: int = _f(50, "D_eff curve: epochs after t_eps")
     max_error: float = _f(0.1, "nu fit: upper end of the fitted error range")
+    span_quantile: float = _f(0.5, "nu fit: keep runs whose aligned history is at least this quantile of all")
     shared_data: bool = _f(False, "all members of a D see the same batches (faster; not independent runs)")
     dtype: str = _f("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _f("cpu", "device (cuda needs the CUDA kernels)", choices=("cpu", "cuda"))
@@ -136,7 +140,8 @@ def analyse(merged, config: Config, D: int) -> dict:
     block = {"D": D, "nu_fits": {}, "grokking_pdfs": {}, "deff_curves": {}, "table": []}
     for r, reg in enumerate(config.regularisers):
         rows = slice(r * n, (r + 1) * n)
-        fit = aligned_test_error(test[rows], t_eps[rows], max_error=config.max_error, seed=config.seed)
+        fit = aligned_test_error(test[rows], t_eps[rows], max_error=config.max_error,
+                                 span_quantile=config.span_quantile, seed=config.seed)  # fmt: skip
         hist = grokking_time_histogram(t_G[rows], bins=30)
         curve = aligned_mean(deff[rows], t_eps[rows], offsets)
         block["nu_fits"][reg] = fit
@@ -147,8 +152,9 @@ def analyse(merged, config: Config, D: int) -> dict:
         epochs = np.array([m["epochs"] for m in merged.members[rows]], dtype=float)
         block["table"].append({
             "D": D, "regulariser": reg, "nu": fit["nu"], "nu_err": fit["nu_err"], "n_fit": fit["n_runs"],
-            "paper_nu": PAPER_NU[reg].get(D), "grokked": hist["n"], "members": n,
-            "grokked_fraction": hist["fraction"], "median_t_G": hist["median"],
+            "paper_nu": PAPER_NU[reg].get(D), "grokked": int(np.isfinite(t_eps[rows]).sum()), "members": n,
+            "grokked_fraction": float(np.isfinite(t_eps[rows]).mean()), "median_t_G": hist["median"],
+            "negative_t_G": hist["negative"],
             "median_t_train": float(np.nanmedian(t_train[rows])) if np.isfinite(t_train[rows]).any() else None,
             "deff_at_start_of_window": before, "deff_at_t_eps": at, "mean_epochs": float(epochs.mean()),
             "fit_note": fit.get("error"),
