@@ -22,7 +22,9 @@ Shapes (E members, N sequences, M sites, d alphabet, D bond dimension, c outputs
   member or (N, M, d) shared. The dtype decides: a floating 3-d ``x`` is shared embeddings, an
   integer 3-d ``x`` is per-member symbols.
 
-As in :mod:`tnattn.ops`, plain eager CPU tensors take a direct ``torch.autograd.Function`` path over
+Devices: CPU tensors run the threaded CPU kernels (thread count: :class:`kernel_threads`); CUDA
+tensors go through :func:`tnattn.ops._native` (the CUDA kernels, on torch's current stream) when
+the extension was built with them. As in :mod:`tnattn.ops`, plain eager CPU tensors take a direct ``torch.autograd.Function`` path over
 the same implementation functions (skipping the Python dispatch of ``custom_op``); ``torch.compile``,
 fake tensors and torch.func transforms go through the registered custom ops.
 
@@ -40,7 +42,7 @@ from torch import Tensor
 
 from tnattn import _C
 from tnattn._checks import FLOAT_DTYPES, XInfo, check_devices, check_x
-from tnattn.ops import _check_tensors, _eager_fast_path, _ptr, _raise_bad_symbols
+from tnattn.ops import _check_tensors, _eager_fast_path, _native, _ptr, _raise_bad_symbols
 
 __all__ = ["contexts_ensemble", "tn_attention_ensemble", "kernel_threads"]
 
@@ -54,6 +56,14 @@ _KERNEL_THREADS: list = [None]
 def _num_threads() -> int:
     n = _KERNEL_THREADS[0]
     return max(1, torch.get_num_threads() if n is None else n)
+
+
+def _call(fn_name: str, *args, like: Tensor) -> int:
+    """Run ``tnattn._C.<fn_name>``: on CUDA through :func:`tnattn.ops._native` (device, stream,
+    workspace), on the CPU with this module's kernel thread count."""
+    if like.device.type == "cuda":
+        return _native(fn_name, *args, like=like)
+    return getattr(_C, fn_name)(*args, _num_threads())
 
 
 class kernel_threads:
@@ -172,9 +182,9 @@ def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Ten
     xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
     A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
     out = torch.empty((E, xi.N, xi.M, D), dtype=A.dtype, device=A.device)
-    bad = _C.contexts_forward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
-        out.data_ptr(), E, xi.N, xi.M, d, D, reverse, _num_threads(),
+    bad = _call(
+        "contexts_forward", A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared,
+        boundary.data_ptr(), per_batch, out.data_ptr(), E, xi.N, xi.M, d, D, reverse, like=A,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     return out
@@ -190,9 +200,10 @@ def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boun
     # dimensions are summed here.
     gb = A.new_empty((E, xi.N, D)) if need_boundary else None
     gx = A.new_empty((E, xi.N, xi.M, d)) if (need_x and xi.real) else None
-    bad = _C.contexts_backward(
-        A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared, boundary.data_ptr(), per_batch,
-        grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), E, xi.N, xi.M, d, D, reverse, _num_threads(),
+    bad = _call(
+        "contexts_backward", A.dtype == torch.float64, A.data_ptr(), x.data_ptr(), xi.kind, shared,
+        boundary.data_ptr(), per_batch, grad_out.data_ptr(), _ptr(gA), _ptr(gb), _ptr(gx), E, xi.N, xi.M, d,
+        D, reverse, like=A,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     if gb is not None and not per_batch:
@@ -206,10 +217,10 @@ def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
     xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
     x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
     W = torch.empty((E, xi.N, xi.M, d, c), dtype=C.dtype, device=C.device)
-    bad = _C.tn_attention_forward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), E, xi.N, xi.M, d, D, c,
-        _num_threads(),
+    bad = _call(
+        "tn_attention_forward", C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(),
+        A_right.data_ptr(), C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, W.data_ptr(), E, xi.N, xi.M,
+        d, D, c, like=C,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     return W
@@ -229,10 +240,10 @@ def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
     gC = torch.empty_like(C) if n_C else None
     gu = C.new_empty((E, xi.N, D)) if n_u else None
     gv = C.new_empty((E, xi.N, D)) if n_v else None
-    bad = _C.tn_attention_backward(
-        C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(), A_right.data_ptr(),
-        C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL), _ptr(gAR),
-        _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), E, xi.N, xi.M, d, D, c, _num_threads(),
+    bad = _call(
+        "tn_attention_backward", C.dtype == torch.float64, x.data_ptr(), xi.kind, shared, A_left.data_ptr(),
+        A_right.data_ptr(), C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, grad_W.data_ptr(), _ptr(gAL),
+        _ptr(gAR), _ptr(gC), _ptr(gu), _ptr(gv), _ptr(gx), E, xi.N, xi.M, d, D, c, like=C,
     )  # fmt: skip
     _raise_bad_symbols(bad, d)
     if gu is not None and not u_pb:
