@@ -344,12 +344,41 @@ def test_equal_area_projection():
     assert abs(np.mean(r2 < 0.25) - 0.25) < 0.02 and abs(np.mean(r2 < 0.5) - 0.5) < 0.02
 
 
+def test_frame_indices():
+    from tnattn.plots.structure import frame_indices
+
+    epochs = np.array([0, 2, 4, 10, 20, 40, 80, 160, 161, 162, 320])
+    assert frame_indices(epochs, 2).tolist() == [0, 10]
+    assert frame_indices(epochs, 2, include=[161, 999]).tolist() == [0, 8, 10]
+    # log(1 + e) targets 0, ~16.9, 320: nearest snapshots 0, 20, 320.
+    assert frame_indices(epochs, 3).tolist() == [0, 4, 10]
+    assert frame_indices(epochs, 3, spacing="linear").tolist() == [0, 7, 10]
+    with pytest.raises(ValueError, match="spacing"):
+        frame_indices(epochs, 3, spacing="sqrt")
+
+
+def test_snapshot_recorder_follows_spikes():
+    probe = make_probe(elementary(30), n=2, length=5)
+    rec = SnapshotRecorder(probe, every=10, after_spike=3, initial=False)
+
+    class _T:  # the two trainer attributes the recorder reads
+        model = TNAttention(3, generator=torch.Generator().manual_seed(0))
+        device = torch.device("cpu")
+
+    for epoch in range(1, 25):
+        rec.on_epoch_end(_T, epoch, {"spike": 1.0 if epoch in (4, 15) else 0.0})
+    assert rec.epochs == [4, 5, 6, 10, 15, 16, 17, 20]
+
+
 def test_parse_setting():
     assert parse_setting("none").l1 == 0.0
     s = parse_setting("l1-step+guard")
     assert s.schedule == "step" and s.guard and s.l1 < 0
+    assert s.guard_lookback is None
     assert parse_setting("l1=3e-4").l1 == pytest.approx(3e-4)
-    for bad in ("l2", "l1=", "l1=-1", "l1+guard+guard"):
+    s = parse_setting("l1=1e-3+guard4")
+    assert s.guard and s.guard_lookback == 4 and s.l1 == pytest.approx(1e-3)
+    for bad in ("l2", "l1=", "l1=-1", "l1+guard+guard", "l1+guardx"):
         with pytest.raises(ValueError, match="setting"):
             parse_setting(bad)
 
@@ -359,19 +388,20 @@ def test_figure_mode_writes_animation(tmp_path):
 
     from tnattn.experiments import structure as exp
 
-    cfg = exp.Config(mode="figure", out=str(tmp_path), epochs=25, snapshot_every=5, frames=3, probe_sequences=6,
-                     probe_length=10, test_length=30, test_size=20, workers=1, progress=False)
+    cfg = exp.Config(mode="figure", out=str(tmp_path), epochs=25, snapshot_every=5, dense_until=4, frames=3,
+                     probe_sequences=6, probe_length=10, test_length=30, test_size=20, workers=1, progress=False)
     res = exp.run(cfg)
     gif = tmp_path / "structure_l1.gif"
     assert gif.exists() and (tmp_path / "structure_none.gif").exists()
+    frames = sorted((tmp_path / "frames" / "l1").glob("frame_*.png"))
+    assert len(frames) == 3  # log-spaced targets 0, sqrt(26) - 1 = 4.1 and 25: snapshots 0, 4 and 25
     with Image.open(gif) as im:
-        assert im.n_frames == 3
+        assert im.n_frames == len(frames)
     assert (tmp_path / "structure_figure.png").stat().st_size > 10_000
-    assert len(list((tmp_path / "frames" / "l1").glob("frame_*.png"))) == 3
     assert set(res["runs"]) == {"l1", "none"}
     assert (tmp_path / "results.json").exists()
     snap = load_snapshots(tmp_path / "runs" / "l1" / "snapshots.npz")
-    assert snap.epochs.tolist() == [0, 5, 10, 15, 20, 25]
+    assert snap.epochs.tolist() == [0, 2, 4, 5, 10, 15, 20, 25]
 
 
 def test_compare_mode_table(tmp_path):
@@ -384,5 +414,8 @@ def test_compare_mode_table(tmp_path):
     assert res["table"]["none"]["members"] == 2
     assert [m["seed"] for m in res["members"]["l1-exp+guard"]] == [2, 3]
     assert (tmp_path / "structure_compare.png").exists() and (tmp_path / "members.json").exists()
+    # Re-analysing the saved members reproduces the table (JSON round trip of the summaries).
+    again = exp.reanalyse(tmp_path)
+    assert again["table_text"] == res["table_text"]
     with pytest.raises(ValueError, match="setting"):
         exp.Config(mode="compare", settings=("l3",))

@@ -70,6 +70,8 @@ class Config:
     tolerance: int = _f(10, "a spike is aligned with a D_eff step within this many epochs")
     # figure mode
     snapshot_every: int = _f(10, "figure: snapshot cadence in epochs")
+    dense_until: int = _f(150, "figure: also snapshot every 2 epochs up to this epoch (the early collapse)")
+    after_spike: int = _f(6, "figure: snapshot every epoch for this many epochs from each loss-spike onset")
     probe_sequences: int = _f(64, "figure: probe sequences whose contexts are drawn")
     probe_length: int = _f(24, "figure: length of the probe sequences")
     times: tuple[int, ...] = _f((), "figure: epochs of the point clouds in the figure (empty = automatic)")
@@ -80,15 +82,18 @@ class Config:
     # compare mode
     seeds: int = _f(8, "compare: members (seeds) per setting")
     settings: tuple[str, ...] = _f(("none", "l1", "l1-step", "l1+guard"),
-                                   "compare: settings (none, l1, l1=VALUE, l1-step, l1-exp; +guard adds the spike guard)")
+                                   "compare: settings (none, l1, l1=VALUE, l1-step, l1-exp; +guard adds the spike guard, "
+                                   "+guardK with lookback K)")
     l1_early: float = _f(3e-3, "compare: early L1 strength of the l1-step / l1-exp schedules")
     schedule_epochs: int = _f(250, "compare: step epoch / time constant of the schedules")
     schedule_factor: float = _f(0.1, "compare: late/early ratio of the schedules")
-    guard_lookback: int = _f(1, "compare: the guard reverts to the start of epoch (spike - lookback)")
+    guard_lookback: int = _f(1, "compare: the guard reverts to the start of epoch (spike - lookback) (+guard)")
 
     def __post_init__(self):
         if self.mode not in ("figure", "compare"):
             raise ValueError(f"mode must be 'figure' or 'compare', got {self.mode!r}")
+        if self.dense_until < 0 or self.after_spike < 0:
+            raise ValueError("dense_until and after_spike must be >= 0")
         for name in ("D", "test_length", "test_size", "eval_every", "workers", "snapshot_every", "probe_sequences",
                      "probe_length", "frames", "seeds", "schedule_epochs"):
             if getattr(self, name) < 1:
@@ -135,14 +140,14 @@ def _strip(m: dict) -> dict:
 # figure mode
 # ------------------------------------------------------------------------------------------------
 def _auto_times(m: dict, last: int) -> list[int]:
-    """Epoch 0, t_eps (or a third of the run), just before and after the first spike after it
-    (or evenly spaced), and the end."""
-    t_mid = m["t_eps"] or m["t_train"] or last // 3
+    """Epoch 0, an early epoch, t_eps (or a third of the run), then the onset of the first loss
+    spike after t_eps (its snapshot is taken with after_spike > 0), and the end."""
+    t_mid = int(m["t_eps"] or m["t_train"] or last // 3)
     later = [s for s in m["spikes"] if s > t_mid]
+    early = max(2, min(60, t_mid // 3) // 2 * 2)
     if later:
-        s = later[0]
-        return [0, int(t_mid), max(int(t_mid) + 1, s - 10), min(last, s + 40), last]
-    return [0, int(t_mid) // 2, int(t_mid), (int(t_mid) + last) // 2, last]
+        return [0, early, t_mid, int(later[0]), last]
+    return [0, early, t_mid, (t_mid + last) // 2, last]
 
 
 def _run_figure(config: Config, out: Path) -> dict:
@@ -155,7 +160,7 @@ def _run_figure(config: Config, out: Path) -> dict:
 
     base = _base_config(config)
     snap_opts = {"every": config.snapshot_every, "n": config.probe_sequences, "length": config.probe_length,
-                 "seed": 2024}
+                 "seed": 2024, "epochs": tuple(range(2, config.dense_until + 1, 2)), "after_spike": config.after_spike}
     runs = [("l1", "C1", config.l1), ("none", "0.45", 0.0)]
     jobs = [
         {"config": dataclasses.replace(base, seed=config.seed, l1=lam, out=str(out / "runs" / label)),
@@ -173,6 +178,7 @@ def _run_figure(config: Config, out: Path) -> dict:
                             "history": history, "snapshots": snap})
         times.append(list(config.times) if config.times else _auto_times(m, int(snap.epochs[-1])))
         frames = render_frames(snap, history, out / "frames" / label, n_frames=config.frames,
+                               include=[e + j for e in m["loss_spikes"] for j in range(config.after_spike)],
                                projection=config.projection, color_by=config.color_by,
                                title=f"rule {config.rule}, D={config.D}, {label}" + (f" {lam:g}" if lam else ""))
         animations[label] = [str(make_animation(frames, out / f"structure_{label}.gif", fps=config.fps))]
@@ -216,7 +222,7 @@ def format_table(table: dict) -> str:
     return "\n".join(lines)
 
 
-def _sweep(names, members) -> dict:
+def _sweep(names, members, base_l1: float) -> dict:
     from tnattn.structure.compare import parse_setting
 
     lam, mean, se = [], [], []
@@ -225,15 +231,14 @@ def _sweep(names, members) -> dict:
         if s.schedule != "constant" or s.guard:
             continue
         rates = np.array([1000.0 * m["n_spikes"] / m["epochs"] for m in members[name]])
-        lam.append(s.l1)
+        lam.append(base_l1 if s.l1 < 0 else s.l1)
         mean.append(float(rates.mean()))
         se.append(float(rates.std(ddof=1) / math.sqrt(rates.size)) if rates.size > 1 else 0.0)
     return {"lambda1": lam, "rate_mean": mean, "rate_se": se}
 
 
 def _run_compare(config: Config, out: Path) -> dict:
-    from tnattn.plots.structure import plot_compare
-    from tnattn.structure.compare import member_config, parse_setting, run_members, summarise_members
+    from tnattn.structure.compare import member_config, parse_setting, run_members
 
     base = _base_config(config)
     seeds = list(range(config.seed, config.seed + config.seeds))
@@ -244,13 +249,23 @@ def _run_compare(config: Config, out: Path) -> dict:
             cfg = member_config(base, s, seed, l1=config.l1, l1_early=config.l1_early,
                                 schedule_epochs=config.schedule_epochs, factor=config.schedule_factor,
                                 out=str(out / "members" / name.replace("+", "_") / f"seed{seed}"))
-            jobs.append({"config": cfg, "guard": s.guard, "guard_lookback": config.guard_lookback,
+            lookback = config.guard_lookback if s.guard_lookback is None else s.guard_lookback
+            jobs.append({"config": cfg, "guard": s.guard, "guard_lookback": lookback,
                          "analysis": _analysis(config)})
             keys.append(name)
     results = run_members(jobs, workers=config.workers, progress=config.progress)
     members: dict[str, list] = {name: [] for name in config.settings}
     for name, m in zip(keys, results):
         members[name].append(m)
+    write_json(out / "members.json", result_envelope(NAME + "-members", config, members))
+    return _analyse_compare(config, members, out)
+
+
+def _analyse_compare(config: Config, members: dict, out: Path) -> dict:
+    """Table, printed text and figure from the member summaries (setting -> list of dicts)."""
+    from tnattn.plots.structure import plot_compare
+    from tnattn.structure.compare import summarise_members
+
     table = {name: summarise_members(ms, merge=config.merge, seed=config.seed) for name, ms in members.items()}
     # Pool every spike's D_eff jump (median after minus median before) per setting.
     for name, ms in members.items():
@@ -261,12 +276,11 @@ def _run_compare(config: Config, out: Path) -> dict:
             "median": float(np.median(jumps)) if jumps.size else None,
             "fraction_up": float(np.mean(jumps > 0)) if jumps.size else None,
         }
-    sweep = _sweep(config.settings, members)
+    sweep = _sweep(config.settings, members, config.l1)
     text = format_table(table)
     print(text)
     plot_compare(table, members, out / "structure_compare.png", sweep=sweep,
                  title=f"rule {config.rule}, D = {config.D}, {config.seeds} seeds x {config.n_epochs} epochs")
-    write_json(out / "members.json", result_envelope(NAME + "-members", config, members))
     return {
         "table": table,
         "table_text": text,
@@ -274,6 +288,23 @@ def _run_compare(config: Config, out: Path) -> dict:
         "members": {name: [_strip(m) for m in ms] for name, ms in members.items()},
         "figure": str(out / "structure_compare.png"),
     }
+
+
+def reanalyse(out: str | Path) -> dict:
+    """Redo the compare-mode analysis (table, figure, ``results.json``) from ``out/members.json``
+    without retraining (e.g. after changing an analysis setting in the saved config)."""
+    from tnattn.io import read_json
+
+    out = Path(out)
+    data = read_json(out / "members.json")
+    config = Config(**{**data["config"], "out": str(out)})
+    if config.mode != "compare":
+        raise ValueError(f"{out} holds a {config.mode!r} run, not a compare run")
+    results = _analyse_compare(config, data["results"], out)
+    results["epochs"] = config.n_epochs
+    results["reanalysed_from"] = str(out / "members.json")
+    write_json(out / "results.json", result_envelope(NAME, config, results))
+    return results
 
 
 def run(config: Config) -> dict:

@@ -33,6 +33,7 @@ __all__ = [
     "cloud_points",
     "history_traces",
     "render_frame",
+    "frame_indices",
     "render_frames",
     "make_animation",
     "plot_structure_figure",
@@ -208,7 +209,7 @@ def _draw_traces(axes, tr: dict, *, colour: str = "C1", label: str = "", now: Op
 
 def render_frame(snap, k: int, history, path: str | os.PathLike, *, projection: str = "3d",
                  color_by: str = "class", basis: Optional[np.ndarray] = None, title: str = "",
-                 traces: Optional[dict] = None, dpi: int = 80) -> Path:
+                 traces: Optional[dict] = None, dpi: int = 90) -> Path:
     """One animation frame: the traces with epoch ``snap.epochs[k]`` marked, and the clouds of the
     left and right contexts of snapshot ``k``. Shapes as in :class:`~tnattn.structure.Snapshots`."""
     import matplotlib.pyplot as plt
@@ -237,13 +238,31 @@ def render_frame(snap, k: int, history, path: str | os.PathLike, *, projection: 
     return path
 
 
-def render_frames(snap, history, out_dir: str | os.PathLike, *, n_frames: int = 60, prefix: str = "frame",
-                  **kwargs) -> list[Path]:
-    """PNG frames for up to ``n_frames`` snapshots evenly spread over the run; returns the paths."""
+def frame_indices(epochs: np.ndarray, n_frames: int, *, spacing: str = "log", include: Sequence[int] = ()) -> np.ndarray:
+    """Snapshot indices for an animation: ``n_frames`` target epochs spaced evenly (``linear``) or
+    evenly in ``log(1 + epoch)`` (``log``: the early collapse is fast), each mapped to the nearest
+    snapshot, plus every snapshot whose epoch is in ``include``; unique and increasing."""
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    T = len(snap)
-    picks = np.unique(np.linspace(0, T - 1, min(n_frames, T)).round().astype(int))
+    if spacing not in ("linear", "log"):
+        raise ValueError(f"spacing must be 'linear' or 'log', got {spacing!r}")
+    ep = np.asarray(epochs, dtype=np.float64)
+    lo, hi = ep.min(), ep.max()
+    if spacing == "log":
+        targets = np.expm1(np.linspace(np.log1p(lo), np.log1p(hi), n_frames))
+    else:
+        targets = np.linspace(lo, hi, n_frames)
+    picks = {int(np.argmin(np.abs(ep - t))) for t in targets}
+    inc = {int(e) for e in include}
+    picks |= {i for i, e in enumerate(ep) if int(e) in inc}
+    return np.array(sorted(picks), dtype=np.int64)
+
+
+def render_frames(snap, history, out_dir: str | os.PathLike, *, n_frames: int = 60, prefix: str = "frame",
+                  spacing: str = "log", include: Sequence[int] = (), **kwargs) -> list[Path]:
+    """PNG frames (:func:`render_frame`) of the snapshots :func:`frame_indices` picks; returns
+    the paths."""
+    picks = frame_indices(snap.epochs, n_frames, spacing=spacing, include=include)
     traces = history_traces(history)
     basis = cloud_basis(np.concatenate([snap.left, snap.right])) if snap.D > 3 else None
     out = Path(out_dir)
@@ -371,8 +390,8 @@ def plot_compare(table: dict, members: dict, path: str | os.PathLike, *, sweep: 
         ax[2].plot(i + jit[: len(ok)], ok, "o", color=f"C{i}", alpha=0.7, ms=4)
         n_no = sum(t is None for t in te)
         if n_no:
-            ax[2].annotate(f"{n_no} not grokked", (i, 1.0), xycoords=("data", "axes fraction"), ha="center",
-                           va="top", fontsize=7)
+            ax[2].annotate(f"{n_no}\nnot\ngrokked", (i, 0.99), xycoords=("data", "axes fraction"), ha="center",
+                           va="top", fontsize=6)
         ax[3].plot(i + jit, [max(m["final_test_error"], 1e-5) for m in ms], "o", color=f"C{i}", alpha=0.7, ms=4)
         dt = np.concatenate([np.diff(m["spikes"]) for m in ms if len(m["spikes"]) > 1] or [np.zeros(0)])
         if dt.size:

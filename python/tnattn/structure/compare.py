@@ -13,7 +13,8 @@ A *setting* is a short string:
     ``schedule_epochs`` epochs (step) or decaying towards ``factor`` with time constant
     ``schedule_epochs`` (exp) -- the trainer's :class:`~tnattn.train.PenaltySchedule`;
 
-and any of these may end in ``+guard`` (the :class:`~tnattn.structure.SpikeGuard` callback).
+and any of these may end in ``+guard`` (the :class:`~tnattn.structure.SpikeGuard` callback with the
+default lookback) or ``+guardK`` (lookback ``K`` epochs, e.g. ``l1+guard3``).
 
 The members of an ensemble are independent single-model runs (:func:`run_members` loops over
 :func:`run_member`, optionally in worker processes). That loop is the one place to swap in the
@@ -46,22 +47,26 @@ class Setting:
     l1: float  # 0 for none; -1 means "the base strength"
     schedule: str  # constant, step or exp
     guard: bool
+    guard_lookback: Optional[int] = None  # None: the default lookback
 
 
 _L1_VALUE = re.compile(r"^l1=([0-9.eE+-]+)$")
+_GUARD = re.compile(r"^(.*)\+guard([0-9]*)$")
 
 
 def parse_setting(text: str) -> Setting:
     """Parse a setting string; raises ValueError naming the bad setting."""
     if not isinstance(text, str):
         raise TypeError(f"setting must be a str, got {type(text).__name__}")
-    base, guard = (text[: -len("+guard")], True) if text.endswith("+guard") else (text, False)
+    g = _GUARD.match(text)
+    base, guard = (g.group(1), True) if g else (text, False)
+    lookback = int(g.group(2)) if g and g.group(2) else None
     if base == "none":
-        return Setting(text, 0.0, "constant", guard)
+        return Setting(text, 0.0, "constant", guard, lookback)
     if base == "l1":
-        return Setting(text, -1.0, "constant", guard)
+        return Setting(text, -1.0, "constant", guard, lookback)
     if base in ("l1-step", "l1-exp"):
-        return Setting(text, -1.0, base[3:], guard)
+        return Setting(text, -1.0, base[3:], guard, lookback)
     m = _L1_VALUE.match(base)
     if m:
         try:
@@ -69,9 +74,10 @@ def parse_setting(text: str) -> Setting:
         except ValueError:
             value = -1.0
         if value >= 0 and math.isfinite(value):
-            return Setting(text, value, "constant", guard)
+            return Setting(text, value, "constant", guard, lookback)
     raise ValueError(
-        f"unknown setting {text!r}: expected none, l1, l1=VALUE, l1-step or l1-exp, optionally followed by +guard"
+        f"unknown setting {text!r}: expected none, l1, l1=VALUE, l1-step or l1-exp, optionally followed by "
+        "+guard or +guardK"
     )
 
 

@@ -67,6 +67,8 @@ class SpikeGuard(Callback):
 
     Notes
     -----
+    A nan D_eff (a cloud without variance) never triggers a revert.
+
     History columns: ``guard_revert`` (1.0 on epochs that were reverted), ``guard_deff_before``
     and ``guard_deff_after`` (D_eff of the pre-spike state and of the spiked state, on spike
     epochs; nan otherwise).

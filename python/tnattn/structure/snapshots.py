@@ -109,7 +109,10 @@ class SnapshotRecorder(Callback):
     """Record the contexts (and optionally features) of a probe set during training.
 
     Snapshots are taken at epoch 0 (before training, when ``initial``), at every epoch divisible
-    by ``every`` and at the epochs in ``epochs``, in :meth:`on_epoch_end` -- so give this callback
+    by ``every``, at the epochs in ``epochs``, and (with ``after_spike > 0``) at the onset epoch of
+    every loss spike the trainer flags and the ``after_spike - 1`` epochs after it (spikes last a
+    few epochs, so a regular cadence mostly misses them). They are taken in :meth:`on_epoch_end` --
+    so give this callback
     *before* a callback that may revert the parameters (e.g. a spike guard) to record the state
     the epoch produced.
 
@@ -131,6 +134,8 @@ class SnapshotRecorder(Callback):
         Rewrite the file every this many new snapshots (0 = only at the end).
     initial : bool
         Record the initial parameters as epoch 0.
+    after_spike : int
+        Epochs recorded from each loss-spike onset on (0 = off).
     """
 
     def __init__(
@@ -144,11 +149,14 @@ class SnapshotRecorder(Callback):
         dtype: str = "float16",
         flush_every: int = 0,
         initial: bool = True,
+        after_spike: int = 0,
     ):
         if not isinstance(probe, ProbeSet):
             raise TypeError(f"probe must be a ProbeSet, got {type(probe).__name__}")
-        if every < 0 or flush_every < 0:
-            raise ValueError(f"every and flush_every must be >= 0, got {every}, {flush_every}")
+        if every < 0 or flush_every < 0 or after_spike < 0:
+            raise ValueError(
+                f"every, flush_every and after_spike must be >= 0, got {every}, {flush_every}, {after_spike}"
+            )
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {tuple(_DTYPES)}, got {dtype!r}")
         self.probe = probe
@@ -159,6 +167,8 @@ class SnapshotRecorder(Callback):
         self.dtype = dtype
         self.flush_every = int(flush_every)
         self.initial = bool(initial)
+        self.after_spike = int(after_spike)
+        self._spike_until = -1  # record every epoch up to this one (spike follow-up)
         self.epochs: list[int] = []
         self.left: list[np.ndarray] = []
         self.right: list[np.ndarray] = []
@@ -194,7 +204,9 @@ class SnapshotRecorder(Callback):
             self.record(trainer.model, 0, trainer.device)
 
     def on_epoch_end(self, trainer, epoch, row):
-        if self._due(epoch) and (not self.epochs or self.epochs[-1] != epoch):
+        if self.after_spike and row.get("spike") == 1.0:
+            self._spike_until = epoch + self.after_spike - 1
+        if (self._due(epoch) or epoch <= self._spike_until) and (not self.epochs or self.epochs[-1] != epoch):
             self.record(trainer.model, epoch, trainer.device)
 
     def on_train_end(self, trainer):
@@ -203,7 +215,7 @@ class SnapshotRecorder(Callback):
 
     # -- state (for resumable runs) -------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"epochs": list(self.epochs)}
+        state = {"epochs": list(self.epochs), "spike_until": self._spike_until}
         if self.epochs:
             state["left"] = torch.from_numpy(np.stack(self.left))
             state["right"] = torch.from_numpy(np.stack(self.right))
@@ -213,6 +225,7 @@ class SnapshotRecorder(Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.epochs = [int(e) for e in state["epochs"]]
+        self._spike_until = int(state.get("spike_until", -1))
         n = len(self.epochs)
         self.left = list(state["left"].numpy()) if n else []
         self.right = list(state["right"].numpy()) if n else []
