@@ -497,6 +497,13 @@ def test_bad_input_contexts(mutate, exc, match):
         ops.contexts(args["A"], args["x"], args["boundary"])
 
 
+def test_bond_dimension_above_kernel_limit_raises():
+    x = torch.zeros(1, 2, dtype=torch.int64)
+    A = torch.zeros(2, 1025, 1025)
+    with pytest.raises(ValueError, match="bond dimension D above 1024"):
+        ops.contexts(A, x, torch.ones(1025))
+
+
 def test_non_contiguous_inputs_are_accepted():
     x, A_left, A_right, C, u, v = make_inputs(4, 6, 3, 4, 2)
     xt = x.t().contiguous().t()  # same values, transposed strides
