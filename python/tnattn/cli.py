@@ -98,7 +98,7 @@ def _experiment_names() -> list[str]:
 # train
 # ----------------------------------------------------------------------------------------------
 def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
-    from tnattn.train.config import PRESETS, TrainConfig, preset
+    from tnattn.train.config import TrainConfig, preset
     from tnattn.train.run import load_run_config
 
     out = getattr(ns, "out", "")
@@ -188,7 +188,7 @@ def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 # ----------------------------------------------------------------------------------------------
 # bench
 # ----------------------------------------------------------------------------------------------
-def _cmd_bench(ns: argparse.Namespace) -> int:
+def _cmd_bench(args: Sequence[str]) -> int:
     if importlib.util.find_spec("tnattn.bench") is None:
         print(
             "tnattn bench: the benchmark module tnattn.bench is not part of this installation yet; "
@@ -201,14 +201,19 @@ def _cmd_bench(ns: argparse.Namespace) -> int:
     if entry is None:
         print("tnattn bench: tnattn.bench has no main(argv) entry point", file=sys.stderr)
         return 2
-    result = entry(list(ns.args))
+    result = entry(list(args))
     return int(result or 0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``tnattn`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        # argparse's REMAINDER drops a leading flag (`tnattn bench --quick`), so the benchmark's
+        # own parser gets the arguments untouched.
+        return _cmd_bench(argv[1:])
     parser = build_parser()
-    ns = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    ns = parser.parse_args(argv)
     if ns.command is None:
         parser.print_help()
         return 2
@@ -216,7 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _cmd_train(ns, ns._parser)
     if ns.command == "experiment":
         return _cmd_experiment(ns, ns._parser)
-    return _cmd_bench(ns)
+    return _cmd_bench(ns.args)
 
 
 if __name__ == "__main__":  # pragma: no cover
