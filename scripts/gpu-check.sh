@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The prepared GPU check of tnattn's CUDA kernels, for a lent H200 machine: builds tnattn with
+# TNATTN_CUDA=ON, runs the GPU tests and the GPU op benchmark. About 6 minutes, no network needed.
+#
+# Expects: python3 (3.12) with torch (CUDA build, 2.11), pybind11, scikit-build-core, cmake, ninja
+# and nvcc on PATH. pytest/hypothesis are optional: without pytest, tests/test_cuda.py runs as a
+# script and tests/test_ops.py is skipped (it needs pytest and hypothesis).
+#
+# Usage (from anywhere):   scripts/gpu-check.sh
+# Outputs go to $OUT (default /tmp/tnattn-gpu-check): gpu-check.log (everything printed here),
+# build.log, bench_ops_cuda*.json. Exit status 0 when every step passed.
+# Environment: PYTHON (default python3), TNATTN_CUDA_ARCHS (default 90-real;90-virtual).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/tnattn-gpu-check}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+exec > >(tee -a "$OUT/gpu-check.log") 2>&1
+
+status=0
+T0=$(date +%s)
+step() { echo; echo "=== $* (t = $(( $(date +%s) - T0 )) s)"; }
+fail() { echo "!!! FAILED: $*"; status=1; }
+has() { "$PY" -c "import $1" >/dev/null 2>&1; }
+
+step environment
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || echo "nvidia-smi unavailable"
+"$PY" - <<'EOF'
+import sys, torch
+print("python", sys.version.split()[0], "| torch", torch.__version__, "| torch CUDA", torch.version.cuda)
+print("devices:", torch.cuda.device_count(), [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
+EOF
+nvcc --version | tail -2; cmake --version | head -1; echo "ninja $(ninja --version)"; echo "cores $(nproc)"
+for m in pybind11 scikit_build_core pytest hypothesis numpy scipy matplotlib tqdm opt_einsum; do
+  if has "$m"; then echo "  have $m"; else echo "  MISSING $m"; fi
+done
+
+step "build and install (TNATTN_CUDA=ON)"
+export TNATTN_CUDA=ON TNATTN_NATIVE=ON CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" PIP_BREAK_SYSTEM_PACKAGES=1
+if [ -n "${TNATTN_CUDA_ARCHS:-}" ]; then ARCH=(-C "cmake.define.TNATTN_CUDA_ARCHS=${TNATTN_CUDA_ARCHS}"); else ARCH=(); fi
+if timeout 300 "$PY" -m pip install --no-build-isolation --no-deps --no-index -v "${ARCH[@]}" . > "$OUT/build.log" 2>&1; then
+  echo "built in $(( $(date +%s) - T0 )) s"
+  grep -iE "warning|error" "$OUT/build.log" | grep -v "Werror\|-W" | head -20
+else
+  fail "build (see $OUT/build.log)"; tail -60 "$OUT/build.log"; exit 1
+fi
+
+step "import (outside the source tree)"
+(cd /tmp && "$PY" -c "
+import tnattn, tnattn._C as C
+print('tnattn from', tnattn.__file__)
+print('has_cuda', C.has_cuda(), '| devices seen by the extension', C.cuda.device_count())
+assert C.has_cuda()
+") || fail "import"
+
+step "GPU tests: tests/test_cuda.py"
+if has pytest; then
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py || fail "tests/test_cuda.py"
+else
+  timeout 240 "$PY" tests/test_cuda.py || fail "tests/test_cuda.py"
+fi
+
+step "CPU op tests in the CUDA build: tests/test_ops.py"
+if has pytest && has hypothesis; then
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py || fail "tests/test_ops.py"
+else
+  echo "skipped: needs pytest and hypothesis"
+fi
+
+step "GPU benchmark: benchmarks/bench_ops.py --device cuda"
+# Large batches for the throughput target (D = 8), a D sweep, and the vectorised baseline on a
+# size where it fits in memory. Tokens/s and the ratio to the pure-torch loop come from the script.
+timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --repeats 20 --budget 1 \
+  --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,4;16384,256,16;16384,256,32;4096,256,40" \
+  --json "$OUT/bench_ops_cuda.json" || fail "benchmark (tnattn vs loop)"
+timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vectorized --repeats 20 --budget 1 \
+  --grid "4096,256,8" --json "$OUT/bench_ops_cuda_vectorized.json" || fail "benchmark (vectorized)"
+
+step "done: status $status, $(( $(date +%s) - T0 )) s; outputs in $OUT"
+exit $status

@@ -1,0 +1,375 @@
+"""GPU tests of the CUDA kernels (skipped without a CUDA device or without a CUDA build).
+
+Values and gradients against tnattn.reference (float64 oracle on the CPU) for every kernel path
+(compile-time D = 4, 8, 16, 32 with padding, the runtime-D path for D > 32 and for parameters too
+large for shared memory), agreement with the CPU kernels on larger problems, opcheck on CUDA
+tensors, a torch.compile smoke test, mixed-device errors, non-default streams, a second GPU,
+bad symbols, the exact-zero rule, determinism, a long sequence, and the ensemble (E > 1) entry
+points of tnattn._C.cuda.
+
+Runs under pytest, or as a script where pytest is not installed (scripts/gpu-check.sh):
+``python tests/test_cuda.py`` runs every test and exits non-zero on a failure.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from contextlib import contextmanager
+
+import torch
+
+from tnattn import _C, ops
+from tnattn import reference as ref
+
+try:
+    import pytest
+except ImportError:  # script mode (see the module docstring)
+    pytest = None
+
+F64, F32 = torch.float64, torch.float32
+CUDA_OK = torch.cuda.is_available() and _C.has_cuda()
+if pytest is not None:
+    pytestmark = [
+        pytest.mark.cuda,
+        pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and tnattn built with TNATTN_CUDA=ON"),
+    ]
+
+
+@contextmanager
+def raises(exc, match):
+    try:
+        yield
+    except exc as e:
+        assert re.search(match, str(e)), f"{type(e).__name__} message {str(e)!r} does not match {match!r}"
+        return
+    raise AssertionError(f"{exc.__name__} not raised")
+
+
+def make_inputs(N, M, d, D, c=1, *, dtype=F64, real=False, u_pb=False, v_pb=True, xdtype=torch.int64, seed=0,
+                device="cuda"):  # fmt: skip
+    """Random leaf tensors (requiring grad) on `device`, generated on the CPU (device-independent)."""
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=dtype).to(device).requires_grad_()  # noqa: E731
+    A_left, A_right, C = rnd(d, D, D), rnd(d, D, D), rnd(d, D, D, c)
+    u = rnd(N, D) if u_pb else rnd(D)
+    v = rnd(N, D) if v_pb else rnd(D)
+    if real:
+        x = torch.rand(N, M, d, generator=g, dtype=dtype).to(device).requires_grad_()
+    else:
+        x = torch.randint(0, d, (N, M), generator=g).to(xdtype).to(device)
+    return [x, A_left, A_right, C, u, v]
+
+
+def to_ref(ts):
+    """Detached float64 CPU copies (leaves requiring grad like the originals)."""
+    out = []
+    for t in ts:
+        if t.is_floating_point():
+            out.append(t.detach().double().cpu().requires_grad_(t.requires_grad))
+        else:
+            out.append(t.cpu())
+    return out
+
+
+def grads_of(out, inputs, seed=1):
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out.device, out.dtype)
+    inputs = [t for t in inputs if t.requires_grad]
+    return torch.autograd.grad((out * w).sum(), inputs)
+
+
+def close(got, want, dtype, what, grad=False):
+    if dtype == F64:
+        tol = dict(rtol=1e-9, atol=1e-10) if grad else dict(rtol=1e-10, atol=1e-11)
+    else:
+        tol = dict(rtol=2e-3, atol=2e-4) if grad else dict(rtol=1e-4, atol=2e-5)
+    torch.testing.assert_close(got.detach().cpu().to(F64), want.detach().to(F64), **tol,
+                               msg=lambda m: f"{what}: {m}")  # fmt: skip
+
+
+def check_tn(N, M, d, D, c, *, dtype=F64, real=False, shared_A=False, **kw):
+    inputs = make_inputs(N, M, d, D, c, dtype=dtype, real=real, **kw)
+    if shared_A:
+        inputs[2] = inputs[1]
+    W = ops.tn_attention(*inputs)
+    assert W.is_cuda and W.shape == (N, M, d, c) and W.dtype == dtype
+    r = to_ref(inputs)
+    if shared_A:
+        r[2] = r[1]
+    W_ref = ref.tn_attention(*r)
+    close(W, W_ref, dtype, f"W N={N} M={M} d={d} D={D} c={c} real={real}")
+    uniq = lambda ts: [t for k, t in enumerate(ts) if t.requires_grad and all(t is not s for s in ts[:k])]  # noqa: E731
+    got, want = grads_of(W, uniq(inputs)), grads_of(W_ref, uniq(r))
+    for k, (a, b) in enumerate(zip(got, want)):
+        close(a, b, dtype, f"grad {k} N={N} M={M} d={d} D={D} c={c} real={real}", grad=True)
+
+
+def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=False, seed=0):
+    x, A, _, _, u, _ = make_inputs(N, M, d, D, dtype=dtype, real=real, u_pb=per_batch, seed=seed)
+    out = ops.contexts(A, x, u, reverse=reverse)
+    assert out.is_cuda
+    r = to_ref([A, x, u])
+    out_ref = ref.contexts(*r, reverse=reverse)
+    close(out, out_ref, dtype, f"contexts D={D} reverse={reverse}")
+    got, want = grads_of(out, [A, x, u]), grads_of(out_ref, r)
+    for k, (a, b) in enumerate(zip(got, want)):
+        close(a, b, dtype, f"contexts grad {k} D={D} reverse={reverse}", grad=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Values and gradients against the reference
+
+TN_CASES = [
+    # N, M, d, D, c, real, shared_A, u_pb, v_pb
+    (3, 1, 2, 3, 1, False, False, False, False),
+    (5, 6, 3, 1, 2, True, True, True, False),
+    (150, 7, 2, 8, 1, False, False, False, True),  # two blocks of 128 sequences
+    (9, 5, 2, 6, 2, True, False, True, True),
+    (70, 4, 2, 13, 3, False, True, False, True),  # D = 16 kernels, two blocks
+    (33, 3, 3, 20, 2, True, False, False, False),  # D = 32 kernels, two blocks
+    (4, 4, 2, 40, 1, False, False, True, True),  # runtime-D path
+    (6, 3, 4, 20, 8, False, False, True, False),  # parameters too large for shared memory -> runtime path
+]
+
+
+def test_tn_attention_matches_reference():
+    for dtype in (F64, F32):
+        for N, M, d, D, c, real, shared_A, u_pb, v_pb in TN_CASES:
+            check_tn(N, M, d, D, c, dtype=dtype, real=real, shared_A=shared_A, u_pb=u_pb, v_pb=v_pb)
+
+
+def test_contexts_match_reference():
+    for dtype in (F64, F32):
+        for N, M, d, D, real, per_batch in [(3, 1, 2, 3, False, False), (150, 6, 2, 8, True, True),
+                                           (5, 5, 3, 16, False, True), (4, 4, 2, 36, True, False)]:  # fmt: skip
+            for reverse in (False, True):
+                check_contexts(N, M, d, D, reverse=reverse, dtype=dtype, real=real, per_batch=per_batch)
+
+
+def test_symbol_dtypes_agree():
+    x, *params = make_inputs(40, 9, 3, 4, 2, dtype=F32)
+    W64 = ops.tn_attention(x, *params)
+    for xdtype in (torch.uint8, torch.int32):
+        assert torch.equal(ops.tn_attention(x.to(xdtype), *params), W64)
+
+
+def test_large_batch_matches_cpu_kernels():
+    inputs = make_inputs(2000, 64, 2, 8, 1, dtype=F32, seed=5)
+    W = ops.tn_attention(*inputs)
+    cpu = [t.detach().cpu().requires_grad_(t.requires_grad) for t in inputs]
+    W_cpu = ops.tn_attention(*cpu)
+    torch.testing.assert_close(W.cpu(), W_cpu, rtol=1e-4, atol=1e-5)
+    g, g_cpu = grads_of(W, inputs), grads_of(W_cpu, cpu)
+    for a, b in zip(g, g_cpu):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules and edge cases
+
+
+def test_exact_zero_rule():
+    x, A, _, C, u, v = make_inputs(3, 5, 2, 3, 2)
+    u0 = torch.zeros(3, dtype=F64, device="cuda", requires_grad=True)
+    L = ops.contexts(A, x, u0)
+    assert torch.count_nonzero(L) == 0
+    W = ops.tn_attention(x, A, A, C, u0, v)
+    assert torch.count_nonzero(W) == 0
+    gA, gu = torch.autograd.grad(W.sum() + L.sum(), [A, u0])
+    assert torch.isfinite(gA).all() and torch.count_nonzero(gu) == 0
+
+
+def test_out_of_range_symbols_raise():
+    for xdtype, bad in ((torch.int64, 2), (torch.int64, -1), (torch.int32, -5), (torch.uint8, 200)):
+        x, *params = make_inputs(20, 6, 2, 3, 1, xdtype=xdtype)
+        x[13, 4] = bad
+        with raises(ValueError, r"x holds symbols outside \[0, d\)"):
+            ops.tn_attention(x, *params)
+        with raises(ValueError, "x holds symbols"):
+            ops.contexts(params[0], x, params[3], reverse=True)
+
+
+def test_parameter_gradients_are_deterministic():
+    inputs = make_inputs(1000, 32, 2, 8, 1, dtype=F32, seed=2)
+    params = inputs[1:]
+    runs = [grads_of(ops.tn_attention(*inputs), params) for _ in range(2)]
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_long_sequence_is_finite_and_agrees_with_float64():
+    M = 100_000
+    x, *p32 = make_inputs(2, M, 2, 4, 1, dtype=F32, seed=3)
+    W32 = ops.tn_attention(x, *p32)
+    g32 = grads_of(W32, p32)
+    p64 = [t.detach().double().requires_grad_() for t in p32]
+    W64 = ops.tn_attention(x, *p64)
+    g64 = grads_of(W64, p64)
+    assert torch.isfinite(W32).all() and all(torch.isfinite(g).all() for g in g32)
+    err = (W32.double() - W64.detach()).abs()
+    scale = W64.detach().abs().max()
+    assert err.mean() < 1e-5 * scale and err.max() < 5e-2 * scale  # see test_ops.py for the bounds
+    for a, b in zip(g32, g64):
+        assert (a.double() - b).abs().max() < 1e-1 * b.abs().max()
+
+
+# ------------------------------------------------------------------------------------------------
+# torch integration: opcheck, compile, devices, streams
+
+
+def test_opcheck_on_cuda_tensors():
+    for real in (False, True):
+        x, A_left, A_right, C, u, v = make_inputs(3, 4, 2, 3, 2, real=real)
+        torch.library.opcheck(torch.ops.tnattn.tn_attention.default, (x, A_left, A_right, C, u, v))
+        torch.library.opcheck(torch.ops.tnattn.contexts.default, (A_left, x, u), {"reverse": True})
+        d = [t.detach() for t in (A_left, A_right, C, u, v)]
+        gW = torch.randn(3, 4, 2, 2, dtype=F64, device="cuda")
+        torch.library.opcheck(torch.ops.tnattn.tn_attention_backward.default,
+                              (gW, x.detach(), *d, [real, True, True, True, True, False]))  # fmt: skip
+        gL = torch.randn(3, 4, 3, dtype=F64, device="cuda")
+        torch.library.opcheck(torch.ops.tnattn.contexts_backward.default,
+                              (gL, d[0], x.detach(), d[3], True, True, True, real))  # fmt: skip
+
+
+def test_torch_compile_smoke():
+    x, *params = make_inputs(4, 5, 2, 3, 2, dtype=F32)
+
+    def loss(x, A_left, A_right, C, u, v):
+        return (ops.tn_attention(x, A_left, A_right, C, u, v) ** 2).sum() + ops.contexts(A_left, x, u).sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    got = compiled(x, *params)
+    want = loss(x, *params)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_devices_raise():
+    x, A_left, A_right, C, u, v = make_inputs(3, 4, 2, 3, 2, dtype=F32)
+    with raises(ValueError, "is on cpu but .* is on cuda"):
+        ops.tn_attention(x, A_left, A_right, C, u.detach().cpu(), v)
+    with raises(ValueError, "is on cuda.* but .* is on cpu|is on cpu but .* is on cuda"):
+        ops.contexts(A_left.detach().cpu(), x, u)
+    if torch.cuda.device_count() > 1:
+        with raises(ValueError, "is on cuda:1 but .* is on cuda:0"):
+            ops.tn_attention(x, A_left, A_right, C, u, v.detach().to("cuda:1"))
+
+
+def test_non_default_stream():
+    inputs = make_inputs(300, 40, 2, 8, 1, dtype=F32, seed=4)
+    W_ref = ops.tn_attention(*inputs)
+    g_ref = grads_of(W_ref, inputs[1:])
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        torch.cuda._sleep(10_000_000)  # keep the side stream busy: a kernel on the wrong stream would race
+        W = ops.tn_attention(*inputs)
+        g = grads_of(W, inputs[1:])
+        W_sum = W.sum()
+    torch.cuda.current_stream().wait_stream(s)
+    assert torch.equal(W, W_ref)
+    for a, b in zip(g, g_ref):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(W_sum, W_ref.sum())
+
+
+def test_second_device_keeps_the_current_device():
+    if torch.cuda.device_count() < 2:
+        if pytest is not None:
+            pytest.skip("needs two CUDA devices")
+        return
+    inputs = make_inputs(50, 6, 2, 8, 2, dtype=F64, device="cuda:1")
+    before = torch.cuda.current_device()
+    W = ops.tn_attention(*inputs)
+    assert W.device == torch.device("cuda:1") and torch.cuda.current_device() == before
+    W_ref = ref.tn_attention(*to_ref(inputs))
+    close(W, W_ref, F64, "W on cuda:1")
+    for a, b in zip(grads_of(W, inputs[1:]), grads_of(W_ref, to_ref(inputs)[1:])):
+        close(a, b, F64, "grad on cuda:1", grad=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# Ensemble entry points (E > 1) of tnattn._C.cuda, against a loop over groups
+
+
+def _alloc(keep):
+    def alloc(n):
+        t = torch.empty(max(n, 1), dtype=torch.uint8, device="cuda")
+        keep.append(t)
+        return t.data_ptr()
+
+    return alloc
+
+
+def test_native_ensemble_matches_loop():
+    E, N, M, d, D, c = 3, 11, 5, 3, 5, 2
+    for real in (False, True):
+        for x_shared in (False, True):
+            g = torch.Generator().manual_seed(7)
+            dev = dict(device="cuda")
+            rnd = lambda *s: torch.randn(*s, generator=g, dtype=F64).to(**dev)  # noqa: E731
+            AL, AR, C = rnd(E, d, D, D), rnd(E, d, D, D), rnd(E, d, D, D, c)
+            u, v = rnd(E, 1, D), rnd(E, N, D)
+            X = 1 if x_shared else E
+            if real:
+                x = torch.rand(X, N, M, d, generator=g, dtype=F64).to(**dev)
+                kind = _C.X_REAL
+            else:
+                x = torch.randint(0, d, (X, N, M), generator=g).to(torch.int32).to(**dev)
+                kind = _C.X_INT32
+            gW = rnd(E, N, M, d, c)
+            W = torch.empty(E, N, M, d, c, dtype=F64, **dev)
+            keep = []
+            st = torch.cuda.current_stream().cuda_stream
+            assert _C.cuda.tn_attention_forward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
+                                                C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True, W.data_ptr(),
+                                                E, N, M, d, D, c, 0, st, _alloc(keep)) == 0  # fmt: skip
+            gAL, gAR, gC = torch.empty_like(AL), torch.empty_like(AR), torch.empty_like(C)
+            gu, gv = torch.empty(E, N, D, dtype=F64, **dev), torch.empty(E, N, D, dtype=F64, **dev)
+            gx = torch.empty(E, N, M, d, dtype=F64, **dev)
+            assert _C.cuda.tn_attention_backward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
+                                                 C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True,
+                                                 gW.data_ptr(), gAL.data_ptr(), gAR.data_ptr(), gC.data_ptr(),
+                                                 gu.data_ptr(), gv.data_ptr(), gx.data_ptr() if real else 0,
+                                                 E, N, M, d, D, c, 0, st, _alloc(keep)) == 0  # fmt: skip
+            for e in range(E):
+                xe = x[0 if x_shared else e].cpu()
+                leaves = [t[e].cpu().requires_grad_() for t in (AL, AR, C)]
+                leaves += [u[e, 0].cpu().requires_grad_(), v[e].cpu().requires_grad_()]
+                if real:
+                    xe = xe.requires_grad_()
+                W_ref = ref.tn_attention(xe, *leaves)
+                close(W[e], W_ref, F64, f"ensemble W e={e}")
+                want = torch.autograd.grad((W_ref * gW[e].cpu()).sum(), leaves + ([xe] if real else []))
+                got = [gAL[e], gAR[e], gC[e], gu[e].sum(0), gv[e]] + ([gx[e]] if real else [])
+                for k, (a, b) in enumerate(zip(got, want)):
+                    close(a, b, F64, f"ensemble grad {k} e={e} real={real} shared={x_shared}", grad=True)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _main() -> int:
+    if not CUDA_OK:
+        print("SKIP: needs a CUDA device and tnattn built with TNATTN_CUDA=ON")
+        return 0
+    import time
+    import traceback
+
+    failed = 0
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
+    for name, fn in tests:
+        t0 = time.perf_counter()
+        try:
+            fn()
+            print(f"PASS {name} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        except Exception:  # noqa: BLE001 - report every failure, keep going
+            failed += 1
+            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
