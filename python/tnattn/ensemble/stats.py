@@ -134,12 +134,14 @@ def aligned_test_error(
     :func:`tnattn.metrics.fit_critical_exponent` (bootstrap error bar over members, default fit
     window from the time resolution around t_eps and the error level ``max_error``).
 
-    Run selection (our choice): the aligned average needs every run over the whole window, so
-    :func:`~tnattn.metrics.fit_critical_exponent` caps the window at the shortest aligned history
-    ``t_eps - (first record)``. A run that generalises within a few epochs would then shrink the
-    window to nothing, so only runs whose aligned history is at least the ``span_quantile``
-    quantile of all spans enter the fit (default: the longer half; 0 keeps every run). The
-    selection favours runs that grokked later; ``n_runs`` and ``n_grokked`` report it.
+    Run selection (our choice): the aligned average needs every run over the whole window. With
+    an explicit ``window = (tau_lo, tau_hi)`` only runs whose aligned history ``t_eps - (first
+    record)`` reaches ``tau_hi`` enter the fit. Without one,
+    :func:`~tnattn.metrics.fit_critical_exponent` caps its automatic window at the shortest aligned
+    history, and a run that generalises within a few epochs would shrink it to nothing, so only
+    runs whose aligned history is at least the ``span_quantile`` quantile of all spans enter (default:
+    the longer half; 0 keeps every run). Either way the selection favours runs that grokked later;
+    ``n_runs`` and ``n_grokked`` report it.
 
     Parameters
     ----------
@@ -175,7 +177,11 @@ def aligned_test_error(
     if not runs:
         return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "n_grokked": 0, "error": "no member reached zero test error"}
     spans = np.array([te_ - ep[0] for ep, _, te_ in runs])
-    runs = [r for r, sp in zip(runs, spans) if sp >= np.quantile(spans, span_quantile)]
+    need = float(window[1]) if window is not None else np.quantile(spans, span_quantile)
+    runs = [r for r, sp in zip(runs, spans) if sp >= need]
+    if not runs:
+        return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "n_grokked": n_grokked,
+                "error": f"no run has an aligned history of {need:g} epochs"}  # fmt: skip
     # fit_critical_exponent wants one (R, T) array: pad every run after its t_eps with zeros at
     # later times (the error stays 0 there; only times before t_eps enter the fit).
     T = max(r[0].size for r in runs)

@@ -21,7 +21,11 @@ its t_eps (its statistics are complete by then); every epoch is a test epoch (``
 t_eps and the errors just before it must be resolved to the epoch, or the nu fit has no window),
 so the test set defaults to 100 random sequences of length 100 (instead of the author's
 1000 x 1000 + 1000 x 100) and D_eff to 64 probe sequences, which keeps evaluation cheaper than
-training; the nu fit keeps the runs whose aligned history is longer than the median (see
+training. The nu fit window is tau = t_eps - t in [1, 10] epochs: in our runs the aligned error
+passes 0.1 within about 3-10 epochs of t_eps (sooner with regularisation), so the automatic window
+of :func:`tnattn.metrics.fit_critical_exponent` (from ten record steps up to error 0.1) is empty;
+with one record per epoch the first point, tau = 1, carries up to one epoch of uncertainty in
+t_eps. Runs whose aligned history is shorter than the window are left out (see
 :func:`tnattn.ensemble.stats.aligned_test_error`). All of these are flags.
 
 Writes ``results.json`` (nu table, PDFs, D_eff curves, aligned errors, timing) and
@@ -82,8 +86,11 @@ class Config:
     deff_probe: int = _f(64, "test sequences whose middle left contexts give D_eff")
     deff_before: int = _f(300, "D_eff curve: epochs before t_eps")
     deff_after: int = _f(50, "D_eff curve: epochs after t_eps")
-    max_error: float = _f(0.1, "nu fit: upper end of the fitted error range")
-    span_quantile: float = _f(0.5, "nu fit: keep runs whose aligned history is at least this quantile of all")
+    nu_window: tuple[float, ...] = _f(
+        (1.0, 10.0), "nu fit window (tau_lo,tau_hi) in epochs before t_eps; empty = automatic (tnattn.metrics)"
+    )
+    max_error: float = _f(0.1, "automatic nu window only: upper end of the fitted error range")
+    span_quantile: float = _f(0.5, "automatic nu window only: keep runs whose aligned history is at least this quantile")
     shared_data: bool = _f(False, "all members of a D see the same batches (faster; not independent runs)")
     dtype: str = _f("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _f("cpu", "device (cuda needs the CUDA kernels)", choices=("cpu", "cuda"))
@@ -95,6 +102,7 @@ class Config:
         self.D_values = tuple(int(v) for v in self.D_values)
         self.regularisers = tuple(str(r) for r in self.regularisers)
         self.test_lengths = tuple(int(v) for v in self.test_lengths)
+        self.nu_window = tuple(float(v) for v in self.nu_window)
         _validate(self)
 
 
@@ -127,6 +135,8 @@ def _validate(config: Config) -> None:
         raise ValueError(f"D_values must be positive, got {config.D_values}")
     if config.deff_before < 0 or config.deff_after < 0:
         raise ValueError("deff_before and deff_after must be >= 0")
+    if config.nu_window and (len(config.nu_window) != 2 or not 0 < config.nu_window[0] < config.nu_window[1]):
+        raise ValueError(f"nu_window must be empty or (tau_lo, tau_hi) with 0 < tau_lo < tau_hi, got {config.nu_window}")
 
 
 def analyse(merged, config: Config, D: int) -> dict:
@@ -140,8 +150,9 @@ def analyse(merged, config: Config, D: int) -> dict:
     block = {"D": D, "nu_fits": {}, "grokking_pdfs": {}, "deff_curves": {}, "table": []}
     for r, reg in enumerate(config.regularisers):
         rows = slice(r * n, (r + 1) * n)
-        fit = aligned_test_error(test[rows], t_eps[rows], max_error=config.max_error,
-                                 span_quantile=config.span_quantile, seed=config.seed)  # fmt: skip
+        fit = aligned_test_error(test[rows], t_eps[rows], window=config.nu_window or None,
+                                 max_error=config.max_error, span_quantile=config.span_quantile,
+                                 seed=config.seed)  # fmt: skip
         hist = grokking_time_histogram(t_G[rows], bins=30)
         curve = aligned_mean(deff[rows], t_eps[rows], offsets)
         block["nu_fits"][reg] = fit

@@ -64,7 +64,8 @@ def plot_grokking_pdfs(ax, hists: dict) -> None:
         edges, dens = np.asarray(h["edges"]), np.asarray(h["density"])
         label = f"{name}: {h['n']}/{h['n_total']} grokked, median {h['median']:.0f}"
         ax.stairs(dens, edges, color=_color(name, k), label=label)
-    ax.set_xlabel("grokking time t_G = t_eps - t_train (epochs)")
+    ax.set_xscale("symlog", linthresh=10.0)  # t_G spans 0 (and negative) to thousands of epochs
+    ax.set_xlabel("grokking time t_G = t_eps - t_train (epochs, symlog)")
     ax.set_ylabel("PDF")
     _legend(ax)
 
