@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -42,22 +41,10 @@ import torch
 FULL_PROTOCOL_MEMBER_TOKEN_STEPS = 1000 * 7000 * 1024 * 8
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def load_average() -> str:
     try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except (OSError, AttributeError):
         return "unknown"
 
 
@@ -151,22 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     single_members = args.single_members or (1 if args.quick else 4)
     loop_steps = args.loop_steps or (2 if args.quick else 16)
     torch.set_num_threads(args.threads)
-    import tnattn
+    from tnattn.bench.machine import machine_header
 
     cfg = base_config(args.quick)
-    header = {
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
+    header = machine_header("cpu")
+    header.update({
         "threads": args.threads,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "tnattn": getattr(tnattn, "__version__", "unknown"),
         "setting": f"rule {cfg.rule}, D={cfg.D}, batch {cfg.batch_size}, crops {cfg.crop_min}-{cfg.crop_max} "
         f"of all length-{cfg.train_length} strings, Adam {cfg.lr}, MSE on sigmoid, L1 {cfg.l1}, float32",
         "load_average_start": load_average(),
-        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": " ".join([os.path.basename(sys.argv[0])] + (sys.argv[1:] if argv is None else list(argv))),
-    }
+    })  # fmt: skip
     for k, v in header.items():
         print(f"# {k}: {v}")
     head = f"{'impl':>16} {'E':>5} {'epochs':>6} {'Mtok-steps':>10} {'train s':>8} {'wall s':>8} {'train M/s':>9} {'wall M/s':>9} {'x loop':>7} {'x single':>8}"
