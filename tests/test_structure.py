@@ -125,6 +125,21 @@ def test_deff_steps_and_alignment():
     assert al["chance"] == pytest.approx(42 / 500)
 
 
+def test_deff_drift_between_spikes_on_a_sawtooth():
+    from tnattn.structure import deff_drift_between_spikes
+
+    epochs = np.arange(1, 601)
+    spikes = [100, 250, 400, 420]  # 400 -> 420 is too short an interval to use
+    deff = np.full(600, 1.0)
+    for a, b in zip([100, 250, 400], [250, 400, 601]):
+        seg = (epochs >= a) & (epochs < b)
+        deff[seg] = 2.0 - 0.005 * (epochs[seg] - a)  # a jump at each spike, then a linear decay
+    drift = deff_drift_between_spikes(epochs, deff, spikes, skip=10, min_gap=40, frac=0.2)
+    assert drift.size == 2
+    # 139 measurements (110..248) per interval; first/last 28: medians at 123.5 and 234.5 -> -0.555
+    assert np.allclose(drift, -0.005 * (234.5 - 123.5))
+
+
 def test_deff_steps_flat_trace_has_none():
     rng = np.random.default_rng(4)
     steps = deff_steps(np.arange(300), 2.0 + rng.normal(0, 0.05, 300))

@@ -15,7 +15,13 @@ Two modes (SCIENCE.md section 6, the seed post's second half):
     optionally +guard; see :mod:`tnattn.structure.compare`). Writes ``results.json`` (the table:
     grokked fraction, t_eps quantiles, spike rates, final test errors, guard reverts, pooled
     periodicity test, spike/D_eff-step alignment), ``members.json`` (per-member traces) and
-    ``structure_compare.png``; prints the table.
+    ``structure_compare.png``; prints the table. Its columns: members grokked; t_eps median and
+    quartiles (grokked members); spike events per 1000 epochs; events after t_eps (all members);
+    members ending at zero test error; members that grokked but ended with a non-zero error; guard
+    reverts; fraction of spikes within ``--tolerance`` epochs of a D_eff step against the chance
+    level; pooled interval CV (null mean CV) and its p-value (trains with >= 4 events); median
+    D_eff jump at spikes / median D_eff drift between spikes. ``reanalyse(out)`` redoes the
+    analysis from ``members.json`` without retraining.
 
 Both modes test on ``--test-size`` random sequences of length ``--test-length`` every
 ``--eval-every`` epochs (smaller than the trainer's default test sets, so that D_eff and the test
@@ -201,7 +207,8 @@ def _run_figure(config: Config, out: Path) -> dict:
 def format_table(table: dict) -> str:
     """The comparison table as text."""
     head = (f"{'setting':14s}{'grok':>7s}{'t_eps med [IQR]':>20s}{'spk/1k ep':>10s}{'post-grok':>10s}"
-            f"{'final err=0':>12s}{'lost':>6s}{'reverts':>8s}{'aligned/chance':>16s}{'CV (null) p':>20s}")
+            f"{'final err=0':>12s}{'lost':>6s}{'reverts':>8s}{'aligned/chance':>16s}{'CV (null) p':>20s}"
+            f"{'dDeff spike/between':>21s}")
     lines = [head]
 
     def fmt(q, nd=0):
@@ -217,9 +224,16 @@ def format_table(table: dict) -> str:
             f"{fmt(t['median']) + ' [' + fmt(t['q25']) + ',' + fmt(t['q75']) + ']':>20s}"
             f"{fmt(r['spikes_per_1000_epochs']['mean'], 2):>10s}{r['post_grok_spikes_total']:>10d}"
             f"{r['final_test_error_zero']:>8d}/{r['members']:<3d}{r['lost_after_grok']:>6d}{r['reverts_total']:>8d}"
-            f"{al:>16s}{cv:>20s}"
+            f"{al:>16s}{cv:>20s}{_jumps(r):>21s}"
         )
     return "\n".join(lines)
+
+
+def _jumps(r: dict) -> str:
+    """Median D_eff jump at spikes / median drift between spikes (signed), or '-'."""
+    up = r.get("deff_jump_at_spikes", {}).get("median")
+    drift = r.get("deff_drift_between_spikes", {}).get("median")
+    return f"{'-' if up is None else f'{up:+.2f}'}/{'-' if drift is None else f'{drift:+.2f}'}"
 
 
 def _sweep(names, members, base_l1: float) -> dict:
@@ -278,7 +292,6 @@ def _analyse_compare(config: Config, members: dict, out: Path) -> dict:
         }
     sweep = _sweep(config.settings, members, config.l1)
     text = format_table(table)
-    print(text)
     plot_compare(table, members, out / "structure_compare.png", sweep=sweep,
                  title=f"rule {config.rule}, D = {config.D}, {config.seeds} seeds x {config.n_epochs} epochs")
     return {
@@ -315,6 +328,8 @@ def run(config: Config) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     results = _run_figure(config, out) if config.mode == "figure" else _run_compare(config, out)
+    if "table_text" in results:
+        print(results["table_text"])
     results["seconds"] = time.time() - t0
     results["epochs"] = config.n_epochs
     write_json(out / "results.json", result_envelope(NAME, config, results))

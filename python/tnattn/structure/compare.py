@@ -214,11 +214,11 @@ def _quantiles(values: list) -> dict:
 def summarise_members(members: list[dict], *, merge: int = 5, n_null: int = 1000, seed: int = 0) -> dict:
     """One row of the comparison table from the members of a setting.
 
-    Spike rates are events per 1000 epochs over each member's whole run; ``post_grok`` counts
+    Members need the fields of :func:`run_member` (including the ``deff`` trace). Spike rates are events per 1000 epochs over each member's whole run; ``post_grok`` counts
     events after t_eps only (the spikes that can destroy a solution). ``lost_after_grok`` counts
     members that reached zero test error but ended with a non-zero one.
     """
-    from tnattn.structure.spikes import pooled_periodicity_test
+    from tnattn.structure.spikes import deff_drift_between_spikes, pooled_periodicity_test
 
     n = len(members)
     grokked = [m for m in members if m["grokked"]]
@@ -229,6 +229,10 @@ def summarise_members(members: list[dict], *, merge: int = 5, n_null: int = 1000
     chance = [m["alignment"]["chance"] for m in members if m["alignment"]["n_spikes"]]
     pooled = pooled_periodicity_test([m["spikes"] for m in members], merge=merge, n_null=n_null, seed=seed)
     pooled.pop("intervals")
+    drift = []
+    for m in members:  # traces: entry i is epoch i + 1
+        d = np.array([np.nan if v is None else v for v in m["deff"]], dtype=float)
+        drift.extend(deff_drift_between_spikes(np.arange(1, d.size + 1), d, m["spikes"]).tolist())
     return {
         "members": n,
         "grokked": len(grokked),
@@ -246,4 +250,9 @@ def summarise_members(members: list[dict], *, merge: int = 5, n_null: int = 1000
         "spike_step_fraction": aligned / n_sp if n_sp else float("nan"),
         "spike_step_chance": float(np.mean(chance)) if chance else float("nan"),
         "periodicity": pooled,
+        "deff_drift_between_spikes": {
+            "n": len(drift),
+            "median": float(np.median(drift)) if drift else None,
+            "fraction_down": float(np.mean(np.asarray(drift) < 0)) if drift else None,
+        },
     }

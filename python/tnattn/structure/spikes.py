@@ -45,6 +45,7 @@ __all__ = [
     "deff_steps",
     "align_spikes_with_steps",
     "deff_jumps_at",
+    "deff_drift_between_spikes",
     "analyse_history",
 ]
 
@@ -398,6 +399,39 @@ def deff_jumps_at(epochs: Any, deff: Any, at: Any, *, window: int = 10) -> np.nd
         i = int(np.searchsorted(ep, a))
         pre, post = v[max(0, i - window) : i], v[i : i + window]
         out.append(float(np.median(post) - np.median(pre)) if pre.size >= 2 and post.size >= 2 else float("nan"))
+    return np.asarray(out)
+
+
+def deff_drift_between_spikes(epochs: Any, deff: Any, events: Any, *, skip: int = 10, min_gap: int = 40,
+                              frac: float = 0.2) -> np.ndarray:
+    """How D_eff drifts between consecutive spikes: late minus early median of each interval.
+
+    For consecutive events ``a < b`` at least ``min_gap`` epochs apart, the measurements with
+    ``a + skip <= epoch < b - 1`` (the spike's own aftermath and the next spike's onset left out)
+    are split into the first and last ``frac`` of them; the value is the median of the last part
+    minus the median of the first. Negative values: D_eff falls between spikes.
+
+    Returns
+    -------
+    ndarray, shape (I,)
+        One value per interval used (intervals with fewer than 5 measurements are skipped).
+    """
+    if not 0 < frac <= 0.5:
+        raise ValueError(f"frac must be in (0, 0.5], got {frac}")
+    ep = np.asarray(epochs, dtype=np.float64)
+    v = np.asarray(deff, dtype=np.float64)
+    keep = np.isfinite(v)
+    ep, v = ep[keep], v[keep]
+    t = _onsets(events, "events")
+    out = []
+    for a, b in zip(t[:-1], t[1:]):
+        if b - a < min_gap:
+            continue
+        seg = v[(ep >= a + skip) & (ep < b - 1)]
+        if seg.size < 5:
+            continue
+        k = max(1, int(round(frac * seg.size)))
+        out.append(float(np.median(seg[-k:]) - np.median(seg[:k])))
     return np.asarray(out)
 
 
