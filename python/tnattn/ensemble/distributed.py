@@ -15,7 +15,9 @@ Files under ``out``
     the shard's final results (atomic, ``weights_only``), written once all its members stopped.
 ``ensemble.json``, ``histories.npz``, ``params.pt``
     The merged result set, written by rank 0 after a barrier: per-member summaries, every history
-    column as an (E, T) array, the final parameters (E, ...).
+    column as an (E, T) array, the final parameters (E, ...). Rank 0 gathers the shards by reading
+    their files (the histories can be large, and files survive a crash that a collective would
+    not), so all ranks must see the same ``out`` folder: one machine, or a shared filesystem.
 
 Fault tolerance: each rank only ever writes its own shard directory. A rerun (``resume=True``)
 loads finished shards without training them again and continues unfinished ones from their last

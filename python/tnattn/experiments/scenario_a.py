@@ -139,6 +139,16 @@ def _validate(config: Config) -> None:
         raise ValueError(f"nu_window must be empty or (tau_lo, tau_hi) with 0 < tau_lo < tau_hi, got {config.nu_window}")
 
 
+def _t_G_edges(t_G: np.ndarray, n_log: int = 20) -> np.ndarray:
+    """Bins for integer grokking times spanning decades: one bin for t_G < 0, one for t_G = 0,
+    then ``n_log`` logarithmic bins up to the largest t_G."""
+    ok = t_G[np.isfinite(t_G)]
+    lo = float(ok.min()) if ok.size else 0.0
+    hi = float(ok.max()) if ok.size else 1.0
+    edges = ([lo - 0.5] if lo < 0 else []) + [-0.5] + list(np.geomspace(0.5, max(hi, 1.0) + 0.5, n_log + 1))
+    return np.asarray(edges)
+
+
 def analyse(merged, config: Config, D: int) -> dict:
     """nu fits, grokking-time PDFs and D_eff curves per regulariser of one D's merged ensemble."""
     n = config.members
@@ -153,7 +163,7 @@ def analyse(merged, config: Config, D: int) -> dict:
         fit = aligned_test_error(test[rows], t_eps[rows], window=config.nu_window or None,
                                  max_error=config.max_error, span_quantile=config.span_quantile,
                                  seed=config.seed)  # fmt: skip
-        hist = grokking_time_histogram(t_G[rows], bins=30)
+        hist = grokking_time_histogram(t_G[rows], bins=_t_G_edges(t_G[rows]))
         curve = aligned_mean(deff[rows], t_eps[rows], offsets)
         block["nu_fits"][reg] = fit
         block["grokking_pdfs"][reg] = hist
