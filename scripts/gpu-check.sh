@@ -9,7 +9,8 @@
 # Usage (from anywhere):   scripts/gpu-check.sh
 # Outputs go to $OUT (default /tmp/tnattn-gpu-check): gpu-check.log (everything printed here),
 # build.log, bench_ops_cuda*.json. Exit status 0 when every step passed.
-# Environment: PYTHON (default python3), TNATTN_CUDA_ARCHS (default 90-real;90-virtual).
+# Environment: PYTHON (default python3), TNATTN_CUDA_ARCHS (default 90-real;90-virtual),
+# TNATTN_BUILD_DIR (CMake build folder; default scikit-build-core's build/{wheel_tag}).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/tnattn-gpu-check}"
@@ -37,8 +38,10 @@ done
 
 step "build and install (TNATTN_CUDA=ON)"
 export TNATTN_CUDA=ON TNATTN_NATIVE=ON CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" PIP_BREAK_SYSTEM_PACKAGES=1
-if [ -n "${TNATTN_CUDA_ARCHS:-}" ]; then ARCH=(-C "cmake.define.TNATTN_CUDA_ARCHS=${TNATTN_CUDA_ARCHS}"); else ARCH=(); fi
-if timeout 300 "$PY" -m pip install --no-build-isolation --no-deps --no-index -v "${ARCH[@]}" . > "$OUT/build.log" 2>&1; then
+CFG=()
+if [ -n "${TNATTN_CUDA_ARCHS:-}" ]; then CFG+=(-C "cmake.define.TNATTN_CUDA_ARCHS=${TNATTN_CUDA_ARCHS}"); fi
+if [ -n "${TNATTN_BUILD_DIR:-}" ]; then CFG+=(-C "build-dir=${TNATTN_BUILD_DIR}"); fi
+if timeout 300 "$PY" -m pip install --no-build-isolation --no-deps --no-index -v ${CFG[@]+"${CFG[@]}"} . > "$OUT/build.log" 2>&1; then
   echo "built in $(( $(date +%s) - T0 )) s"
   grep -iE "warning|error" "$OUT/build.log" | grep -v "Werror\|-W" | head -20
 else
@@ -68,10 +71,11 @@ else
 fi
 
 step "GPU benchmark: benchmarks/bench_ops.py --device cuda"
-# Large batches for the throughput target (D = 8), a D sweep, and the vectorised baseline on a
+# Large batches for the throughput target (D = 8), a D sweep (D = 40: runtime-D path with fp64
+# atomics, kept small), and the vectorised baseline on a
 # size where it fits in memory. Tokens/s and the ratio to the pure-torch loop come from the script.
 timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --repeats 20 --budget 1 \
-  --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,4;16384,256,16;16384,256,32;4096,256,40" \
+  --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,4;16384,256,16;16384,256,32;1024,64,40" \
   --json "$OUT/bench_ops_cuda.json" || fail "benchmark (tnattn vs loop)"
 timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vectorized --repeats 20 --budget 1 \
   --grid "4096,256,8" --json "$OUT/bench_ops_cuda_vectorized.json" || fail "benchmark (vectorized)"
