@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from tnattn.ensemble.history import EnsembleHistory
-from tnattn.ensemble.trainer import EnsembleTrainer
+from tnattn.ensemble.trainer import EnsembleTrainer, MemberTimes
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
 from tnattn.train.config import TrainConfig
@@ -102,7 +102,7 @@ def _shard_dir(out: Path, rank: int, world: int) -> Path:
 
 
 @dataclass
-class MergedResult:
+class MergedResult(MemberTimes):
     """The result set of a (possibly sharded) ensemble run.
 
     Attributes
@@ -122,20 +122,6 @@ class MergedResult:
     params: dict
     summary: dict
 
-    def _col(self, key: str) -> np.ndarray:
-        return np.array([np.nan if m[key] is None else m[key] for m in self.members], dtype=float)
-
-    @property
-    def t_train(self) -> np.ndarray:
-        return self._col("t_train")
-
-    @property
-    def t_eps(self) -> np.ndarray:
-        return self._col("t_eps")
-
-    @property
-    def t_G(self) -> np.ndarray:
-        return self._col("t_G")
 
 
 def _shard_state(trainer: EnsembleTrainer, result, index: list) -> dict:

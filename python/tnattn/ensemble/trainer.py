@@ -79,8 +79,35 @@ _FINAL = ("grokked", "patience", "diverged")
 _PARAM_ORDER = ("A_left", "A_right", "C", "u", "v", "scale")
 
 
+class MemberTimes:
+    """Per-member grokking times read from ``self.members`` (a list of per-member summary dicts).
+
+    Shared by :class:`EnsembleResult` and the merged result of sharded runs.
+    """
+
+    members: list
+
+    def _col(self, key: str) -> np.ndarray:
+        return np.array([np.nan if m[key] is None else m[key] for m in self.members], dtype=float)
+
+    @property
+    def t_train(self) -> np.ndarray:
+        """(E,) first epoch with zero training error (nan if never)."""
+        return self._col("t_train")
+
+    @property
+    def t_eps(self) -> np.ndarray:
+        """(E,) first test epoch with zero test error (nan if never)."""
+        return self._col("t_eps")
+
+    @property
+    def t_G(self) -> np.ndarray:
+        """(E,) grokking time t_eps - t_train (nan if either is missing)."""
+        return self._col("t_G")
+
+
 @dataclass
-class EnsembleResult:
+class EnsembleResult(MemberTimes):
     """What an ensemble run returns.
 
     Attributes
@@ -102,22 +129,6 @@ class EnsembleResult:
     model: EnsembleTNAttention
     run_dir: Optional[Path] = None
 
-    def _col(self, key: str) -> np.ndarray:
-        return np.array([np.nan if m[key] is None else m[key] for m in self.members], dtype=float)
-
-    @property
-    def t_train(self) -> np.ndarray:
-        """(E,) first epoch with zero training error (nan if never)."""
-        return self._col("t_train")
-
-    @property
-    def t_eps(self) -> np.ndarray:
-        """(E,) first test epoch with zero test error (nan if never)."""
-        return self._col("t_eps")
-
-    @property
-    def t_G(self) -> np.ndarray:
-        return self._col("t_G")
 
 
 def _per_member(name: str, values, E: int, default: float, *, positive: bool) -> Tensor:
@@ -337,7 +348,6 @@ class EnsembleTrainer:
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of every active member; returns per-member measurements (arrays over the
         active members)."""
-        cfg = self.config
         ids, idx, P, opt = self._work
         Ea = len(ids)
         mult = self.schedule(epoch)
