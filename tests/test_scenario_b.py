@@ -1,6 +1,5 @@
 """Scenario B pipeline: contexts, features, stationary solutions, acceptance, flows."""
 
-import numpy as np
 import pytest
 import torch
 
