@@ -65,7 +65,8 @@ fi
 
 step "CPU op tests in the CUDA build: tests/test_ops.py"
 if has pytest && has hypothesis; then
-  timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops.py || fail "tests/test_ops.py"
+  XDIST=(); if has xdist; then XDIST=(-n 8); fi
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -x ${XDIST[@]+"${XDIST[@]}"} tests/test_ops.py || fail "tests/test_ops.py"
 else
   echo "skipped: needs pytest and hypothesis"
 fi
@@ -74,11 +75,31 @@ step "GPU benchmark: benchmarks/bench_ops.py --device cuda"
 # Large batches for the throughput target (D = 8), a D sweep (D = 40: runtime-D path with fp64
 # atomics, kept small), and the vectorised baseline on a
 # size where it fits in memory. Tokens/s and the ratio to the pure-torch loop come from the script.
-timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --repeats 20 --budget 1 \
-  --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,4;16384,256,16;16384,256,32;1024,64,40" \
+timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --repeats 10 --budget 1 \
+  --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,32;1024,64,40" \
   --json "$OUT/bench_ops_cuda.json" || fail "benchmark (tnattn vs loop)"
 timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vectorized --repeats 20 --budget 1 \
   --grid "4096,256,8" --json "$OUT/bench_ops_cuda_vectorized.json" || fail "benchmark (vectorized)"
+
+step "GPU ensemble training: Scenario A setting (D = 10, batch 128, crops 6-10, L1 1e-3)"
+# Member-token-steps/s of EnsembleTrainer on the GPU; the rate is the difference between a long and a
+# short run, so CUDA start-up and the first epoch's allocations cancel out.
+timeout 150 "$PY" - <<'PYEOF' || fail "GPU ensemble training"
+import sys, time
+sys.path.insert(0, "benchmarks")
+import bench_training as b
+cfg = b.base_config(False)
+cfg = cfg.__class__(**{**cfg.to_dict(), "device": "cuda"})
+for E in (1024, 4096):
+    short = b.bench_ensemble(cfg, E, epochs=1, threads=16, shared=False)
+    long = b.bench_ensemble(cfg, E, epochs=4, threads=16, shared=False)
+    tok = long["member_token_steps"] - short["member_token_steps"]
+    sec = long["train_s"] - short["train_s"]
+    wall = long["wall_s"] - short["wall_s"]
+    full = 1000 * 7000 * 1024 * 8
+    print(f"E={E}: {tok / sec / 1e6:.2f} M member-token-steps/s (train), {tok / wall / 1e6:.2f} M (wall); "
+          f"full D=10 protocol (1000 x 7000 epochs) extrapolated {full / (tok / wall) / 3600:.2f} h", flush=True)
+PYEOF
 
 step "done: status $status, $(( $(date +%s) - T0 )) s; outputs in $OUT"
 exit $status
