@@ -9,7 +9,7 @@
 # Usage (from anywhere):   scripts/gpu-check.sh
 # Outputs go to $OUT (default /tmp/tnattn-gpu-check): gpu-check.log (everything printed here),
 # build.log, bench_ops_cuda*.json. Exit status 0 when every step passed.
-# Environment: PYTHON (default python3), TNATTN_CUDA_ARCHS (default 90-real;90-virtual),
+# Environment: SKIP_OPS_BENCH (non-empty: skip the op benchmark), PYTHON (default python3), TNATTN_CUDA_ARCHS (default 90-real;90-virtual),
 # TNATTN_BUILD_DIR (CMake build folder; default scikit-build-core's build/{wheel_tag}).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +71,7 @@ else
   echo "skipped: needs pytest and hypothesis"
 fi
 
+if [ -z "${SKIP_OPS_BENCH:-}" ]; then
 step "GPU benchmark: benchmarks/bench_ops.py --device cuda"
 # Large batches for the throughput target (D = 8), a D sweep (D = 40: runtime-D path with fp64
 # atomics, kept small), and the vectorised baseline on a
@@ -80,6 +81,7 @@ timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --re
   --json "$OUT/bench_ops_cuda.json" || fail "benchmark (tnattn vs loop)"
 timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vectorized --repeats 20 --budget 1 \
   --grid "4096,256,8" --json "$OUT/bench_ops_cuda_vectorized.json" || fail "benchmark (vectorized)"
+fi
 
 step "GPU ensemble training: Scenario A setting (D = 10, batch 128, crops 6-10, L1 1e-3)"
 # Member-token-steps/s of EnsembleTrainer on the GPU; the rate is the difference between a long and a
@@ -90,6 +92,7 @@ sys.path.insert(0, "benchmarks")
 import bench_training as b
 cfg = b.base_config(False)
 cfg = cfg.__class__(**{**cfg.to_dict(), "device": "cuda"})
+b.bench_ensemble(cfg, 64, epochs=1, threads=16, shared=False)  # CUDA context, kernels, allocator warm-up
 for E in (1024, 4096):
     short = b.bench_ensemble(cfg, E, epochs=1, threads=16, shared=False)
     long = b.bench_ensemble(cfg, E, epochs=4, threads=16, shared=False)
