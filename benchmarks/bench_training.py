@@ -10,6 +10,8 @@ Implementations compared:
 * ``ensemble``  -- :class:`tnattn.ensemble.EnsembleTrainer`, E members per kernel call, each on its
                    own batches (equal to E separate runs);
 * ``ensemble-shared`` -- the same with one batch stream shared by all members (``shared_data``);
+* ``ensemble-Pproc`` -- the largest E split over P one-thread processes running at once (default
+                   P = --threads), as ``torchrun --nproc-per-node P ... experiment scenario-a`` runs;
 * ``single``    -- :class:`tnattn.train.Trainer` (fused ops), one member after the other;
 * ``loop``      -- a straightforward PyTorch training loop over a model whose contexts are a Python
                    loop over positions (:mod:`tnattn.reference`, autograd backward), as the
@@ -19,7 +21,7 @@ Two rates per row: ``train`` counts only the optimisation steps (data, forward, 
 ``wall`` also counts the per-epoch evaluation on the training set that every trainer does (the
 protocol's test-set evaluations are switched off here: they depend on test-set size, not on the
 training implementation). The full-protocol cost (1000 runs x 7000 epochs x 8192 member-token-steps)
-is extrapolated from the fastest ensemble row.
+is extrapolated from the fastest (wall rate) ensemble row with separate batches per member.
 
 Usage::
 
@@ -58,15 +60,48 @@ def base_config(quick: bool):
     )  # fmt: skip
 
 
-def bench_ensemble(cfg, E: int, epochs: int, threads: int, shared: bool) -> dict:
+def bench_ensemble(cfg, E: int, epochs: int, threads: int, shared: bool, first_seed: int = 0) -> dict:
     from tnattn.ensemble import EnsembleTrainer
 
     cfg = cfg.__class__(**{**cfg.to_dict(), "max_epochs": epochs})
-    trainer = EnsembleTrainer(cfg, list(range(E)), shared_data=shared, kernel_threads=threads, elementwise_threads=1)
+    seeds = list(range(first_seed, first_seed + E))
+    trainer = EnsembleTrainer(cfg, seeds, shared_data=shared, kernel_threads=threads, elementwise_threads=1)
     t0 = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - t0
     return {"member_token_steps": trainer.member_tokens, "train_s": trainer.train_seconds, "wall_s": wall}
+
+
+def _ensemble_worker(cfg_dict: dict, E: int, epochs: int, first_seed: int) -> dict:
+    """One process of :func:`bench_ensemble_processes` (one kernel thread, one torch thread)."""
+    from tnattn.train import TrainConfig
+
+    torch.set_num_threads(1)
+    return bench_ensemble(TrainConfig(**cfg_dict), E, epochs, 1, shared=False, first_seed=first_seed)
+
+
+def bench_ensemble_processes(cfg, E: int, epochs: int, processes: int) -> dict:
+    """E members split over ``processes`` independent processes of one thread each, run at once.
+
+    This is how the Scenario A experiment uses a machine (``torchrun --nproc-per-node P``: each rank
+    trains its slice of the members): the Python-side work of the trainer, which runs on one thread,
+    is then spread over the cores too. Members are independent, so no communication is timed.
+    Rates: tokens of all processes over the slowest process's train (or wall) seconds; process
+    start-up (interpreter and torch import) is excluded, as it is paid once per experiment.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [E * k // processes for k in range(processes + 1)]
+    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_ensemble_worker, cfg.to_dict(), bounds[k + 1] - bounds[k], epochs, bounds[k])
+                   for k in range(processes)]  # fmt: skip
+        parts = [f.result() for f in futures]
+    return {
+        "member_token_steps": sum(p["member_token_steps"] for p in parts),
+        "train_s": max(p["train_s"] for p in parts),
+        "wall_s": max(p["wall_s"] for p in parts),
+    }
 
 
 def bench_single(cfg, members: int, epochs: int) -> dict:
@@ -125,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs per ensemble measurement (default 3)")
     p.add_argument("--single-members", type=int, default=None, help="members trained one at a time (default 4)")
     p.add_argument("--loop-steps", type=int, default=None, help="optimiser steps of the plain loop (default 16)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="also time the largest E split over this many one-thread processes (default: --threads; 1 = skip)")  # fmt: skip
     p.add_argument("--json", dest="json_path", default=None, help="write the results to this JSON file (atomically)")
     return p
 
@@ -133,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads < 1:
         raise SystemExit("--threads must be >= 1")
+    if args.processes is not None and args.processes < 1:
+        raise SystemExit("--processes must be >= 1")
     sizes = [int(s) for s in (args.ensemble_sizes or ("4,16" if args.quick else "64,256,1024")).split(",") if s]
     epochs = args.epochs or (1 if args.quick else 3)
     single_members = args.single_members or (1 if args.quick else 4)
@@ -177,10 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         record("ensemble", E, epochs, bench_ensemble(cfg, E, epochs, args.threads, shared=False))
     for E in sizes[-1:]:
         record("ensemble-shared", E, epochs, bench_ensemble(cfg, E, epochs, args.threads, shared=True))
-    best = max((r for r in rows if r["impl"] == "ensemble"), key=lambda r: r["train_rate"])
+    processes = args.threads if args.processes is None else args.processes
+    if processes > 1:
+        for E in sizes[-1:]:
+            record(f"ensemble-{processes}proc", E, epochs, bench_ensemble_processes(cfg, E, epochs, processes))
+    best = max((r for r in rows if r["impl"].startswith("ensemble") and r["impl"] != "ensemble-shared"),
+               key=lambda r: r["wall_rate"])  # fmt: skip
     extrap = {
         "member_token_steps": FULL_PROTOCOL_MEMBER_TOKEN_STEPS,
-        "from": f"ensemble E={best['E']}",
+        "from": f"{best['impl']} E={best['E']}",
         "hours_train": FULL_PROTOCOL_MEMBER_TOKEN_STEPS / best["train_rate"] / 3600,
         "hours_wall": FULL_PROTOCOL_MEMBER_TOKEN_STEPS / best["wall_rate"] / 3600,
         "hours_single_wall": FULL_PROTOCOL_MEMBER_TOKEN_STEPS / rows[1]["wall_rate"] / 3600,
