@@ -200,8 +200,14 @@ def test_model_rejects_bad_input():
 # ------------------------------------------------------------------------------------------------
 # per-member batches and optimisers
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("crop,batch,per_member", [((3, 6), 5, False), (None, 4, False), (None, None, False), ((2, 6), 7, True)])
-def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member):
+@pytest.mark.parametrize(
+    "crop,batch,per_member,tables",
+    [((3, 6), 5, False, True), (None, 4, False, True), (None, None, False, True), ((2, 6), 7, True, True),
+     ((3, 6), 5, False, False), ((2, 6), 7, True, False)],
+)  # fmt: skip
+def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member, tables, monkeypatch):
+    if not tables:  # crops gathered and labelled by the teacher every batch, as for large training sets
+        monkeypatch.setattr("tnattn.ensemble.data._TABLE_ELEMENTS", 0)
     rule = elementary(30)
     if per_member:
         xs = [random_sequences(13, 6, generator=torch.Generator().manual_seed(100 + e)) for e in range(3)]

@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 __all__ = ["EnsembleBatches", "Group"]
 
-# Largest label table (crops x sites) precomputed per crop length; larger training sets call the
-# teacher on every batch instead.
+# Largest crop table (crops x sites) precomputed per crop length, for the inputs and for their labels;
+# larger training sets gather crops and call the teacher on every batch instead.
 _TABLE_ELEMENTS = 1 << 24
 
 
@@ -92,25 +93,27 @@ class EnsembleBatches:
         # Without crops the labels are those of the full sequences (as MiniBatches caches them).
         self._flat = x.reshape(-1).contiguous()
         self._y = None if crop is not None else teacher(x.reshape(-1, self.M)).reshape(x.shape)
-        self._tables: dict[int, Tensor | None] = {}
+        self._tables: dict[int, tuple[Tensor, Tensor] | None] = {}
 
     def __len__(self) -> int:
         return -(-self.N // self.batch_size)
 
-    def _draws(self, g: torch.Generator) -> tuple[Tensor | None, list]:
-        """One epoch of draws from ``g``, in MiniBatches' order: permutation, then (L, offsets) per batch."""
-        N, B = self.N, self.batch_size
-        if self.crop is None and B >= N:
-            return None, []  # MiniBatches yields its cached full batch without drawing
-        order = torch.randperm(N, generator=g)
-        crops = []
+    def _draws(self, g: torch.Generator, order: Tensor, offsets: Tensor) -> list[int]:
+        """One epoch of draws from ``g``, in MiniBatches' order: permutation, then (L, offsets) per batch.
+
+        The permutation goes into ``order`` (N,) and the offsets into ``offsets`` (N,) (``out=``
+        fills them with exactly the draws of the functional calls); returns the crop lengths.
+        """
+        N, B, M = self.N, self.batch_size, self.M
+        torch.randperm(N, generator=g, out=order)
+        lengths = []
         if self.crop is not None:
-            n_min, n_max = self.crop[0], min(self.crop[1], self.M)
+            n_min, n_max = self.crop[0], min(self.crop[1], M)
             for start in range(0, N, B):
-                nb = min(B, N - start)
-                L = int(torch.randint(n_min, n_max + 1, (1,), generator=g))
-                crops.append((L, torch.randint(0, self.M - L + 1, (nb, 1), generator=g)))
-        return order, crops
+                L = torch.randint(n_min, n_max + 1, (1,), generator=g).item()
+                torch.randint(0, M - L + 1, (min(B, N - start),), generator=g, out=offsets[start : start + B])
+                lengths.append(L)
+        return lengths
 
     def epoch(self, members: Sequence[int]) -> Iterator[list[Group]]:
         """Draw one epoch for ``members`` (indices into the generators); yield the groups of each step.
@@ -120,55 +123,65 @@ class EnsembleBatches:
         """
         members = list(members)
         gens = [self.generators[0]] if self.shared else [self.generators[e] for e in members]
-        draws = [self._draws(g) for g in gens]
-        if draws[0][0] is None:  # full batch, no crop: the whole training set every step
+        if self.crop is None and self.batch_size >= self.N:
+            # MiniBatches yields its cached full batch without drawing: the whole set every step
             yield [self._whole(members)]
             return
-        order = torch.stack([d[0] for d in draws])  # (G, N)
+        G = len(gens)
+        order = torch.empty(G, self.N, dtype=torch.long)
+        offsets = torch.empty(G, self.N, dtype=torch.long)
+        lengths = np.array([self._draws(g, order[i], offsets[i]) for i, g in enumerate(gens)])  # (G, n_batches)
         mem = None if self.x.dim() == 2 else torch.tensor(members, dtype=torch.long).unsqueeze(1)
         if self.crop is None:
             for start in range(0, self.N, self.batch_size):
                 yield [self._indexed(members, mem, order[:, start : start + self.batch_size])]
             return
-        lengths = torch.tensor([[L for L, _ in d[1]] for d in draws])  # (G, n_batches)
-        offsets = torch.stack([torch.cat([o[:, 0] for _, o in d[1]]) for d in draws])  # (G, N)
+        if mem is not None:  # row of each drawn sequence in the flattened training sets
+            order += mem * self.N
         for b, start in enumerate(range(0, self.N, self.batch_size)):
             sl = slice(start, start + self.batch_size)
+            # members by crop length (stable: increasing member position within a length)
+            by_len = np.argsort(lengths[:, b], kind="stable")
+            Ls = lengths[by_len, b]
+            cuts = np.flatnonzero(np.diff(Ls)) + 1
             groups = []
-            for L in torch.unique(lengths[:, b]).tolist():
-                kk = torch.nonzero(lengths[:, b] == L)[:, 0]
-                idx, off = order[kk, sl], offsets[kk, sl]  # (G, B)
-                set_idx = None if mem is None else mem[kk]
-                xb, yb = self._crops(idx, off, L, set_idx)
+            for part in np.split(by_len, cuts):
+                L = int(lengths[part[0], b])
+                kk = torch.from_numpy(part)
+                if len(part) == G:
+                    seq, off = order[:, sl], offsets[:, sl]
+                else:
+                    seq, off = order.index_select(0, kk)[:, sl], offsets.index_select(0, kk)[:, sl]  # (G', B)
+                xb, yb = self._crops(seq, off, L)
                 if self.shared:
                     groups.append(Group(torch.arange(len(members)), xb[0], yb[0]))
                 else:
                     groups.append(Group(kk, xb, yb))
             yield groups
 
-    def _crops(self, idx: Tensor, off: Tensor, L: int, set_idx: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Crops ``x[(set,) idx, off : off + L]`` (G, B, L) and their teacher labels."""
-        seq = idx if set_idx is None else set_idx * self.N + idx  # row in the flattened training sets
+    def _crops(self, seq: Tensor, off: Tensor, L: int) -> tuple[Tensor, Tensor]:
+        """Crops ``flat_x[seq, off : off + L]`` (G, B, L) and their teacher labels (seq: rows of the
+        flattened training sets)."""
+        G, B = seq.shape
+        tables = self._crop_tables(L)
+        if tables is not None:  # every (row, offset) crop and its labels, computed once: pick rows
+            pick = (seq * (self.M - L + 1) + off).reshape(-1)
+            xt, yt = tables
+            return xt.index_select(0, pick).view(G, B, L), yt.index_select(0, pick).view(G, B, L)
         cols = off.unsqueeze(-1) + torch.arange(L)
-        xb = self._flat[seq.unsqueeze(-1) * self.M + cols]
-        table = self._label_table(L)
-        if table is not None:  # labels of every (row, offset) crop, computed once
-            return xb, table[seq, off]
-        G, B = idx.shape
+        xb = self._flat.index_select(0, (seq.unsqueeze(-1) * self.M + cols).reshape(-1)).view(G, B, L)
         return xb, self.teacher(xb.reshape(G * B, L)).reshape(G, B, L)
 
-    def _label_table(self, L: int) -> Tensor | None:
-        """Teacher outputs of every crop of length L: (rows, M - L + 1, L), or None if too large."""
+    def _crop_tables(self, L: int) -> tuple[Tensor, Tensor] | None:
+        """Every crop of length L and its teacher outputs, each (rows * (M - L + 1), L), or None if too large."""
         if L not in self._tables:
             rows = self._flat.numel() // self.M
             size = rows * (self.M - L + 1) * L
             if size > _TABLE_ELEMENTS:
                 self._tables[L] = None
             else:
-                x2 = self._flat.view(rows, self.M)
-                crops = x2.unfold(1, L, 1)  # (rows, M - L + 1, L)
-                y = self.teacher(crops.reshape(-1, L)).reshape(crops.shape)
-                self._tables[L] = y
+                crops = self._flat.view(rows, self.M).unfold(1, L, 1).reshape(-1, L)  # (rows * (M - L + 1), L)
+                self._tables[L] = (crops, self.teacher(crops).reshape(crops.shape))
         return self._tables[L]
 
     def _whole(self, members: list) -> Group:
