@@ -7,7 +7,8 @@
   exponent nu with an error bar (:func:`tnattn.metrics.fit_critical_exponent`);
 * :func:`aligned_mean` -- the ensemble average of any recorded quantity against the time relative
   to each member's own reference epoch (e.g. D_eff around t_eps: the paper's "drop just before
-  grokking").
+  grokking");
+* :func:`protocol_cost` -- the wall time of the full protocol, projected from a scaled-down run.
 
 Inputs are plain arrays: ``values`` (E, T) with nan where not measured (row t = epoch t + 1, as in
 :class:`tnattn.ensemble.history.EnsembleHistory`) and per-member epochs (E,) with nan (or a
@@ -23,7 +24,7 @@ import numpy as np
 
 from tnattn.metrics import fit_critical_exponent
 
-__all__ = ["grokking_time_histogram", "member_records", "aligned_test_error", "aligned_mean"]
+__all__ = ["grokking_time_histogram", "member_records", "aligned_test_error", "aligned_mean", "protocol_cost"]
 
 
 def _epochs(t: Any, name: str) -> np.ndarray:
@@ -257,3 +258,84 @@ def aligned_mean(values: Any, t_ref: Any, offsets: Sequence[float]) -> dict:
         sd = np.sqrt(dev.sum(axis=0) / np.maximum(count - 1, 1))
         sem = np.where(count > 1, sd / np.sqrt(np.maximum(count, 1)), np.nan)
     return {"offsets": off.tolist(), "mean": mean.tolist(), "sem": sem.tolist(), "count": count.tolist(), "n_members": len(rows)}
+
+
+def protocol_cost(
+    active: Any,
+    wall: Any,
+    groups: Sequence[Sequence[int]],
+    *,
+    full_members: int = 1000,
+    full_epochs: int = 7000,
+) -> dict:
+    """Project the wall time of a full protocol from a scaled-down ensemble run.
+
+    Cost model, fitted to the run itself: the wall time of epoch t is ``a + b * n(t)``, with n(t) the
+    number of members still training (finished members cost nothing, :class:`EnsembleTrainer`),
+    fitted by least squares over the run's epochs. The full protocol trains ``full_members`` runs of
+    every group (e.g. every regulariser) for up to ``full_epochs`` epochs with the same stopping rule;
+    the fraction of a group still training at epoch t is taken from the run (its survival curve), and
+    beyond the run's last epoch every member still training at that epoch is assumed to train on
+    until ``full_epochs`` (pessimistic: none of them stops later).
+
+    Parameters
+    ----------
+    active : array, shape (E, T)
+        True where member e trained in epoch t + 1 (e.g. a finite ``loss`` entry in its history).
+    wall : array, shape (T,)
+        Cumulative wall time (seconds) at the end of each epoch, as recorded by the trainer.
+    groups : sequence of index sequences
+        Members of each group (e.g. ``range(r * n, (r + 1) * n)`` for regulariser r).
+    full_members, full_epochs : int
+        Runs per group and maximum epochs of the full protocol.
+
+    Returns
+    -------
+    dict
+        ``a_s``, ``b_s`` (the fitted model), ``hours_per_group`` (each group alone), ``hours_all``
+        (all groups in one ensemble, as the experiment runs them), ``hours_no_stopping`` (all groups,
+        every run training all ``full_epochs``), ``run_epochs`` and ``still_training_fraction`` (per
+        group, at the run's last epoch: the part of the projection that is extrapolated).
+    """
+    act = np.asarray(active, dtype=bool)
+    w = np.asarray(wall, dtype=float).reshape(-1)
+    if act.ndim != 2 or act.shape[1] != w.size:
+        raise ValueError(f"active must be (E, T) with T = len(wall) = {w.size}, got shape {act.shape}")
+    if full_members < 1 or full_epochs < 1:
+        raise ValueError(f"full_members and full_epochs must be >= 1, got {full_members}, {full_epochs}")
+    T = w.size
+    dt = np.diff(np.concatenate([[0.0], w]))
+    n = act.sum(0).astype(float)
+    keep = n > 0
+    if keep.sum() < 2 or np.ptp(n[keep]) == 0:
+        # No spread in n: the epoch cost is all per-member (a = 0).
+        a, b = 0.0, float(dt[keep].sum() / max(n[keep].sum(), 1.0))
+    else:
+        b, a = np.polyfit(n[keep], dt[keep], 1)
+        a, b = float(max(a, 0.0)), float(max(b, 0.0))
+    survival, tail = [], []
+    for g in groups:
+        idx = np.asarray(list(g), dtype=int)
+        if idx.size == 0:
+            raise ValueError("groups must not be empty")
+        s = act[idx].mean(0)  # (T,)
+        if full_epochs > T:
+            s = np.concatenate([s, np.full(full_epochs - T, s[-1] if T else 1.0)])
+        survival.append(s[:full_epochs])
+        tail.append(float(s[min(T, full_epochs) - 1]) if T else 1.0)
+
+    def hours(curves) -> float:
+        n_full = full_members * np.sum(curves, axis=0)
+        return float(np.sum(np.where(n_full > 0, a + b * n_full, 0.0)) / 3600)
+
+    return {
+        "a_s": a,
+        "b_s": b,
+        "run_epochs": T,
+        "full_members": full_members,
+        "full_epochs": full_epochs,
+        "hours_per_group": [hours([s]) for s in survival],
+        "hours_all": hours(survival),
+        "hours_no_stopping": full_epochs * (a + b * full_members * len(survival)) / 3600,
+        "still_training_fraction": tail,
+    }

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from tnattn.ensemble.distributed import init_distributed, run_ensemble
-from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
+from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
 from tnattn.io import result_envelope, write_json
 from tnattn.train.config import TrainConfig
 
@@ -197,6 +197,37 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+# The protocol the issue sizes (SCIENCE.md section 3): about 1000 runs per setting, up to 7000 epochs.
+FULL_MEMBERS, FULL_EPOCHS = 1000, 7000
+
+
+def _full_protocol_cost(merged, config: Config) -> dict:
+    """Projected wall time of FULL_MEMBERS runs per regulariser for up to FULL_EPOCHS epochs, on
+    this machine with this world size, from the run's own epoch times and stopping epochs
+    (:func:`tnattn.ensemble.stats.protocol_cost`)."""
+    n = config.members
+    active = np.isfinite(merged.history.column("loss"))
+    groups = [range(r * n, (r + 1) * n) for r in range(len(config.regularisers))]
+    cost = protocol_cost(active, merged.history.wall[: merged.history.T], groups,
+                         full_members=FULL_MEMBERS, full_epochs=FULL_EPOCHS)  # fmt: skip
+    cost["regularisers"] = list(config.regularisers)
+    return cost
+
+
+def format_cost(timing: dict) -> str:
+    """One line per D: the measured wall time and the projected full-protocol cost."""
+    c = timing["full_protocol"]
+    per = ", ".join(f"{r} {h:.2f} h" for r, h in zip(c["regularisers"], c["hours_per_group"]))
+    tail = ", ".join(f"{r} {f:.0%}" for r, f in zip(c["regularisers"], c["still_training_fraction"]))
+    return (
+        f"D = {timing['D']}: {timing['wall_time_s']:.0f} s wall. Full protocol ({c['full_members']} runs x up to "
+        f"{c['full_epochs']} epochs, epoch cost {c['a_s']:.3f} s + {c['b_s'] * 1e3:.3f} ms per training member, "
+        f"fitted on this run): {per}; all together {c['hours_all']:.2f} h; without stopping "
+        f"{c['hours_no_stopping']:.2f} h. Still training at epoch {c['run_epochs']} (assumed to run to "
+        f"{c['full_epochs']}): {tail}."
+    )
+
+
 def run(config: Config) -> dict:
     """Run the study; rank 0 writes ``results.json`` and ``scenario_a.png`` and returns the results
     (other ranks of a torchrun launch return an empty dict)."""
@@ -224,11 +255,14 @@ def run(config: Config) -> dict:
             "shard_wall_time_s": s["shard_wall_time_s"],
             "member_token_steps_per_train_s": s["member_token_steps"] / train_s if train_s > 0 else None,
             "wall_s_per_member_epoch": max(s["shard_wall_time_s"]) / s["member_epochs"] if s["member_epochs"] else None,
+            "full_protocol": _full_protocol_cost(merged, config),
         })  # fmt: skip
     if rank != 0:
         return {}
     table = [row for block in per_D for row in block["table"]]
     text = format_table(table)
+    for t in timing:
+        text += "\n" + format_cost(t)
     print(text)
     results = {"table": table, "table_text": text, "per_D": per_D, "timing": timing, "world_size": world,
                "paper_nu": PAPER_NU, "seconds": time.time() - t0}  # fmt: skip
