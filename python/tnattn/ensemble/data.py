@@ -98,22 +98,23 @@ class EnsembleBatches:
     def __len__(self) -> int:
         return -(-self.N // self.batch_size)
 
-    def _draws(self, g: torch.Generator, order: Tensor, offsets: Tensor) -> list[int]:
+    def _draws(self, g: torch.Generator, offsets: list) -> tuple[Tensor, list[int]]:
         """One epoch of draws from ``g``, in MiniBatches' order: permutation, then (L, offsets) per batch.
 
-        The permutation goes into ``order`` (N,) and the offsets into ``offsets`` (N,) (``out=``
-        fills them with exactly the draws of the functional calls); returns the crop lengths.
+        Returns the permutation (N,) and the crop lengths; appends each batch's offsets (nb,) to
+        ``offsets``. (Plain functional calls: ``out=`` variants cost more per call here.)
         """
         N, B, M = self.N, self.batch_size, self.M
-        torch.randperm(N, generator=g, out=order)
+        order = torch.randperm(N, generator=g)
         lengths = []
         if self.crop is not None:
-            n_min, n_max = self.crop[0], min(self.crop[1], M)
+            lo, hi = self.crop[0], min(self.crop[1], M) + 1
+            randint = torch.randint
             for start in range(0, N, B):
-                L = torch.randint(n_min, n_max + 1, (1,), generator=g).item()
-                torch.randint(0, M - L + 1, (min(B, N - start),), generator=g, out=offsets[start : start + B])
+                L = randint(lo, hi, (1,), generator=g).item()
+                offsets.append(randint(0, M - L + 1, (min(B, N - start),), generator=g))
                 lengths.append(L)
-        return lengths
+        return order, lengths
 
     def epoch(self, members: Sequence[int]) -> Iterator[list[Group]]:
         """Draw one epoch for ``members`` (indices into the generators); yield the groups of each step.
@@ -128,9 +129,11 @@ class EnsembleBatches:
             yield [self._whole(members)]
             return
         G = len(gens)
-        order = torch.empty(G, self.N, dtype=torch.long)
-        offsets = torch.empty(G, self.N, dtype=torch.long)
-        lengths = np.array([self._draws(g, order[i], offsets[i]) for i, g in enumerate(gens)])  # (G, n_batches)
+        offs: list[Tensor] = []
+        draws = [self._draws(g, offs) for g in gens]
+        order = torch.stack([d[0] for d in draws])  # (G, N)
+        offsets = torch.cat(offs).view(G, -1) if offs else None  # (G, N)
+        lengths = np.array([d[1] for d in draws])  # (G, n_batches)
         mem = None if self.x.dim() == 2 else torch.tensor(members, dtype=torch.long).unsqueeze(1)
         if self.crop is None:
             for start in range(0, self.N, self.batch_size):
@@ -140,18 +143,18 @@ class EnsembleBatches:
             order += mem * self.N
         for b, start in enumerate(range(0, self.N, self.batch_size)):
             sl = slice(start, start + self.batch_size)
+            seq_b, off_b = order[:, sl].contiguous(), offsets[:, sl].contiguous()  # (G, B)
             # members by crop length (stable: increasing member position within a length)
             by_len = np.argsort(lengths[:, b], kind="stable")
-            Ls = lengths[by_len, b]
-            cuts = np.flatnonzero(np.diff(Ls)) + 1
+            cuts = np.flatnonzero(np.diff(lengths[by_len, b])) + 1
             groups = []
             for part in np.split(by_len, cuts):
                 L = int(lengths[part[0], b])
                 kk = torch.from_numpy(part)
                 if len(part) == G:
-                    seq, off = order[:, sl], offsets[:, sl]
+                    seq, off = seq_b, off_b
                 else:
-                    seq, off = order.index_select(0, kk)[:, sl], offsets.index_select(0, kk)[:, sl]  # (G', B)
+                    seq, off = seq_b.index_select(0, kk), off_b.index_select(0, kk)  # (G', B)
                 xb, yb = self._crops(seq, off, L)
                 if self.shared:
                     groups.append(Group(torch.arange(len(members)), xb[0], yb[0]))

@@ -100,69 +100,87 @@ def ensemble_maps(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor
     return reference.normalize(W.reshape(E, N, M, d * c)).reshape(E, N, M, d, c) * P.scale.view(E, 1, 1, 1, 1)
 
 
-class _SymbolHead(torch.autograd.Function):
+def symbol_head_forward(W: Tensor, x: Tensor, scale: Optional[Tensor]) -> tuple[Tensor, tuple]:
     """``logits[..., o] = scale * W[..., x, o] / |W|`` (norm over the d*c map entries) for symbols.
 
     The same arithmetic as normalising the whole map with :func:`tnattn.reference.normalize`,
-    scaling and gathering the symbol's row (TNAttention's), with a hand-written backward. Why not
-    plain torch ops: on the CPU, reductions over a trailing dimension of size d*c, ``gather``'s
-    backward (a scatter), ``torch.where`` and strided elementwise passes each cost 10-50 times a
-    contiguous elementwise pass. So the map is transposed once to contiguous planes (d, c, E, N, M),
-    the symbol's row is picked with exact 0/1 float masks (``sum_s W_s m_s`` has one nonzero term),
-    and everything else is a handful of contiguous passes. Exact-zero rule: a map with norm exactly
-    0 gives logits 0 and zero gradient. ``scale`` (E,) may be None.
+    scaling and gathering the symbol's row (TNAttention's). Exact-zero rule: a map with norm
+    exactly 0 gives logits 0 (and zero gradient in :func:`symbol_head_backward`). Why by hand: on
+    the CPU, reductions over a trailing dimension of size d*c, ``torch.where`` and gathers through
+    autograd each cost several contiguous elementwise passes, so the norm is a chain of
+    multiply-adds over the (strided) entries, the symbol's row one ``gather`` (exact, unlike a
+    blend with 0/1 masks), and the backward writes the map's gradient in the map's own layout (no
+    transposed copies on either side of the kernel).
+
+    Parameters
+    ----------
+    W : Tensor, shape (E, N, M, d, c)
+        Local maps (not differentiated here: see :func:`symbol_head_backward`).
+    x : Tensor
+        Integer symbols, (E, N, M) or (N, M) shared by all members.
+    scale : Tensor, shape (E,), or None
+
+    Returns
+    -------
+    logits : Tensor, shape (E, N, M, c)
+    saved : tuple
+        What :func:`symbol_head_backward` needs.
     """
+    E, N, M, d, c = W.shape
+    K = N * M
+    W = W.contiguous()
+    flat = W.view(E, K, d * c)
+    sq = flat[..., 0] * flat[..., 0]
+    for k in range(1, d * c):
+        sq = torch.addcmul(sq, flat[..., k], flat[..., k])
+    # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN)
+    inv = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
+    # index of the symbol's row; a batch shared by all members stays un-expanded (stride 0)
+    idx = x.reshape(E if x.dim() == 3 else 1, K, 1, 1).long().expand(E, K, 1, c)
+    sel = W.view(E, K, d, c).gather(2, idx).view(E, K, c)
+    fac = inv if scale is None else inv * scale.view(E, 1)
+    z = sel[..., 0] * fac if c == 1 else sel * fac.unsqueeze(-1)
+    return z.view(E, N, M, c), (W, idx, inv, fac, sel)
+
+
+def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+    """Gradients of :func:`symbol_head_forward` given ``g = dL/dlogits`` (E, N, M, c).
+
+    Returns
+    -------
+    gW : Tensor, shape (E, N, M, d, c), contiguous
+    g_scale : Tensor, shape (E,), or None (without ``need_scale``)
+    """
+    W, idx, inv, fac, sel = saved
+    E, N, M, d, c = W.shape
+    K = N * M
+    g = g.reshape(E, K, c)
+    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o]
+    for o in range(1, c):
+        t = torch.addcmul(t, g[..., o], sel[..., o])
+    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (fac inv^2 t) W_k; the symbol's entry
+    # also gets g fac (added after the product: the same rounding as g fac - q W_k)
+    neg_q = (t * fac).mul_(inv).mul_(inv).neg_()
+    gW = W.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
+    gW.scatter_add_(2, idx, (g * fac.unsqueeze(-1)).view(E, K, 1, c))
+    g_scale = (t * inv).sum(1) if need_scale else None
+    return gW.view(E, N, M, d, c), g_scale
+
+
+class _SymbolHead(torch.autograd.Function):
+    """:func:`symbol_head_forward` with :func:`symbol_head_backward` as its backward (``scale`` may be None)."""
 
     @staticmethod
     def forward(ctx, W: Tensor, x: Tensor, scale: Optional[Tensor]):
-        E, N, M, d, c = W.shape
-        P = W.permute(3, 4, 0, 1, 2).contiguous()  # (d, c, E, N, M)
-        flat = P.view(d * c, E, N, M)
-        sq = flat[0] * flat[0]
-        for k in range(1, d * c):
-            sq = torch.addcmul(sq, flat[k], flat[k])
-        # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN)
-        inv = torch.nan_to_num(sq.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
-        # 0/1 masks (1 or E, N, M): a batch shared by all members stays un-expanded (broadcast)
-        xs = x if x.dim() == 3 else x.unsqueeze(0)
-        if d == 2:
-            m1 = xs.to(W.dtype)
-            masks = [1.0 - m1, m1]
-        else:
-            masks = [(xs == s).to(W.dtype) for s in range(d)]
-        sel = []
-        for o in range(c):
-            cur = P[0, o] * masks[0]
-            for s in range(1, d):
-                cur = torch.addcmul(cur, P[s, o], masks[s])
-            sel.append(cur)
-        fac = inv if scale is None else (inv.view(E, -1) * scale.view(E, 1)).view(E, N, M)
-        ctx.save_for_backward(P, inv, fac, scale, *masks, *sel)
-        ctx.dc = (d, c)
-        out = sel[0] * fac
-        return out.unsqueeze(-1) if c == 1 else torch.stack([out] + [s_ * fac for s_ in sel[1:]], dim=-1)
+        z, saved = symbol_head_forward(W, x, scale)
+        ctx.saved = saved  # intermediate results, not inputs: no version-counter checks needed
+        return z
 
     @staticmethod
     def backward(ctx, g: Tensor):
-        d, c = ctx.dc
-        P, inv, fac, scale, *rest = ctx.saved_tensors
-        masks, sel = rest[:d], rest[d:]
-        _, _, E, N, M = P.shape
-        gs = [g[..., o].contiguous() for o in range(c)]
-        t = gs[0] * sel[0]  # sum_o g_o W[x, o]
-        for o in range(1, c):
-            t = torch.addcmul(t, gs[o], sel[o])
-        # through the norm: d inv / d W = -inv^3 W, so dW_k -= (fac inv^2 t) W_k
-        q = t * fac * inv * inv
-        gP = torch.empty_like(P)
-        for o in range(c):
-            g_sel = gs[o] * fac
-            for s in range(d):
-                torch.addcmul(g_sel * masks[s], q, P[s, o], value=-1.0, out=gP[s, o])
-        g_scale = None
-        if scale is not None and ctx.needs_input_grad[2]:
-            g_scale = (t * inv).view(E, -1).sum(1)
-        return gP.permute(2, 3, 4, 0, 1), None, g_scale
+        need_scale = ctx.needs_input_grad[2]
+        gW, g_scale = symbol_head_backward(ctx.saved, g, need_scale)
+        return gW, None, g_scale
 
 
 def ensemble_logits(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:

@@ -56,14 +56,17 @@ from tnattn.ensemble.model import (
     ensemble_contexts,
     ensemble_logits,
     ensemble_predict,
+    symbol_head_backward,
+    symbol_head_forward,
 )
+from tnattn.ensemble.ops import tn_attention_ensemble
 from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
 from tnattn.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from tnattn.train.config import TrainConfig
-from tnattn.train.losses import compute_loss
+from tnattn.train.losses import compute_loss, member_losses_and_grads
 from tnattn.train.penalties import PenaltySchedule
 
 __all__ = ["EnsembleTrainer", "EnsembleResult", "CHECKPOINT_NAME"]
@@ -332,18 +335,77 @@ class EnsembleTrainer:
     # ------------------------------------------------------------------------------------------
     # one epoch
     # ------------------------------------------------------------------------------------------
-    def _penalty(self, leaves: list[Tensor], lam1: Tensor, lam2: Tensor) -> Optional[Tensor]:
-        """(E_a,) per-member penalty (differentiable), or None when no member has one."""
-        cfg = self.config
+    @torch.no_grad()
+    def _penalties(self, leaves: list[Tensor], grads: list[Tensor], lam1: Tensor, lam2: Tensor) -> Optional[Tensor]:
+        """Add the penalties' gradients to ``grads`` (in place); return the (E_a,) penalty values
+        (None when no member has one).
+
+        ``lambda1 * sum |p|`` has gradient ``lambda1 * sgn(p)`` (torch.abs's, 0 at 0) and
+        ``lambda2 / 2 * sum p^2`` has ``lambda2 * p``: the terms autograd would add, without a graph.
+        """
         pen = None
         if bool((lam1 > 0).any()):
             l1 = torch.stack([p.abs().reshape(p.shape[0], -1).sum(1) for p in leaves]).sum(0)
             pen = _rowwise(lam1, l1) * l1
-        if cfg.l2_mode == "penalty" and bool((lam2 > 0).any()):
+            for p, g in zip(leaves, grads):
+                g.addcmul_(torch.sgn(p), _rowwise(lam1, p))
+        if self.config.l2_mode == "penalty" and bool((lam2 > 0).any()):
             l2 = torch.stack([0.5 * (p * p).reshape(p.shape[0], -1).sum(1) for p in leaves]).sum(0)
             pen2 = _rowwise(lam2, l2) * l2
             pen = pen2 if pen is None else pen + pen2
+            for p, g in zip(leaves, grads):
+                g.addcmul_(p, _rowwise(lam2, p))
         return pen
+
+    def _group_step(self, P: StackedParams, grp, Ea: int, grads: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Loss and gradient of one group of members; gradients go into their rows of ``grads``.
+
+        The group's parameters are fresh leaves (copies of its rows), so that autograd never
+        scatters a group's gradient into full-size zero tensors (index_select's backward) and
+        sums those over the groups. With symbols and map normalisation, the head (normalise,
+        scale, pick the symbol's row) and the loss are differentiated by hand
+        (:func:`~tnattn.ensemble.model.symbol_head_backward`,
+        :func:`~tnattn.train.losses.member_losses_and_grads`) and autograd only runs the kernel's
+        backward.
+
+        Returns
+        -------
+        rows : Tensor, shape (G,), on the device
+        losses : Tensor, shape (G,)
+        logits : Tensor, shape (G, B, L, c), detached
+        y : Tensor, shape (G, B, L) or (B, L) shared
+        """
+        cfg = self.config
+        rows = grp.rows.to(self.device)
+        whole = len(grp.rows) == Ea
+        sub = {}
+        for n in self.param_names:
+            t = getattr(P, n).detach()
+            sub[n] = (t if whole else t.index_select(0, rows)).requires_grad_(n in self.trainable)
+        sub["A_right"] = sub["A_left"] if self.model.shared else sub["A_right"]
+        Pg = StackedParams(sub["A_left"], sub["A_right"], sub["C"], sub["u"], sub["v"], sub.get("scale"))
+        xg, yg = grp.x.to(self.device), grp.y.to(self.device)
+        if not xg.is_floating_point() and self.model.normalize_map:
+            kernel_in = [sub[n] for n in self.trainable if n != "scale"]
+            W = tn_attention_ensemble(xg, Pg.A_left, Pg.A_right, Pg.C, Pg.u, Pg.v)
+            logits, saved = symbol_head_forward(W.detach(), xg, None if Pg.scale is None else Pg.scale.detach())
+            losses, g_logits = member_losses_and_grads(logits, yg, cfg.loss, cfg.activation)
+            gW, g_scale = symbol_head_backward(saved, g_logits, "scale" in self.trainable)
+            got = dict(zip([n for n in self.trainable if n != "scale"], torch.autograd.grad(W, kernel_in, gW) if kernel_in else ()))
+            if g_scale is not None:
+                got["scale"] = g_scale
+        else:
+            logits = ensemble_logits(Pg, xg, normalize_map=self.model.normalize_map)
+            ye = yg if yg.dim() == 3 else yg.expand(len(grp.rows), *yg.shape)
+            losses = self._loss(logits, ye)
+            got = dict(zip(self.trainable, torch.autograd.grad(losses.sum(), [sub[n] for n in self.trainable])))
+            logits, losses = logits.detach(), losses.detach()
+        for n, g in got.items():
+            if whole:
+                grads[n] = g
+            else:
+                grads[n].index_copy_(0, rows, g)
+        return rows, losses, logits, yg
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of every active member; returns per-member measurements (arrays over the
@@ -354,49 +416,40 @@ class EnsembleTrainer:
         lam1 = self.l1[idx] * mult
         lam2 = self.l2[idx] * mult
         leaves = self._leaves(P)
-        loss_sum = torch.zeros(Ea, dtype=torch.float64)
-        pen_sum = torch.zeros(Ea, dtype=torch.float64)
-        grad_sum = torch.zeros(Ea, dtype=torch.float64)
-        wrong = torch.zeros(Ea, dtype=torch.float64)
-        sites = torch.zeros(Ea, dtype=torch.float64)
+        # per-member sums, kept on the device and read once at the end of the epoch
+        f64 = dict(dtype=torch.float64, device=self.device)
+        loss_sum, pen_sum, grad_sum = torch.zeros(Ea, **f64), torch.zeros(Ea, **f64), torch.zeros(Ea, **f64)
+        wrong, sites = torch.zeros(Ea, **f64), torch.zeros(Ea, **f64)
         n_batches = 0
         t0 = time.perf_counter()
         for groups in self.batches.epoch(ids.tolist()):
-            total = None
-            records = []
-            for grp in groups:
-                rows = grp.rows.to(self.device)
-                Pg = P if len(grp.rows) == Ea else P.select(rows)
-                xg, yg = grp.x.to(self.device), grp.y.to(self.device)
-                logits = ensemble_logits(Pg, xg, normalize_map=self.model.normalize_map)
-                ye = yg if yg.dim() == 3 else yg.expand(len(grp.rows), *yg.shape)
-                losses = self._loss(logits, ye)
-                total = losses.sum() if total is None else total + losses.sum()
-                records.append((grp.rows, logits.detach(), ye, losses.detach()))
-            pen = self._penalty(leaves, lam1, lam2)
-            if pen is not None:
-                total = total + pen.sum()
-            grads = torch.autograd.grad(total, leaves)
-            gsq = torch.stack([g.reshape(g.shape[0], -1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()
-            grads = self._apply_l2(leaves, list(grads), lam2)
+            # every member is in exactly one group per step, so every row of every gradient is written
+            grads = {n: torch.empty_like(getattr(P, n)) for n in self.trainable}
+            records = [self._group_step(P, grp, Ea, grads) for grp in groups]
+            grads = [grads[n] for n in self.trainable]
+            pen = self._penalties(leaves, grads, lam1, lam2)
+            with torch.no_grad():
+                gsq = torch.stack([g.reshape(g.shape[0], -1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()
+            grads = self._apply_l2(leaves, grads, lam2)
             opt.step(leaves, grads)
             with torch.no_grad():
-                for rows, logits, ye, losses in records:
-                    n = ye[0].numel()
-                    loss_sum[rows] += losses.double().cpu() * n
-                    wrong[rows] += (_predict(logits) != ye).flatten(1).sum(1).double().cpu()
-                    sites[rows] += n
-            if pen is not None:
-                pen_sum += pen.detach().double().cpu()
-            grad_sum += gsq.cpu()
+                for rows, losses, logits, y in records:
+                    n = y.shape[-1] * y.shape[-2]
+                    loss_sum.index_add_(0, rows, losses.double(), alpha=n)
+                    wrong.index_add_(0, rows, _wrong_sites(logits, y).double())
+                    sites.index_add_(0, rows, torch.full((len(rows),), float(n), **f64))
+                if pen is not None:
+                    pen_sum += pen.double()
+                grad_sum += gsq
             n_batches += 1
         self.train_seconds += time.perf_counter() - t0
+        sites = sites.cpu()
         self.member_tokens += int(sites.sum())
         return {
-            "loss": (loss_sum / sites).numpy(),
-            "penalty": (pen_sum / n_batches).numpy(),
-            "batch_error": (wrong / sites).numpy(),
-            "grad_norm": (grad_sum / n_batches).numpy(),
+            "loss": (loss_sum.cpu() / sites).numpy(),
+            "penalty": (pen_sum.cpu() / n_batches).numpy(),
+            "batch_error": (wrong.cpu() / sites).numpy(),
+            "grad_norm": (grad_sum.cpu() / n_batches).numpy(),
             "lambda1": lam1.numpy(),
             "lambda2": lam2.numpy(),
         }
@@ -747,7 +800,12 @@ def _rowwise(values: Tensor, like: Tensor) -> Tensor:
     return values.to(dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
 
 
-def _predict(logits: Tensor) -> Tensor:
-    if logits.shape[-1] == 1:
-        return (logits[..., 0] > 0).long()
-    return logits.argmax(dim=-1)
+def _wrong_sites(logits: Tensor, y: Tensor) -> Tensor:
+    """(G,) number of sites whose prediction from ``logits`` (G, N, M, c) differs from ``y``
+    ((G, N, M) or (N, M) shared)."""
+    if logits.shape[-1] == 1:  # compare booleans: no int64 predictions
+        bad = (logits[..., 0] > 0) != (y != 0)
+    else:
+        bad = logits.argmax(dim=-1) != y
+    return bad.reshape(logits.shape[0], -1).sum(1)
+

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["compute_loss", "make_loss", "LOSSES"]
+__all__ = ["compute_loss", "make_loss", "member_losses_and_grads", "LOSSES"]
 
 LOSSES = ("mse", "hinge", "logistic", "ce")
 
@@ -94,3 +94,56 @@ def make_loss(loss: str = "mse", activation: str = "sigmoid") -> Callable[[Tenso
         return compute_loss(logits, y, loss, activation)
 
     return fn
+
+
+def member_losses_and_grads(logits: Tensor, y: Tensor, loss: str = "mse", activation: str = "sigmoid") -> tuple[Tensor, Tensor]:
+    """Losses of E members at once and their gradients with respect to the logits.
+
+    ``losses[e] = compute_loss(logits[e], y[e])`` and ``grad = d(sum_e losses[e]) / d logits``.
+    The squared error has a closed form (the operations autograd would run on
+    :func:`compute_loss`'s graph, without building it); the other losses go through autograd.
+
+    Parameters
+    ----------
+    logits : Tensor, shape (E, N, M, c)
+        Pre-activation outputs (not differentiated: the gradient is returned).
+    y : Tensor, shape (E, N, M), or (N, M) shared by all members
+        Integer targets.
+    loss, activation : str
+        As in :func:`compute_loss`.
+
+    Returns
+    -------
+    losses : Tensor, shape (E,)
+    grad : Tensor, shape (E, N, M, c)
+    """
+    if logits.dim() != 4:
+        raise ValueError(f"logits must have shape (E, N, M, c), got {tuple(logits.shape)}")
+    E, N, M, c = logits.shape
+    if tuple(y.shape) not in ((E, N, M), (N, M)):
+        raise ValueError(f"y must have shape (E, N, M) = {(E, N, M)} or (N, M) = {(N, M)}, got {tuple(y.shape)}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if activation not in ("sigmoid", "none"):
+        raise ValueError(f"activation must be 'sigmoid' or 'none', got {activation!r}")
+    z = logits.detach()
+    if loss != "mse":
+        zr = z.clone().requires_grad_()
+        ye = y if y.dim() == 3 else y.expand(E, N, M)
+        with torch.enable_grad():
+            losses = torch.vmap(lambda a, b: compute_loss(a, b, loss, activation))(zr, ye)
+            (grad,) = torch.autograd.grad(losses.sum(), zr)
+        return losses.detach(), grad
+    y = y.long()
+    target = y.to(z.dtype).unsqueeze(-1) if c == 1 else F.one_hot(y, c).to(z.dtype)  # (E or 1, N, M, c)
+    n = N * M * c
+    if activation == "sigmoid":
+        s = torch.sigmoid(z)
+        r = s - target
+        # d mean(r^2) / dz = (2 r / n) s (1 - s), in autograd's order (mean, pow, sigmoid backward)
+        grad = torch.ops.aten.sigmoid_backward(r * (2.0 / n), s)
+    else:
+        r = z - (2.0 * target - 1.0)
+        grad = r * (2.0 / n)
+    losses = (r * r).view(E, n).mean(1)
+    return losses, grad
