@@ -16,8 +16,11 @@ The arithmetic is that of :func:`tnattn.reference.contexts` and the fused kernel
 every step, exact-zero rule: a context of norm exactly 0 becomes the zero vector), only the order of
 the floating-point sums differs. Predictions therefore equal :func:`tnattn.ensemble.model.
 ensemble_predict` except where a logit lies within rounding of 0 (or, for c > 1, two logits within
-rounding of each other). Cost per member: about ``D * M * d**M`` multiply-adds for the maps plus
-``2 D**2 d**M/(d-1)`` for the contexts, against ``~(2 + d*c) D**2 M d**M`` for the per-string kernel.
+rounding of each other). Cost per member: about ``c D M d**M`` multiply-adds for the maps plus
+``2 D**2 d**M / (d-1)`` for the contexts, against ``(2 + d c) D**2 M d**M`` for the per-string kernel
+(13 times fewer at D = M = 10, d = 2, c = 1), all in batched matrix products. Implementation
+details (column layout, prefixes stored newest-symbol-first, reused buffers) are described at
+:func:`_step` and :func:`_reversed_prefix_order`.
 
 The map of string ``(p, s, t)`` at site i, ``W[p, :, t, :]``, is the same for every symbol s (the
 contexts exclude site i), so the full ``d x c`` map needed for ``normalize_map`` with c > 1 comes
@@ -26,6 +29,7 @@ for free: c > 1 is supported.
 
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional
 
 import numpy as np
@@ -36,8 +40,10 @@ from tnattn.ensemble.model import StackedParams
 
 __all__ = ["all_strings_predict", "all_strings_wrong_fraction", "is_all_strings"]
 
-#: Target for the extra memory (contexts, maps, temporaries) of one chunk of members, in bytes.
+#: Largest workspace (contexts, maps, temporaries) of one chunk of members, in bytes.
 _CHUNK_BYTES = 256 * 2**20
+#: The same on the CPU, where smaller chunks are faster (see :func:`_auto_chunk`).
+_CPU_CHUNK_BYTES = 48 * 2**20
 #: Largest d**M handled (as :func:`tnattn.data.all_sequences`).
 _MAX_STRINGS = 2**26
 
@@ -80,124 +86,194 @@ def _check_params(P, M, d) -> tuple[int, int, int, int]:
     return E, d, D, P.C.shape[-1]
 
 
-def _auto_chunk(E: int, M: int, d: int, D: int, c: int, itemsize: int) -> int:
-    """Members per chunk so that one chunk's temporaries stay under ``_CHUNK_BYTES``."""
-    n = d**M
-    # right-context trie (~ n D d/(d-1) <= 2 n D), two left levels (<= 2 n D / d), the half-contracted
-    # map (<= n D c), the map and its normalised copy (2 n d c for c > 1, n for c = 1), the 0/1
-    # prediction and comparison planes (~ 3 n bytes)
-    floats = 2 * n * D + n * D + n * D * c + (2 * n * d * c if c > 1 else n)
-    per_member = floats * itemsize + 3 * n
-    return max(1, min(E, _CHUNK_BYTES // per_member))
+def _auto_chunk(E: int, M: int, d: int, D: int, c: int, itemsize: int, device) -> int:
+    """Members per chunk: the workspace stays under ``_CHUNK_BYTES`` (CUDA) or ``_CPU_CHUNK_BYTES``
+    (CPU: past a few tens of MB the buffers fall out of cache and the extra members gain nothing)."""
+    budget = _CHUNK_BYTES if torch.device(device).type == "cuda" else _CPU_CHUNK_BYTES
+    per_member = _Workspace.bytes_per_member(M, d, D, c, itemsize)
+    return max(1, min(E, budget // per_member))
 
 
 # ------------------------------------------------------------------------------------------------
 # the trie
+#
+# Layout: contexts are stored as columns, (E, D, K) for K prefixes or suffixes. The normalisation
+# then reduces over a middle dimension and scales with a multiplier broadcast along it, both
+# contiguous in K (vectorised); in rows (E, K, D) every elementwise pass runs over innermost runs of
+# only D elements with a broadcast scalar, several times slower on the CPU than the matrix products.
+# The large tensors live in a workspace allocated once per call and reused by every member chunk:
+# fresh multi-megabyte CPU allocations come from the OS page by page and cost as much as the
+# arithmetic done in them.
 
 
-def _inv_norm(v: Tensor) -> Tensor:
-    """``1/|v|`` over the last dimension (keepdim), 0 where ``|v| == 0`` (the kernels' exact-zero
-    rule: plain sum of squares, inverse norm, and a zero vector stays zero)."""
-    ss = torch.einsum("...a,...a->...", v, v).unsqueeze(-1)  # one pass, no squared temporary
-    return torch.nan_to_num(ss.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
+class _Workspace:
+    """Flat buffers for one chunk of ``chunk`` members; ``take`` hands out views of their fronts."""
+
+    def __init__(self, chunk: int, M: int, d: int, D: int, c: int, dtype: torch.dtype, device):
+        n = d**M
+        kw = dict(dtype=dtype, device=device)
+        self.right = torch.empty(chunk * D * sum(d**k for k in range(M)), **kw)  # all right levels
+        self.left = [torch.empty(chunk * D * d ** (M - 1), **kw) for _ in range(2)]  # ping-pong
+        self.res = torch.empty(chunk * d * D * d ** max(M - 2, 0), **kw)  # a step before normalising
+        self.maps = torch.empty(chunk * n * c, **kw)
+        self.pred = torch.empty(chunk * n, dtype=torch.bool if c == 1 else torch.int64, device=device)
+
+    @staticmethod
+    def bytes_per_member(M: int, d: int, D: int, c: int, itemsize: int) -> int:
+        n = d**M
+        floats = D * sum(d**k for k in range(M)) + 2 * D * d ** (M - 1) + d * D * d ** max(M - 2, 0) + n * c
+        # + the predictions, the normalised c > 1 logits and small temporaries (ss, X, Z: ~ n D / d**(M/2))
+        return floats * itemsize + (n if c == 1 else 8 * n + 2 * n * c * itemsize) + 4 * n
+
+    @staticmethod
+    def take(buf: Tensor, *shape: int) -> Tensor:
+        return buf[: math.prod(shape)].view(*shape)
 
 
-def _normalize_(v: Tensor) -> Tensor:
-    """Normalise the last dimension of a fresh tensor in place (see :func:`_inv_norm`)."""
-    return v.mul_(_inv_norm(v))
+def _step(Mat: Tensor, prev: Tensor, res_buf: Tensor, out: Tensor) -> Tensor:
+    """One trie level: ``out[:, a, s*K + k] = normalize_a(sum_b Mat[:, s*D + a, b] prev[:, b, k])``.
+
+    Parameters
+    ----------
+    Mat : Tensor, shape (E, d*D, D)
+        The d transfer matrices stacked, in the orientation of the step.
+    prev : Tensor, shape (E, D, K)
+    res_buf : Tensor
+        Flat scratch of at least E*d*D*K elements.
+    out : Tensor, shape (E, D, d*K)
+        Receives the new level (the new symbol is the most significant digit of its index).
+    """
+    E, D, K = prev.shape
+    d = Mat.shape[1] // D
+    res = torch.bmm(Mat, prev, out=_Workspace.take(res_buf, E, d * D, K)).view(E, d, D, K)  # [s, a, k]
+    # sum of squares (for few columns two passes beat D small ones), inverse norm, exact-zero rule
+    if K >= 32:
+        ss = res[:, :, 0] * res[:, :, 0]
+        for a in range(1, D):
+            ss = torch.addcmul(ss, res[:, :, a], res[:, :, a])
+    else:
+        ss = (res * res).sum(2)
+    inv = torch.nan_to_num(ss.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)  # (E, d, K)
+    torch.mul(res.transpose(1, 2), inv.unsqueeze(1), out=out.view(E, D, d, K))  # normalise + reorder
+    return out
 
 
-def _right_levels(A: Tensor, v: Tensor, M: int) -> list[Tensor]:
-    """Right contexts of every suffix: level k has shape (E, d**k, D), suffix index lexicographic.
+def _boundary(b: Tensor) -> Tensor:
+    """Normalised boundary vectors as one-column contexts, (E, D) -> (E, D, 1) (exact-zero rule)."""
+    ss = (b * b).sum(1, keepdim=True)
+    inv = torch.nan_to_num(ss.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
+    return (b * inv).unsqueeze(2)
 
-    ``R_k[s * d**(k-1) + t] = normalize(A[s] R_{k-1}[t])`` (``A[s] r`` sums over A's last index).
+
+def _right_levels(A: Tensor, v: Tensor, M: int, ws: _Workspace) -> list[Tensor]:
+    """Right contexts of every suffix: level k is (E, D, d**k), suffixes in lexicographic order.
+
+    ``R_k[:, :, s * d**(k-1) + t] = normalize(A[s] R_{k-1}[:, :, t])`` (``A[s] r`` sums over A's
+    last index), ``R_0 = v/|v|``.
     """
     E, d, D, _ = A.shape
-    # B[e, b, s*D + a] = A[e, s, a, b]: R_{k-1} @ B = (E, d**(k-1), d, D) = [t, s, a]
-    B = A.permute(0, 3, 1, 2).reshape(E, D, d * D)
-    levels = [_normalize_(v.unsqueeze(1).clone())]
+    Mat = A.reshape(E, d * D, D)  # [(s, a), b]
+    levels = [_boundary(v)]
+    offset = 0
     for k in range(1, M):
-        prev = levels[-1]
-        nxt = torch.bmm(prev, B).view(E, prev.shape[1], d, D)  # [t, s, a]
-        # normalise and reorder to [s, t, a] (suffix index s * d**(k-1) + t) in one pass
-        out = torch.empty(E, d, prev.shape[1], D, dtype=A.dtype, device=A.device)
-        torch.mul(nxt.transpose(1, 2), _inv_norm(nxt).transpose(1, 2), out=out)
-        levels.append(out.view(E, -1, D))
+        size = E * D * d**k
+        out = ws.right[offset : offset + size].view(E, D, d**k)
+        offset += size
+        levels.append(_step(Mat, levels[-1], ws.res, out))
     return levels
 
 
-def _left_step_matrix(A: Tensor) -> Tensor:
-    """``B[e, a, s*D + b] = A[e, s, a, b]``: ``L_{k-1} @ B`` is (E, d**(k-1), d, D) = [p, s, b]."""
+def _left_matrix(A: Tensor) -> Tensor:
+    """``Mat[:, s*D + b, a] = A[:, s, a, b]``: the left step ``l^T A[s]`` in the form of :func:`_step`."""
     E, d, D, _ = A.shape
-    return A.permute(0, 2, 1, 3).reshape(E, D, d * D)
+    return A.transpose(2, 3).reshape(E, d * D, D)
 
 
-def _site_maps(L: Tensor, C: Tensor, R: Tensor) -> Tensor:
-    """``W[e, p, s, t, o] = sum_ab L[e, p, a] C[e, s, a, b, o] R[e, t, b]``, shape (E, P, d, T, c).
+def _reversed_prefix_order(M: int, d: int, i: int, device) -> Optional[Tensor]:
+    """Index ``perm`` (d**M,) with ``pred_in_string_order = pred[:, perm]`` at site i, or None (identity).
+
+    The left levels built by :func:`_step` put the newest symbol first, so prefix ``x_0..x_{i-1}`` sits
+    at ``q = sum_j x_j d**j`` instead of its lexicographic index ``p = sum_j x_j d**(i-1-j)``: the
+    digit reversal, an involution, so the same index maps both ways.
+    """
+    if i <= 1:
+        return None
+    Pn, Tn = d**i, d ** (M - 1 - i)
+    p = torch.arange(Pn, device=device)
+    q = torch.zeros_like(p)
+    for _ in range(i):
+        q = q * d + p % d
+        p = p // d
+    s = torch.arange(d, device=device)
+    t = torch.arange(Tn, device=device)
+    return ((q.view(-1, 1, 1) * d + s.view(1, -1, 1)) * Tn + t.view(1, 1, -1)).reshape(-1)
+
+
+def _site_maps(L: Tensor, C: Tensor, R: Tensor, out_buf: Tensor) -> Tensor:
+    """``W[e, p, s, o, t] = sum_ab L[e, a, p] C[e, s, a, b, o] R[e, b, t]``, shape (E, P, d, c, T).
 
     C is contracted with the smaller of the two context sets first; the second product then has
-    the full size E * P * d * T * c * D.
+    the full size E * P * d * c * T * D. The result is a view of ``out_buf``.
     """
-    E, Pn, D = L.shape
-    Tn = R.shape[1]
+    E, D, Pn = L.shape
+    Tn = R.shape[2]
     d, c = C.shape[1], C.shape[-1]
     if Pn <= Tn:
-        # X[e, p, (s, o), b] = sum_a L[p, a] C[s, a, b, o]
         Cl = C.permute(0, 2, 1, 4, 3).reshape(E, D, d * c * D)  # [a, (s, o, b)]
-        X = torch.bmm(L, Cl).view(E, Pn * d * c, D)
-        W = torch.bmm(X, R.transpose(1, 2)).view(E, Pn, d, c, Tn)  # [p, s, o, t]
-        return W.permute(0, 1, 2, 4, 3) if c > 1 else W.view(E, Pn, d, Tn, 1)
-    # Y[e, t, (s, o), a] = sum_b C[s, a, b, o] R[t, b]
-    Cr = C.permute(0, 3, 1, 4, 2).reshape(E, D, d * c * D)  # [b, (s, o, a)]
-    Y = torch.bmm(R, Cr).view(E, Tn, d * c, D)
-    Yt = Y.permute(0, 3, 2, 1).reshape(E, D, d * c * Tn)  # [a, (s, o, t)]
-    W = torch.bmm(L, Yt).view(E, Pn, d, c, Tn)
-    return W.permute(0, 1, 2, 4, 3) if c > 1 else W.view(E, Pn, d, Tn, 1)
+        X = torch.bmm(L.transpose(1, 2), Cl).view(E, Pn * d * c, D)  # [(p, s, o), b]
+        W = torch.bmm(X, R, out=_Workspace.take(out_buf, E, Pn * d * c, Tn))
+    else:
+        Cr = C.permute(0, 1, 4, 2, 3).reshape(E, d * c * D, D)  # [(s, o, a), b]
+        Z = torch.bmm(Cr, R).view(E, d * c, D, Tn).transpose(1, 2).reshape(E, D, d * c * Tn)  # [a, (s, o, t)]
+        W = torch.bmm(L.transpose(1, 2), Z, out=_Workspace.take(out_buf, E, Pn, d * c * Tn))
+    return W.view(E, Pn, d, c, Tn)
 
 
-def _predict_from_maps(W: Tensor, scale: Optional[Tensor], normalize_map: bool) -> Tensor:
-    """Predictions (E, P*d*T) from the maps (E, P, d, T, c) of one site, as ``ensemble_predict``.
+def _predict_from_maps(W: Tensor, scale: Optional[Tensor], normalize_map: bool, out_buf: Tensor) -> Tensor:
+    """Predictions (E, P*d*T) from the maps (E, P, d, c, T) of one site, as ``ensemble_predict``.
 
     c = 1: ``W > 0`` (bool); the sign of ``scale`` is already folded into C by the caller. c > 1:
     argmax (int64) of the logits of ``ensemble_logits``, ``scale * W[x, :] / |W|`` with the norm over
-    the d*c map entries, or of ``W[x, :]`` without ``normalize_map``.
+    the d*c map entries, or of ``W[x, :]`` without ``normalize_map``. A view of ``out_buf``.
     """
-    E, Pn, d, Tn, c = W.shape
+    E, c = W.shape[0], W.shape[3]
+    out = _Workspace.take(out_buf, E, W.numel() // (E * c))
     if c == 1:
-        return W.view(E, -1) > 0
+        return torch.gt(W.view(E, -1), 0, out=out)
     if normalize_map:
-        ss = (W * W).sum(dim=(2, 4), keepdim=True)  # (E, P, 1, T, 1): one map per (p, t)
+        ss = (W * W).sum(dim=(2, 3), keepdim=True)  # (E, P, 1, 1, T): one map per (prefix, suffix)
         fac = torch.nan_to_num(ss.sqrt_().reciprocal_(), nan=float("nan"), posinf=0.0)
         if scale is not None:
             fac = fac * scale.view(E, 1, 1, 1, 1)
         W = W * fac
-    return W.argmax(dim=-1).view(E, -1)
+    return torch.argmax(W, dim=3, out=out.view(W.shape[:3] + W.shape[4:])).view(E, -1)
 
 
 def _site_predictions(P: StackedParams, M: int, normalize_map: bool, chunk: int) -> Iterator[tuple[int, int, int, Tensor]]:
-    """Yield ``(e0, e1, i, pred)``: members ``e0:e1``, site i, pred (e1-e0, d**M), bool for c = 1
-    (predicted symbol 1), int64 for c > 1; members in chunks, sites in order within a chunk."""
-    E = P.E
+    """Yield ``(e0, e1, i, pred)``: members ``e0:e1``, site i, pred (e1-e0, d**M) with strings in the
+    order of :func:`_reversed_prefix_order` (bool, symbol 1, for c = 1; int64 for c > 1); members in
+    chunks, sites in order within a chunk. ``pred`` is a view of a buffer that the next step
+    overwrites: use it before advancing the iterator."""
+    E, d, D, c = P.E, P.A_left.shape[1], P.A_left.shape[2], P.C.shape[-1]
     A_right = P.A_left if P.A_right is None else P.A_right
+    ws = _Workspace(chunk, M, d, D, c, P.A_left.dtype, P.A_left.device)
     for e0 in range(0, E, chunk):
         e1 = min(E, e0 + chunk)
         AL, AR, C, u, v = (t[e0:e1] for t in (P.A_left, A_right, P.C, P.u, P.v))
         scale = None if P.scale is None else P.scale[e0:e1]
-        n_e, d, D = AL.shape[0], AL.shape[1], AL.shape[2]
-        if C.shape[-1] == 1 and normalize_map and scale is not None:
+        if c == 1 and normalize_map and scale is not None:
             # sign(scale) * W == W computed with sign(scale) * C, bit for bit (negation is exact),
             # and scale = 0 gives the zero map, predicted 0 as in ensemble_predict
-            C = C * torch.sign(scale).view(n_e, 1, 1, 1, 1)
-        rights = _right_levels(AR, v, M)
-        BL = _left_step_matrix(AL)
-        L = _normalize_(u.unsqueeze(1).clone())  # (e, 1, D): the empty prefix
+            C = C * torch.sign(scale).view(-1, 1, 1, 1, 1)
+        rights = _right_levels(AR, v, M, ws)
+        ML = _left_matrix(AL)
+        L = _boundary(u)  # the empty prefix
+        n_e = e1 - e0
         for i in range(M):
             if i > 0:
-                L = _normalize_(torch.bmm(L, BL).view(n_e, -1, D))  # [p, s, b] -> prefix p*d + s
-            W = _site_maps(L, C, rights[M - 1 - i])
-            yield e0, e1, i, _predict_from_maps(W, scale, normalize_map)
-            del W
-        del rights
+                L = _step(ML, L, ws.res, _Workspace.take(ws.left[i % 2], n_e, D, d**i))
+            W = _site_maps(L, C, rights[M - 1 - i], ws.maps)
+            yield e0, e1, i, _predict_from_maps(W, scale, normalize_map, ws.pred)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,14 +312,16 @@ def all_strings_predict(P: StackedParams, M: int, d: Optional[int] = None, *, no
         Row n is string n of ``all_sequences(M, d)`` (lexicographic, first site most significant).
     """
     E, d, D, c = _check_params(P, M, d)
-    chunk = _check_chunk(chunk, E, M, d, D, c, P.A_left.element_size())
+    chunk = _check_chunk(chunk, E, M, d, D, c, P.A_left.element_size(), P.A_left.device)
     N = d**M
     out = torch.empty(E, N, M, dtype=torch.int64, device=P.A_left.device)
+    perms = [_reversed_prefix_order(M, d, i, out.device) for i in range(M)]
     buf = None
     for e0, e1, i, pred in _site_predictions(P, M, normalize_map, chunk):
         if i == 0:
             buf = torch.empty(e1 - e0, M, N, dtype=pred.dtype, device=pred.device)
-        buf[:, i] = pred  # contiguous rows; one transposing copy per chunk below
+        # contiguous rows in string order; one transposing copy per chunk below
+        buf[:, i] = pred if perms[i] is None else pred[:, perms[i]]
         if i == M - 1:
             out[e0:e1] = buf.transpose(1, 2)
     return out
@@ -283,13 +361,20 @@ def all_strings_wrong_fraction(P: StackedParams, M: int, y: Tensor, *, normalize
         raise ValueError(f"y must have shape (d**M, M) = ({N}, {M}) or (E, d**M, M) = ({E}, {N}, {M}), got {tuple(y.shape)}")
     dev = P.A_left.device
     y = y.to(dev)
-    chunk = _check_chunk(chunk, E, M, d, D, c, P.A_left.element_size())
+    chunk = _check_chunk(chunk, E, M, d, D, c, P.A_left.element_size(), P.A_left.device)
     wrong = torch.zeros(E, dtype=torch.int64, device=dev)
     # c = 1 predictions come as bools (symbol 1); with 0/1 labels, "wrong" is pred XOR (y == 1)
     binary = c == 1 and bool(((y == 0) | (y == 1)).all())
     target = (y == 1) if binary else y.long()
+    # labels in the order of the predictions (cheaper than reordering the predictions)
+    perms = [_reversed_prefix_order(M, d, i, dev) for i in range(M)]
+    if y.dim() == 2:
+        shared = [target[:, i] if perms[i] is None else target[perms[i], i] for i in range(M)]
     for e0, e1, i, pred in _site_predictions(P, M, normalize_map, chunk):
-        ti = target[:, i].unsqueeze(0) if y.dim() == 2 else target[e0:e1, :, i]
+        if y.dim() == 2:
+            ti = shared[i].unsqueeze(0)
+        else:
+            ti = target[e0:e1, :, i] if perms[i] is None else target[e0:e1, perms[i], i]
         miss = (pred ^ ti) if binary else (pred.long() != ti)
         wrong[e0:e1] += torch.count_nonzero(miss, dim=1)
     # the trainer's arithmetic: float64 counts divided by N*M
@@ -329,9 +414,9 @@ def is_all_strings(x: Tensor, d: int) -> Optional[int]:
     return M if bool(torch.equal(code, torch.arange(N, device=x.device))) else None
 
 
-def _check_chunk(chunk, E: int, M: int, d: int, D: int, c: int, itemsize: int) -> int:
+def _check_chunk(chunk, E: int, M: int, d: int, D: int, c: int, itemsize: int, device) -> int:
     if chunk is None:
-        return _auto_chunk(E, M, d, D, c, itemsize)
+        return _auto_chunk(E, M, d, D, c, itemsize, device)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1 or None, got {chunk!r}")
     return min(chunk, E)
