@@ -201,11 +201,12 @@ def test_model_rejects_bad_input():
 # per-member batches and optimisers
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "crop,batch,per_member,tables",
-    [((3, 6), 5, False, True), (None, 4, False, True), (None, None, False, True), ((2, 6), 7, True, True),
-     ((3, 6), 5, False, False), ((2, 6), 7, True, False)],
+    "crop,batch,per_member,tables,label_dtype",
+    [((3, 6), 5, False, True, None), (None, 4, False, True, None), (None, None, False, True, None),
+     ((2, 6), 7, True, True, None), ((3, 6), 5, False, False, None), ((2, 6), 7, True, False, None),
+     ((3, 6), 5, False, True, torch.bool), ((2, 6), 7, True, False, torch.bool), (None, 4, True, True, torch.bool)],
 )  # fmt: skip
-def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member, tables, monkeypatch):
+def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member, tables, label_dtype, monkeypatch):
     if not tables:  # crops gathered and labelled by the teacher every batch, as for large training sets
         monkeypatch.setattr("tnattn.ensemble.data._TABLE_ELEMENTS", 0)
     rule = elementary(30)
@@ -216,7 +217,7 @@ def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_memb
         x = all_sequences(6)[:23]
         xs = [x] * 3
     seeds = (1, 2, 3)
-    eb = EnsembleBatches(x, rule, batch, crop, [torch.Generator().manual_seed(s) for s in seeds])
+    eb = EnsembleBatches(x, rule, batch, crop, [torch.Generator().manual_seed(s) for s in seeds], label_dtype=label_dtype)
     mbs = [MiniBatches(xs[e], rule, batch, crop, torch.Generator().manual_seed(s)) for e, s in enumerate(seeds)]
     for members in ([0, 1, 2], [0, 2], [0, 2]):  # later epochs: member 1 stopped drawing
         its = {e: iter(mbs[e]) for e in members}
@@ -229,7 +230,8 @@ def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_memb
                     e = members[r]
                     gx = grp.x if grp.x.dim() == 2 else grp.x[k]
                     gy = grp.y if grp.y.dim() == 2 else grp.y[k]
-                    assert torch.equal(gx, refs[e].x) and torch.equal(gy, refs[e].y)
+                    assert gy.dtype == (label_dtype or refs[e].y.dtype)
+                    assert torch.equal(gx, refs[e].x) and torch.equal(gy.to(refs[e].y.dtype), refs[e].y)
                     covered.append(e)
             assert sorted(covered) == members
             steps += 1
@@ -252,6 +254,9 @@ def test_member_losses_and_grads_equal_autograd_of_compute_loss(loss, activation
         (gref,) = torch.autograd.grad(ref, ze)
         torch.testing.assert_close(losses[e], ref.detach(), rtol=1e-14, atol=0)
         torch.testing.assert_close(grad[e], gref, rtol=1e-14, atol=1e-300)
+    if c == 1:  # binary targets may come as booleans
+        losses_b, grad_b = member_losses_and_grads(z, y.bool(), loss, activation)
+        assert torch.equal(losses_b, losses) and torch.equal(grad_b, grad)
     with pytest.raises(ValueError, match="y must have shape"):
         member_losses_and_grads(z, y[..., :2], loss, activation)
 

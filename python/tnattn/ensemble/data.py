@@ -36,7 +36,8 @@ class Group:
     rows : Tensor, shape (G,), int64
         Positions of the members in the list passed to :meth:`EnsembleBatches.epoch`.
     x, y : Tensor
-        Inputs and targets: (G, B, L) per member, or (B, L) shared by all members (shared mode).
+        Inputs and targets: (G, B, L) per member, or (B, L) shared by all members (shared mode);
+        targets in the batches' ``label_dtype``.
     """
 
     rows: Tensor
@@ -61,6 +62,9 @@ class EnsembleBatches:
         One per member (E of them), or exactly one in shared mode.
     shared : bool
         One stream of batches for all members (``generators`` holds one generator).
+    label_dtype : torch.dtype, optional
+        Dtype of the targets ``Group.y`` (default: the teacher's). A trainer of binary outputs
+        passes ``torch.bool``: comparisons and casts of one-byte labels cost a fraction of int64's.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class EnsembleBatches:
         generators: Sequence[torch.Generator],
         *,
         shared: bool = False,
+        label_dtype: torch.dtype | None = None,
     ):
         if x.dim() not in (2, 3) or x.shape[-2] == 0:
             raise ValueError(f"x must be a non-empty (N, M) or (E, N, M) tensor, got shape {tuple(x.shape)}")
@@ -90,10 +95,15 @@ class EnsembleBatches:
         if crop is not None and not 1 <= crop[0] <= min(crop[1], self.M):
             raise ValueError(f"need 1 <= crop min <= min(crop max, M); got crop={crop}, M={self.M}")
         self.crop = crop
+        self.label_dtype = label_dtype
         # Without crops the labels are those of the full sequences (as MiniBatches caches them).
         self._flat = x.reshape(-1).contiguous()
-        self._y = None if crop is not None else teacher(x.reshape(-1, self.M)).reshape(x.shape)
+        self._y = None if crop is not None else self._labels(x.reshape(-1, self.M)).reshape(x.shape)
         self._tables: dict[int, tuple[Tensor, Tensor] | None] = {}
+
+    def _labels(self, x: Tensor) -> Tensor:
+        y = self.teacher(x)
+        return y if self.label_dtype is None else y.to(self.label_dtype)
 
     def __len__(self) -> int:
         return -(-self.N // self.batch_size)
@@ -141,9 +151,15 @@ class EnsembleBatches:
             return
         if mem is not None:  # row of each drawn sequence in the flattened training sets
             order += mem * self.N
+        # row of every drawn crop in its length's crop table, when the tables exist (the crops of
+        # length L of row r start at row r * (M - L + 1) of the table)
+        if all(self._crop_tables(int(L)) is not None for L in np.unique(lengths)):
+            starts = torch.from_numpy(self.M + 1 - lengths).repeat_interleave(self.batch_size, dim=1)[:, : self.N]
+            pick = order * starts + offsets  # (G, N)
+        else:
+            pick = None
         for b, start in enumerate(range(0, self.N, self.batch_size)):
             sl = slice(start, start + self.batch_size)
-            seq_b, off_b = order[:, sl].contiguous(), offsets[:, sl].contiguous()  # (G, B)
             # members by crop length (stable: increasing member position within a length)
             by_len = np.argsort(lengths[:, b], kind="stable")
             cuts = np.flatnonzero(np.diff(lengths[by_len, b])) + 1
@@ -151,11 +167,16 @@ class EnsembleBatches:
             for part in np.split(by_len, cuts):
                 L = int(lengths[part[0], b])
                 kk = torch.from_numpy(part)
-                if len(part) == G:
-                    seq, off = seq_b, off_b
+                whole = len(part) == G
+                if pick is not None:
+                    rows = pick[:, sl] if whole else pick[:, sl].index_select(0, kk)  # (G', B)
+                    xt, yt = self._crop_tables(L)
+                    flat = rows.reshape(-1)
+                    xb, yb = xt.index_select(0, flat).view(*rows.shape, L), yt.index_select(0, flat).view(*rows.shape, L)
                 else:
-                    seq, off = seq_b.index_select(0, kk), off_b.index_select(0, kk)  # (G', B)
-                xb, yb = self._crops(seq, off, L)
+                    seq = order[:, sl] if whole else order[:, sl].index_select(0, kk)
+                    off = offsets[:, sl] if whole else offsets[:, sl].index_select(0, kk)
+                    xb, yb = self._crops(seq, off, L)
                 if self.shared:
                     groups.append(Group(torch.arange(len(members)), xb[0], yb[0]))
                 else:
@@ -163,17 +184,12 @@ class EnsembleBatches:
             yield groups
 
     def _crops(self, seq: Tensor, off: Tensor, L: int) -> tuple[Tensor, Tensor]:
-        """Crops ``flat_x[seq, off : off + L]`` (G, B, L) and their teacher labels (seq: rows of the
-        flattened training sets)."""
+        """Crops ``flat_x[seq, off : off + L]`` (G, B, L) and their teacher labels, gathered and
+        labelled now (training sets too large for crop tables; seq: rows of the flattened sets)."""
         G, B = seq.shape
-        tables = self._crop_tables(L)
-        if tables is not None:  # every (row, offset) crop and its labels, computed once: pick rows
-            pick = (seq * (self.M - L + 1) + off).reshape(-1)
-            xt, yt = tables
-            return xt.index_select(0, pick).view(G, B, L), yt.index_select(0, pick).view(G, B, L)
         cols = off.unsqueeze(-1) + torch.arange(L)
         xb = self._flat.index_select(0, (seq.unsqueeze(-1) * self.M + cols).reshape(-1)).view(G, B, L)
-        return xb, self.teacher(xb.reshape(G * B, L)).reshape(G, B, L)
+        return xb, self._labels(xb.reshape(G * B, L)).reshape(G, B, L)
 
     def _crop_tables(self, L: int) -> tuple[Tensor, Tensor] | None:
         """Every crop of length L and its teacher outputs, each (rows * (M - L + 1), L), or None if too large."""
@@ -184,7 +200,7 @@ class EnsembleBatches:
                 self._tables[L] = None
             else:
                 crops = self._flat.view(rows, self.M).unfold(1, L, 1).reshape(-1, L)  # (rows * (M - L + 1), L)
-                self._tables[L] = (crops, self.teacher(crops).reshape(crops.shape))
+                self._tables[L] = (crops, self._labels(crops).reshape(crops.shape))
         return self._tables[L]
 
     def _whole(self, members: list) -> Group:

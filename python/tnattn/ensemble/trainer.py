@@ -254,7 +254,11 @@ class EnsembleTrainer:
         else:
             x = all_sequences(config.train_length, d)
         crop = (config.crop_min, config.crop_max) if config.crop_min > 0 else None
-        self.batches = EnsembleBatches(x, teacher, config.batch_size or None, crop, gens, shared=self.shared_data)
+        # binary targets as one-byte booleans (cheap to compare and to cast to the loss's dtype)
+        self.batches = EnsembleBatches(
+            x, teacher, config.batch_size or None, crop, gens, shared=self.shared_data,
+            label_dtype=torch.bool if self.c == 1 else None,
+        )  # fmt: skip
         y = teacher(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         self.train_x, self.train_y = x.to(self.device), y.to(self.device)
         tests = make_test_sets(teacher, config.test_lengths, n=config.test_size, d=d, seed=config.test_seed)
@@ -804,7 +808,7 @@ def _wrong_sites(logits: Tensor, y: Tensor) -> Tensor:
     """(G,) number of sites whose prediction from ``logits`` (G, N, M, c) differs from ``y``
     ((G, N, M) or (N, M) shared)."""
     if logits.shape[-1] == 1:  # compare booleans: no int64 predictions
-        bad = (logits[..., 0] > 0) != (y != 0)
+        bad = (logits[..., 0] > 0) != (y if y.dtype == torch.bool else y != 0)
     else:
         bad = logits.argmax(dim=-1) != y
     return bad.reshape(logits.shape[0], -1).sum(1)

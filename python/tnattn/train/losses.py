@@ -134,8 +134,8 @@ def member_losses_and_grads(logits: Tensor, y: Tensor, loss: str = "mse", activa
             losses = torch.vmap(lambda a, b: compute_loss(a, b, loss, activation))(zr, ye)
             (grad,) = torch.autograd.grad(losses.sum(), zr)
         return losses.detach(), grad
-    y = y.long()
-    target = y.to(z.dtype).unsqueeze(-1) if c == 1 else F.one_hot(y, c).to(z.dtype)  # (E or 1, N, M, c)
+    # targets (E or 1, N, M, c): y itself for one output (0/1, any integer or bool dtype), else one-hot
+    target = y.to(z.dtype).unsqueeze(-1) if c == 1 else F.one_hot(y.long(), c).to(z.dtype)
     n = N * M * c
     if activation == "sigmoid":
         s = torch.sigmoid(z)
