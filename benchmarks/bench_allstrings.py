@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             return ensemble_predict(P, x, normalize_map=True)
 
     def kernel_wrong():
-        return (kernel_predict() != y).flatten(1).double().mean(1).cpu().numpy()
+        # the trainer's arithmetic: float64 counts / (N * M) on the CPU (a float mean, or CUDA's
+        # division by a scalar, which multiplies by its reciprocal, may round differently)
+        return ((kernel_predict() != y).flatten(1).sum(1).double().cpu() / y.numel()).numpy()
 
     print(
         f"# torch {torch.__version__}, threads {torch.get_num_threads()} (kernel {kthreads}), device {dev}, dtype {args.dtype}, "
