@@ -158,12 +158,13 @@ def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tu
     t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o]
     for o in range(1, c):
         t = torch.addcmul(t, g[..., o], sel[..., o])
-    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (fac inv^2 t) W_k; the symbol's entry
+    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (t inv fac inv) W_k; the symbol's entry
     # also gets g fac (added after the product: the same rounding as g fac - q W_k)
-    neg_q = (t * fac).mul_(inv).mul_(inv).neg_()
+    u = t * inv  # also d logits / d scale, summed
+    g_scale = u.sum(1) if need_scale else None
+    neg_q = (u * fac).mul_(inv).neg_()
     gW = W.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
     gW.scatter_add_(2, idx, (g * fac.unsqueeze(-1)).view(E, K, 1, c))
-    g_scale = (t * inv).sum(1) if need_scale else None
     return gW.view(E, N, M, d, c), g_scale
 
 

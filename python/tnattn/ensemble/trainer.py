@@ -432,8 +432,9 @@ class EnsembleTrainer:
             records = [self._group_step(P, grp, Ea, grads) for grp in groups]
             grads = [grads[n] for n in self.trainable]
             pen = self._penalties(leaves, grads, lam1, lam2)
-            with torch.no_grad():
-                gsq = torch.stack([g.reshape(g.shape[0], -1).double().pow(2).sum(1) for g in grads]).sum(0).sqrt()
+            with torch.no_grad():  # |grad| per member as the single-model trainer (norm of the norms), in float64
+                f64norm = lambda g: torch.linalg.vector_norm(g.reshape(Ea, -1), dim=1, dtype=torch.float64)  # noqa: E731
+                gnorm = torch.linalg.vector_norm(torch.stack([f64norm(g) for g in grads]), dim=0)
             grads = self._apply_l2(leaves, grads, lam2)
             opt.step(leaves, grads)
             with torch.no_grad():
@@ -444,7 +445,7 @@ class EnsembleTrainer:
                     sites.index_add_(0, rows, torch.full((len(rows),), float(n), **f64))
                 if pen is not None:
                     pen_sum += pen.double()
-                grad_sum += gsq
+                grad_sum += gnorm
             n_batches += 1
         self.train_seconds += time.perf_counter() - t0
         sites = sites.cpu()
