@@ -22,6 +22,11 @@ rounding of each other). Cost per member: about ``c D M d**M`` multiply-adds for
 details (column layout, prefixes stored newest-symbol-first, reused buffers) are described at
 :func:`_step` and :func:`_reversed_prefix_order`.
 
+Where it pays: on the CPU (the trainer's case) the batched products beat the per-string kernel
+several times over (``benchmarks/bench_allstrings.py``). On a GPU the fused kernel is already fast
+and this path costs a few hundred small kernel launches per chunk of members, so it wins only for
+very large E in one chunk; callers on CUDA should keep ``ensemble_predict`` unless they measured.
+
 The map of string ``(p, s, t)`` at site i, ``W[p, :, t, :]``, is the same for every symbol s (the
 contexts exclude site i), so the full ``d x c`` map needed for ``normalize_map`` with c > 1 comes
 for free: c > 1 is supported.
