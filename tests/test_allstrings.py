@@ -187,6 +187,10 @@ def test_wrong_fraction_of_own_predictions_is_zero_and_flipped_is_one():
     y = all_strings_predict(P, 6, normalize_map=True)
     np.testing.assert_array_equal(all_strings_wrong_fraction(P, 6, y, normalize_map=True), np.zeros(3))
     np.testing.assert_array_equal(all_strings_wrong_fraction(P, 6, 1 - y, normalize_map=True), np.ones(3))
+    # boolean labels (binary targets may be stored as bool) and a shared label table
+    np.testing.assert_array_equal(all_strings_wrong_fraction(P, 6, y.bool(), normalize_map=True), np.zeros(3))
+    want = (y != y[0]).double().mean(dim=(1, 2)).numpy()
+    np.testing.assert_array_equal(all_strings_wrong_fraction(P, 6, y[0].bool(), normalize_map=True), want)
 
 
 def test_wrong_fraction_non_binary_labels_count_as_wrong():
