@@ -59,8 +59,7 @@ from tnattn.ensemble.model import (
     symbol_head_backward,
     symbol_head_forward,
 )
-from tnattn.ensemble.ops import tn_attention_ensemble
-from tnattn.ensemble.ops import kernel_threads
+from tnattn.ensemble.ops import kernel_threads, tn_attention_ensemble
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
@@ -421,7 +420,7 @@ class EnsembleTrainer:
         lam2 = self.l2[idx] * mult
         leaves = self._leaves(P)
         # per-member sums, kept on the device and read once at the end of the epoch
-        f64 = dict(dtype=torch.float64, device=self.device)
+        f64 = {"dtype": torch.float64, "device": self.device}
         loss_sum, pen_sum, grad_sum = torch.zeros(Ea, **f64), torch.zeros(Ea, **f64), torch.zeros(Ea, **f64)
         wrong, sites = torch.zeros(Ea, **f64), torch.zeros(Ea, **f64)
         n_batches = 0
@@ -433,8 +432,8 @@ class EnsembleTrainer:
             grads = [grads[n] for n in self.trainable]
             pen = self._penalties(leaves, grads, lam1, lam2)
             with torch.no_grad():  # |grad| per member as the single-model trainer (norm of the norms), in float64
-                f64norm = lambda g: torch.linalg.vector_norm(g.reshape(Ea, -1), dim=1, dtype=torch.float64)  # noqa: E731
-                gnorm = torch.linalg.vector_norm(torch.stack([f64norm(g) for g in grads]), dim=0)
+                norms = [torch.linalg.vector_norm(g.reshape(Ea, -1), dim=1, dtype=torch.float64) for g in grads]
+                gnorm = torch.linalg.vector_norm(torch.stack(norms), dim=0)
             grads = self._apply_l2(leaves, grads, lam2)
             opt.step(leaves, grads)
             with torch.no_grad():
