@@ -291,3 +291,13 @@ def test_cuda_equals_kernel(c):
         all_strings_wrong_fraction(P, 10, y.cuda(), normalize_map=True),
         all_strings_wrong_fraction(P_cpu, 10, y, normalize_map=True),
     )
+
+
+def test_trainer_uses_the_trie_for_all_strings_training_sets_only():
+    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train import TrainConfig
+
+    base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
+                test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
+    assert EnsembleTrainer(TrainConfig(**base), [0, 1])._all_strings_M == 5
+    assert EnsembleTrainer(TrainConfig(**base, train_size=20), [0, 1])._all_strings_M is None
