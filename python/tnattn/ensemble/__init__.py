@@ -8,14 +8,17 @@
   (:func:`tnattn.train.train` with the member's seed), with per-member hyperparameters, metrics,
   grokking detection and stopping;
 - :mod:`tnattn.ensemble.stats`: grokking-time histograms, the aligned ensemble average of the test
-  error with the fitted nu, D_eff around grokking;
+  error with the fitted nu, D_eff around grokking, the full-protocol cost projected from a run;
+- :mod:`tnattn.ensemble.allstrings`: exact predictions on all d**M strings through shared
+  prefix/suffix contexts (the trainer's training-error evaluation on the CPU);
 - :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.
 """
 
+from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.distributed import MergedResult, init_distributed, load_merged, run_ensemble, shard_members
 from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_contexts, ensemble_logits
 from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_ensemble
-from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
+from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
 from tnattn.ensemble.trainer import EnsembleResult, EnsembleTrainer
 
 __all__ = [
@@ -31,6 +34,10 @@ __all__ = [
     "grokking_time_histogram",
     "aligned_test_error",
     "aligned_mean",
+    "protocol_cost",
+    "all_strings_predict",
+    "all_strings_wrong_fraction",
+    "is_all_strings",
     "run_ensemble",
     "init_distributed",
     "shard_members",

@@ -14,7 +14,7 @@ from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGro
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
 from tnattn.train.config import PRESETS, TrainConfig, preset
 from tnattn.train.history import History, HistoryFiles, read_history_csv, read_history_jsonl
-from tnattn.train.losses import compute_loss, make_loss
+from tnattn.train.losses import compute_loss, make_loss, member_losses_and_grads
 from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
 from tnattn.train.run import default_run_dir, load_run_config, train
 from tnattn.train.trainer import TrainResult, Trainer, evaluate_error
@@ -40,6 +40,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "compute_loss",
+    "member_losses_and_grads",
     "make_loss",
     "l1_penalty",
     "l2_penalty",
