@@ -106,6 +106,32 @@ int64_t tn_attention_backward(bool dbl, std::uintptr_t x, int x_kind, bool x_sha
       num_threads);
 }
 
+int64_t tn_attention_mse_step(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
+                              std::uintptr_t A_right, std::uintptr_t C, std::uintptr_t u, bool u_per_batch,
+                              std::uintptr_t v, bool v_per_batch, std::uintptr_t scale, std::uintptr_t y, bool y_shared,
+                              bool normalize_map, bool sigmoid, std::uintptr_t loss, std::uintptr_t wrong,
+                              std::uintptr_t grad_scale, std::uintptr_t grad_A_left, std::uintptr_t grad_A_right,
+                              std::uintptr_t grad_C, std::uintptr_t grad_u, std::uintptr_t grad_v, int64_t E, int64_t N,
+                              int64_t M, int d, int D, int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, 1);
+  const auto* yp = ptr<const std::uint8_t>(y);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::tn_attention_mse_step<double>(
+        xa, ptr<const double>(A_left), ptr<const double>(A_right), ptr<const double>(C), ptr<const double>(u),
+        u_per_batch, ptr<const double>(v), v_per_batch,
+        tnattn::cpu::MseHead<double>{yp, y_shared, ptr<const double>(scale), normalize_map, sigmoid},
+        ptr<double>(loss), ptr<double>(wrong), ptr<double>(grad_scale), ptr<double>(grad_A_left),
+        ptr<double>(grad_A_right), ptr<double>(grad_C), ptr<double>(grad_u), ptr<double>(grad_v), dm, num_threads);
+  return tnattn::cpu::tn_attention_mse_step<float>(
+      xa, ptr<const float>(A_left), ptr<const float>(A_right), ptr<const float>(C), ptr<const float>(u), u_per_batch,
+      ptr<const float>(v), v_per_batch,
+      tnattn::cpu::MseHead<float>{yp, y_shared, ptr<const float>(scale), normalize_map, sigmoid}, ptr<double>(loss),
+      ptr<double>(wrong), ptr<float>(grad_scale), ptr<float>(grad_A_left), ptr<float>(grad_A_right),
+      ptr<float>(grad_C), ptr<float>(grad_u), ptr<float>(grad_v), dm, num_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -140,4 +166,13 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_A_right"), py::arg("grad_C"), py::arg("grad_u"), py::arg("grad_v"), py::arg("grad_x"),
         py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"), py::arg("c"), py::arg("num_threads"),
         "Backward of tn_attention_forward; gradient buffers as in tnattn/cpu.h (0 = skip).");
+  m.def("tn_attention_mse_step", &tn_attention_mse_step, py::arg("dbl"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("A_left"), py::arg("A_right"), py::arg("C"), py::arg("u"),
+        py::arg("u_per_batch"), py::arg("v"), py::arg("v_per_batch"), py::arg("scale"), py::arg("y"),
+        py::arg("y_shared"), py::arg("normalize_map"), py::arg("sigmoid"), py::arg("loss"), py::arg("wrong"),
+        py::arg("grad_scale"), py::arg("grad_A_left"), py::arg("grad_A_right"), py::arg("grad_C"), py::arg("grad_u"),
+        py::arg("grad_v"), py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"),
+        py::arg("num_threads"),
+        "Fused Scenario A step (c = 1): local maps, symbol head, squared-error loss and its gradients; see "
+        "tnattn/cpu.h. Returns the number of bad sequences.");
 }

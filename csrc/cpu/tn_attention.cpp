@@ -7,6 +7,8 @@
 // in cache for the usual lengths, so nothing besides the inputs is saved between forward and
 // backward.
 #include <atomic>
+#include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "detail.h"
@@ -99,10 +101,84 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
   return bad.load();
 }
 
+// The fused head of tn_attention_mse_step for the sites of one block: local maps W (np, M, K) of
+// the block's contexts, then per site the logit, the residual and the gradient of the mean squared
+// residual towards the map (gW, same layout), in the order of operations of the torch path
+// (tnattn.ensemble.model.symbol_head_forward/backward, tnattn.train.losses.member_losses_and_grads).
+// sums[0..2] += the block's sum of r^2, wrong sites and d(mean loss)/d(scale).
+template <class Ops, typename T>
+void mse_head_block(const Ops& ops, const MseHead<T>& head, const Strided<T>& L, const Strided<T>& R, const T* Ct,
+                    const int32_t* sym, const Dims& dm, int64_t e, int64_t n0, int np, T* Wb, T* gWb, T* wdump,
+                    double* sums) {
+  const int64_t M = dm.M;
+  const int K = dm.d;  // c = 1
+  for (int64_t i = 0; i < M; ++i)
+    for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
+      const T* Lg[Ops::kGroup];
+      const T* Rg[Ops::kGroup];
+      T* Wg[Ops::kGroup];
+      for (int j = 0; j < Ops::kGroup; ++j) {
+        const int p = p0 + j < np ? p0 + j : np - 1;
+        Lg[j] = L.at(p, i);
+        Rg[j] = R.at(p, i);
+        Wg[j] = p0 + j < np ? Wb + (p * M + i) * K : wdump + j * K;
+      }
+      ops.local_maps_group(Lg, Rg, Ct, K, Wg);
+    }
+  const T two_over_n = static_cast<T>(2.0 / static_cast<double>(dm.N * M));  // as torch: a double scalar
+  const T scale = head.scale ? head.scale[e] : T(1);
+  const uint8_t* y = head.y + ((head.y_shared ? 0 : e * dm.N) + n0) * M;
+  double loss = 0, wrong = 0, gscale = 0;
+  for (int p = 0; p < np; ++p)
+    for (int64_t i = 0; i < M; ++i) {
+      const T* w = Wb + (p * M + i) * K;
+      T* g = gWb + (p * M + i) * K;
+      const int s = sym[p * M + i];
+      const T target = static_cast<T>(y[p * M + i] != 0);
+      const T sel = w[s];
+      T inv = T(1), fac = T(1);
+      if (head.normalize_map) {
+        T sq = w[0] * w[0];
+        for (int k = 1; k < K; ++k) sq += w[k] * w[k];
+        const T nrm = std::sqrt(sq);
+        inv = nrm == T(0) ? T(0) : T(1) / nrm;  // exact-zero rule; a NaN stays NaN
+        fac = head.scale ? inv * scale : inv;
+      }
+      const T z = sel * fac;
+      T r, gz;
+      if (head.sigmoid) {
+        const T sg = T(1) / (T(1) + std::exp(-z));
+        r = sg - target;
+        gz = ((r * two_over_n) * (T(1) - sg)) * sg;  // ATen's sigmoid_backward: g * (1 - s) * s
+      } else {
+        r = z - (T(2) * target - T(1));
+        gz = r * two_over_n;
+      }
+      loss += static_cast<double>(r) * static_cast<double>(r);
+      wrong += ((z > T(0)) != (target != T(0))) ? 1.0 : 0.0;
+      if (head.normalize_map) {
+        const T t = gz * sel;
+        const T uu = t * inv;
+        gscale += static_cast<double>(uu);
+        const T neg_q = -((uu * fac) * inv);
+        for (int k = 0; k < K; ++k) g[k] = w[k] * neg_q;
+        g[s] += gz * fac;
+      } else {
+        for (int k = 0; k < K; ++k) g[k] = T(0);
+        g[s] = gz;
+      }
+    }
+  sums[0] += loss;
+  sums[1] += wrong;
+  sums[2] += gscale;
+}
+
 template <class Ops, typename T, bool REAL>
 int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb,
                       const T* v, bool vpb, const T* gW, T* gAL, T* gAR, T* gC, T* gu, T* gv, T* gx, Dims dm,
-                      int num_threads) {
+                      int num_threads, const MseHead<T>* head = nullptr, double* head_sums = nullptr) {
+  // head != nullptr: gW is not read; the fused head (mse_head_block) produces it per block and
+  // head_sums (E, 3) receives the per-group loss, wrong-site and scale-gradient sums.
   const int D = dm.D, d = dm.d, c = dm.c, K = d * c, Dp = ops.D;
   const int64_t M = dm.M, DD = int64_t(d) * D * D, DDp = int64_t(d) * Dp * Dp;
   const Blocks blk(dm.N);
@@ -112,7 +188,7 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
   // The left adjoint pass always runs (it carries the local-map backward, which dC needs too).
   const bool need_right = gAR || gv || gx;
   GroupPartials pAL(nthreads, gAL ? DD : 0, units, blk), pAR(nthreads, gAR ? DD : 0, units, blk),
-      pC(nthreads, gC ? DD * c : 0, units, blk);
+      pC(nthreads, gC ? DD * c : 0, units, blk), pHead(nthreads, head ? 3 : 0, units, blk);
   std::atomic<int64_t> bad{0};
   parallel_ranges(units, nthreads, [&](int tid, int64_t lo, int64_t hi) {
     GroupParams<T> gp(d, Dp, c, true);
@@ -122,6 +198,9 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
     std::vector<T> dAL(gAL ? DDp : 0, T(0)), dART(gAR ? DDp : 0, T(0)), dCt(gC ? DDp * c : 0, T(0));
     std::vector<T> guP(size_t(kBlock) * Dp), gvP(size_t(kBlock) * Dp);
     std::vector<T> zeros(size_t(K), T(0)), dump(size_t(2 * Ops::kGroup) * Dp);  // for unused group slots
+    std::vector<T> Wb(head ? size_t(M) * kBlock * K : 0), gWb(head ? size_t(M) * kBlock * K : 0);
+    std::vector<T> wdump(head ? size_t(Ops::kGroup) * K : 0);
+    double hsums[3] = {0, 0, 0};
     int64_t nbad = 0;
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t e = blk.e(unit), n0 = blk.n0(unit);
@@ -148,7 +227,12 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, NL);
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, NR);
       auto cs = [](Strided<T> s) { return Strided<const T>{s.base, s.ps, s.is}; };
-      const T* gW_blk = gW + (e * dm.N + n0) * M * K;
+      const T* gW_blk = head ? gWb.data() : gW + (e * dm.N + n0) * M * K;
+      if (head) {
+        mse_head_block(ops, *head, L, R, gp.Ct.data(), X.sym, dm, e, n0, np, Wb.data(), gWb.data(), wdump.data(),
+                       hsums);
+        pHead.flush(tid, e, hsums);
+      }
       // Left adjoint scan (last site to first), fused with the local-map backward of each site: its
       // gradient towards L goes straight into the scan, the one towards R is kept for the right
       // adjoint scan, and dC accumulates.
@@ -194,6 +278,7 @@ int64_t backward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T*
     bad += nbad;
   });
   const int64_t DDl = int64_t(D) * D;
+  if (head) pHead.reduce_into(head_sums, dm.E, [](int64_t k) { return k; });
   if (gAL) pAL.reduce_into(gAL, dm.E, [](int64_t k) { return k; });
   if (gAR)
     pAR.reduce_into(gAR, dm.E, [D, DDl](int64_t k) {  // accumulated d(A_R^T)
@@ -235,11 +320,34 @@ int64_t tn_attention_backward(XArg x, const T* AL, const T* AR, const T* C, cons
   });
 }
 
+template <typename T>
+int64_t tn_attention_mse_step(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
+                              bool vpb, MseHead<T> head, double* loss, double* wrong, T* grad_scale, T* gAL, T* gAR,
+                              T* gC, T* gu, T* gv, Dims dm, int num_threads) {
+  check_dims(dm);
+  if (x.kind == kReal) throw std::invalid_argument("tnattn: tn_attention_mse_step needs integer symbols");
+  if (dm.c != 1) throw std::invalid_argument("tnattn: tn_attention_mse_step needs c = 1");
+  std::vector<double> sums(size_t(dm.E) * 3, 0.0);
+  const int64_t bad = dispatch_dim<T>(dm.D, [&](auto ops) {
+    using Ops = decltype(ops);
+    return backward_impl<Ops, T, false>(ops, x, AL, AR, C, u, upb, v, vpb, nullptr, gAL, gAR, gC, gu, gv, nullptr,
+                                        dm, num_threads, &head, sums.data());
+  });
+  for (int64_t e = 0; e < dm.E; ++e) {
+    loss[e] = sums[e * 3];
+    wrong[e] = sums[e * 3 + 1];
+    if (grad_scale) grad_scale[e] = static_cast<T>(sums[e * 3 + 2]);
+  }
+  return bad;
+}
+
 #define TNATTN_INSTANTIATE(T)                                                                                \
   template int64_t tn_attention_forward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
                                            T*, Dims, int);                                                   \
   template int64_t tn_attention_backward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*,     \
-                                            bool, const T*, T*, T*, T*, T*, T*, T*, Dims, int);
+                                            bool, const T*, T*, T*, T*, T*, T*, T*, Dims, int);      \
+  template int64_t tn_attention_mse_step<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
+                                            MseHead<T>, double*, double*, T*, T*, T*, T*, T*, T*, Dims, int);
 TNATTN_INSTANTIATE(float)
 TNATTN_INSTANTIATE(double)
 #undef TNATTN_INSTANTIATE

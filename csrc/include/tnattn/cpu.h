@@ -63,5 +63,27 @@ int64_t tn_attention_backward(XArg x, const T* A_left, const T* A_right, const T
                               T* grad_A_left, T* grad_A_right, T* grad_C, T* grad_u, T* grad_v,
                               T* grad_x, Dims dims, int num_threads);
 
+// The symbol head and squared-error loss of tn_attention_mse_step (one output, c = 1).
+template <typename T>
+struct MseHead {
+  const uint8_t* y;    // 0/1 targets: (E, N, M), or (N, M) when y_shared
+  bool y_shared;
+  const T* scale;      // (E,) or nullptr (used only with normalize_map)
+  bool normalize_map;  // logit z = scale * W[x] / |W| (|W| over the d map entries), else z = W[x]
+  bool sigmoid;        // residual r = sigmoid(z) - y, else r = z - (2y - 1)
+};
+
+// One training step of Scenario A fused: the local maps, the symbol head and the mean squared
+// residual of every group, and its gradients, without writing W or grad_W. Writes loss[e] (the sum
+// of r^2 over the group's N*M sites; the mean loss is loss[e] / (N*M)), wrong[e] (sites with
+// (z > 0) != y), grad_scale[e] and the parameter gradients (as tn_attention_backward) of the mean
+// loss. Symbols only (x.kind != kReal) and c = 1, else std::invalid_argument.
+template <typename T>
+int64_t tn_attention_mse_step(XArg x, const T* A_left, const T* A_right, const T* C, const T* u,
+                              bool u_per_batch, const T* v, bool v_per_batch, MseHead<T> head,
+                              double* loss, double* wrong, T* grad_scale, T* grad_A_left,
+                              T* grad_A_right, T* grad_C, T* grad_u, T* grad_v, Dims dims,
+                              int num_threads);
+
 }  // namespace cpu
 }  // namespace tnattn

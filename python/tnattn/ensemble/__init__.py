@@ -9,6 +9,8 @@
   grokking detection and stopping;
 - :mod:`tnattn.ensemble.stats`: grokking-time histograms, the aligned ensemble average of the test
   error with the fitted nu, D_eff around grokking, the full-protocol cost projected from a run;
+- :mod:`tnattn.ensemble.fused`: Scenario A's training step (forward, head, squared-error loss,
+  backward) as one kernel call, which the trainer takes when it applies;
 - :mod:`tnattn.ensemble.allstrings`: exact predictions on all d**M strings through shared
   prefix/suffix contexts (the trainer's training-error evaluation on the CPU);
 - :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from tnattn.data import all_sequences, make_test_sets, random_sequences
+from tnattn.ensemble import fused
 from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.history import EnsembleHistory
@@ -370,7 +371,9 @@ class EnsembleTrainer:
 
         The group's parameters are fresh leaves (copies of its rows), so that autograd never
         scatters a group's gradient into full-size zero tensors (index_select's backward) and
-        sums those over the groups. With symbols and map normalisation, the head (normalise,
+        sums those over the groups. Scenario A's setting (symbols, one output, squared error, CPU)
+        is one fused kernel call (:func:`tnattn.ensemble.fused.mse_step`). Otherwise, with symbols
+        and map normalisation, the head (normalise,
         scale, pick the symbol's row) and the loss are differentiated by hand
         (:func:`~tnattn.ensemble.model.symbol_head_backward`,
         :func:`~tnattn.train.losses.member_losses_and_grads`) and autograd only runs the kernel's
@@ -380,7 +383,8 @@ class EnsembleTrainer:
         -------
         rows : Tensor, shape (G,), on the device
         losses : Tensor, shape (G,)
-        logits : Tensor, shape (G, B, L, c), detached
+        wrong : Tensor, shape (G,)
+            Wrongly predicted sites per member, before the update.
         y : Tensor, shape (G, B, L) or (B, L) shared
         """
         cfg = self.config
@@ -393,7 +397,14 @@ class EnsembleTrainer:
         sub["A_right"] = sub["A_left"] if self.model.shared else sub["A_right"]
         Pg = StackedParams(sub["A_left"], sub["A_right"], sub["C"], sub["u"], sub["v"], sub.get("scale"))
         xg, yg = grp.x.to(self.device), grp.y.to(self.device)
-        if not xg.is_floating_point() and self.model.normalize_map:
+        wrong = None
+        if fused.supports(xg, Pg, loss=cfg.loss, activation=cfg.activation):
+            # One kernel call does forward, head, loss and backward (tnattn.ensemble.fused).
+            needs = tuple(n in self.trainable for n in fused.PARAM_NAMES)
+            losses, wrong, got = fused.mse_step(xg, yg, Pg, activation=cfg.activation,
+                                                normalize_map=self.model.normalize_map, needs=needs)  # fmt: skip
+            got = {n: g for n, g in got.items() if n in self.trainable}
+        elif not xg.is_floating_point() and self.model.normalize_map:
             kernel_in = [sub[n] for n in self.trainable if n != "scale"]
             W = tn_attention_ensemble(xg, Pg.A_left, Pg.A_right, Pg.C, Pg.u, Pg.v)
             logits, saved = symbol_head_forward(W.detach(), xg, None if Pg.scale is None else Pg.scale.detach())
@@ -408,12 +419,14 @@ class EnsembleTrainer:
             losses = self._loss(logits, ye)
             got = dict(zip(self.trainable, torch.autograd.grad(losses.sum(), [sub[n] for n in self.trainable])))
             logits, losses = logits.detach(), losses.detach()
+        if wrong is None:
+            wrong = _wrong_sites(logits, yg)
         for n, g in got.items():
             if whole:
                 grads[n] = g
             else:
                 grads[n].index_copy_(0, rows, g)
-        return rows, losses, logits, yg
+        return rows, losses, wrong, yg
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of every active member; returns per-member measurements (arrays over the
@@ -442,10 +455,10 @@ class EnsembleTrainer:
             grads = self._apply_l2(leaves, grads, lam2)
             opt.step(leaves, grads)
             with torch.no_grad():
-                for rows, losses, logits, y in records:
+                for rows, losses, wrong_sites, y in records:
                     n = y.shape[-1] * y.shape[-2]
                     loss_sum.index_add_(0, rows, losses.double(), alpha=n)
-                    wrong.index_add_(0, rows, _wrong_sites(logits, y).double())
+                    wrong.index_add_(0, rows, wrong_sites.double())
                     sites.index_add_(0, rows, torch.full((len(rows),), float(n), **f64))
                 if pen is not None:
                     pen_sum += pen.double()

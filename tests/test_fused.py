@@ -1,0 +1,147 @@
+"""tnattn.ensemble.fused.mse_step against the unfused path (ensemble op + symbol head + loss)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tnattn.ensemble.fused import mse_step, supports
+from tnattn.ensemble.model import StackedParams, symbol_head_backward, symbol_head_forward
+from tnattn.ensemble.ops import tn_attention_ensemble
+from tnattn.train.losses import member_losses_and_grads
+
+F64, F32 = torch.float64, torch.float32
+NAMES = ("A_left", "A_right", "C", "u", "v", "scale")
+
+
+def make(E, N, M, d, D, *, dtype=F64, seed=0, shared_x=False, shared_A=False, scale=True, per_batch=False):
+    g = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    AL = rnd(E, d, D, D)
+    AR = AL if shared_A else rnd(E, d, D, D)
+    b = (E, N, D) if per_batch else (E, D)
+    P = StackedParams(AL, AR, rnd(E, d, D, D, 1), rnd(*b), rnd(*b), rnd(E) if scale else None)
+    xs = (N, M) if shared_x else (E, N, M)
+    x = torch.randint(0, d, xs, generator=g)
+    y = torch.randint(0, 2, (E, N, M), generator=g).bool()
+    return x, y, P
+
+
+def unfused(x, y, P, activation, normalize_map):
+    """The trainer's unfused path: kernel forward, head and loss by hand, autograd for the kernel."""
+    leaves = {n: getattr(P, n).detach().clone().requires_grad_() for n in NAMES if getattr(P, n) is not None}
+    if P.A_right is P.A_left:
+        leaves.pop("A_right")
+    AR = leaves.get("A_right", leaves["A_left"])
+    kernel_names = [n for n in leaves if n != "scale"]
+    W = tn_attention_ensemble(x, leaves["A_left"], AR, leaves["C"], leaves["u"], leaves["v"])
+    E, N, M = W.shape[:3]
+    if normalize_map:
+        scale = leaves.get("scale")
+        z, saved = symbol_head_forward(W.detach(), x, None if scale is None else scale.detach())
+    else:
+        idx = (x.expand(E, N, M) if x.dim() == 2 else x).reshape(E, N, M, 1, 1)
+        z = W.detach().gather(3, idx).squeeze(3)
+    losses, g_logits = member_losses_and_grads(z, y, "mse", activation)
+    wrong = ((z[..., 0] > 0) != y).flatten(1).sum(1).double()
+    if normalize_map:
+        gW, g_scale = symbol_head_backward(saved, g_logits, "scale" in leaves)
+    else:
+        gW, g_scale = torch.zeros_like(W).scatter_(3, idx, g_logits.unsqueeze(3)), None
+    grads = dict(zip(kernel_names, torch.autograd.grad(W, [leaves[n] for n in kernel_names], gW)))
+    if g_scale is not None:
+        grads["scale"] = g_scale
+    return losses.double(), wrong, grads
+
+
+def compare(x, y, P, activation="sigmoid", normalize_map=True, dtype=F64):
+    got_l, got_w, got_g = mse_step(x, y, P, activation=activation, normalize_map=normalize_map)
+    want_l, want_w, want_g = unfused(x, y, P, activation, normalize_map)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == F64 else {"rtol": 2e-4, "atol": 2e-6}
+    torch.testing.assert_close(got_l, want_l, **tol)
+    if dtype == F64:
+        assert torch.equal(got_w, want_w)
+    else:  # a site with |z| within rounding of 0 may flip
+        assert (got_w - want_w).abs().max() <= 1
+    assert set(got_g) == set(want_g), (set(got_g), set(want_g))
+    for n, w in want_g.items():
+        torch.testing.assert_close(got_g[n], w, **tol, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "none"])
+@pytest.mark.parametrize("normalize_map", [True, False])
+@pytest.mark.parametrize("shared_x", [False, True])
+def test_matches_the_unfused_path(activation, normalize_map, shared_x):
+    x, y, P = make(3, 11, 7, 2, 10, shared_x=shared_x, seed=1)
+    compare(x, y, P, activation, normalize_map)
+
+
+@pytest.mark.parametrize("kw", [dict(shared_A=True), dict(scale=False), dict(per_batch=True), dict(d=3, D=5),
+                                dict(M=1), dict(N=1, D=1), dict(D=33), dict(dtype=F32)])  # fmt: skip
+def test_variants(kw):
+    dims = dict(E=2, N=9, M=6, d=2, D=4)
+    dims.update({k: kw.pop(k) for k in list(kw) if k in dims})
+    dtype = kw.get("dtype", F64)
+    x, y, P = make(**dims, seed=2, **kw)
+    compare(x, y, P, dtype=dtype)
+
+
+@settings(max_examples=25, deadline=None)
+@given(E=st.integers(1, 4), N=st.integers(1, 12), M=st.integers(1, 9), d=st.integers(2, 3), D=st.integers(1, 12),
+       seed=st.integers(0, 2**16), sig=st.booleans(), norm=st.booleans())  # fmt: skip
+def test_random_shapes(E, N, M, d, D, seed, sig, norm):
+    x, y, P = make(E, N, M, d, D, seed=seed)
+    compare(x, y, P, "sigmoid" if sig else "none", norm)
+
+
+def test_zero_boundary_gives_zero_maps_and_finite_gradients():
+    x, y, P = make(2, 5, 4, 2, 3, seed=3)
+    P = StackedParams(P.A_left, P.A_right, P.C, torch.zeros_like(P.u), P.v, P.scale)
+    losses, wrong, g = mse_step(x, y, P)
+    # every map is exactly 0: logit 0, sigmoid 1/2, residual -+1/2 -> mean loss 1/4, all predictions 0
+    torch.testing.assert_close(losses, torch.full((2,), 0.25, dtype=F64))
+    assert torch.equal(wrong, y.flatten(1).sum(1).double())
+    assert all(torch.isfinite(t).all() for t in g.values())
+    compare(x, y, P)
+
+
+def test_bad_input_raises():
+    x, y, P = make(2, 4, 3, 2, 3)
+    with pytest.raises(ValueError, match="symbols outside"):
+        mse_step(torch.full_like(x, 2), y, P)
+    with pytest.raises(ValueError, match="y must have shape"):
+        mse_step(x, y[:, :2], P)
+    with pytest.raises(TypeError, match="y must be an integer or bool"):
+        mse_step(x, y.double(), P)
+    with pytest.raises(ValueError, match="activation"):
+        mse_step(x, y, P, activation="tanh")
+    with pytest.raises(ValueError, match="c = 1"):
+        mse_step(x, y, StackedParams(P.A_left, P.A_right, torch.cat([P.C, P.C], -1), P.u, P.v, P.scale))
+    with pytest.raises(ValueError, match="integer symbols"):
+        mse_step(torch.rand(2, 4, 3, 2, dtype=F64), y, P)
+
+
+def test_supports():
+    x, y, P = make(2, 4, 3, 2, 3)
+    assert supports(x, P, loss="mse", activation="sigmoid")
+    assert not supports(x, P, loss="hinge", activation="sigmoid")
+    assert not supports(x.double(), P, loss="mse", activation="sigmoid")
+
+
+def test_trainer_takes_the_fused_step_in_scenario_a_settings_only(monkeypatch):
+    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.ensemble import fused as fused_mod
+    from tnattn.train import TrainConfig
+
+    calls = []
+    real = fused_mod.mse_step
+    monkeypatch.setattr(fused_mod, "mse_step", lambda *a, **k: calls.append(1) or real(*a, **k))
+    base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
+                test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
+    EnsembleTrainer(TrainConfig(**base), [0, 1]).fit()
+    assert len(calls) > 0
+    calls.clear()
+    EnsembleTrainer(TrainConfig(**base, loss="hinge"), [0, 1]).fit()
+    assert calls == []
