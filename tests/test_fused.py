@@ -119,6 +119,8 @@ def test_bad_input_raises():
         mse_step(x, y, P, activation="tanh")
     with pytest.raises(ValueError, match="c = 1"):
         mse_step(x, y, StackedParams(P.A_left, P.A_right, torch.cat([P.C, P.C], -1), P.u, P.v, P.scale))
+    with pytest.raises(ValueError):  # empty batch
+        mse_step(x[:, :0], y[:, :0], P)
     with pytest.raises(ValueError, match="integer symbols"):
         mse_step(torch.rand(2, 4, 3, 2, dtype=F64), y, P)
 

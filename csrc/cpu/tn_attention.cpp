@@ -44,6 +44,26 @@ struct GroupParams {
   }
 };
 
+// Local maps of every site of a block, W[(p * M + i) * K + k] (the layout of the op's output),
+// Ops::kGroup sites at a time; wdump (kGroup * K scalars) takes the results of unused group slots.
+template <class Ops, typename T>
+void block_local_maps(const Ops& ops, const Strided<T>& L, const Strided<T>& R, const T* Ct, int K, int64_t M,
+                      int np, T* W, T* wdump) {
+  for (int64_t i = 0; i < M; ++i)
+    for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
+      const T* Lg[Ops::kGroup];
+      const T* Rg[Ops::kGroup];
+      T* Wg[Ops::kGroup];
+      for (int j = 0; j < Ops::kGroup; ++j) {
+        const int p = p0 + j < np ? p0 + j : np - 1;  // unused slots repeat a site ...
+        Lg[j] = L.at(p, i);
+        Rg[j] = R.at(p, i);
+        Wg[j] = p0 + j < np ? W + (p * M + i) * K : wdump + j * K;  // ... into scratch
+      }
+      ops.local_maps_group(Lg, Rg, Ct, K, Wg);
+    }
+}
+
 template <class Ops, typename T, bool REAL>
 int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb,
                      const T* v, bool vpb, T* W, Dims dm, int num_threads) {
@@ -78,23 +98,8 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
       Strided<T> L{Ls.data(), Dp, st}, R{Rs.data(), Dp, st};
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, Strided<T>{});
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, Strided<T>{});
-      // Local maps in their own pass: fusing them into the right scan (post hook) measured slower.
-      // Local maps in their own pass (fusing them into the right scan measured slower), kGroup
-      // sequences of the block at a time.
-      T* W_blk = W + (e * dm.N + n0) * M * K;
-      for (int64_t i = 0; i < M; ++i)
-        for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
-          const T* Lg[Ops::kGroup];
-          const T* Rg[Ops::kGroup];
-          T* Wg[Ops::kGroup];
-          for (int j = 0; j < Ops::kGroup; ++j) {
-            const int p = p0 + j < np ? p0 + j : np - 1;  // unused slots repeat a site ...
-            Lg[j] = L.at(p, i);
-            Rg[j] = R.at(p, i);
-            Wg[j] = p0 + j < np ? W_blk + (p * M + i) * K : wdump.data() + j * K;  // ... into scratch
-          }
-          ops.local_maps_group(Lg, Rg, gp.Ct.data(), K, Wg);
-        }
+      // Local maps in their own pass (fusing them into the right scan measured slower).
+      block_local_maps(ops, L, R, gp.Ct.data(), K, M, np, W + (e * dm.N + n0) * M * K, wdump.data());
     }
     bad += nbad;
   });
@@ -112,19 +117,7 @@ void mse_head_block(const Ops& ops, const MseHead<T>& head, const Strided<T>& L,
                     double* sums) {
   const int64_t M = dm.M;
   const int K = dm.d;  // c = 1
-  for (int64_t i = 0; i < M; ++i)
-    for (int p0 = 0; p0 < np; p0 += Ops::kGroup) {
-      const T* Lg[Ops::kGroup];
-      const T* Rg[Ops::kGroup];
-      T* Wg[Ops::kGroup];
-      for (int j = 0; j < Ops::kGroup; ++j) {
-        const int p = p0 + j < np ? p0 + j : np - 1;
-        Lg[j] = L.at(p, i);
-        Rg[j] = R.at(p, i);
-        Wg[j] = p0 + j < np ? Wb + (p * M + i) * K : wdump + j * K;
-      }
-      ops.local_maps_group(Lg, Rg, Ct, K, Wg);
-    }
+  block_local_maps(ops, L, R, Ct, K, M, np, Wb, wdump);
   const T two_over_n = static_cast<T>(2.0 / static_cast<double>(dm.N * M));  // as torch: a double scalar
   const T scale = head.scale ? head.scale[e] : T(1);
   const uint8_t* y = head.y + ((head.y_shared ? 0 : e * dm.N) + n0) * M;
