@@ -61,23 +61,13 @@ def base_config(quick: bool):
 
 
 def bench_ensemble(cfg, E: int, epochs: int, threads: int, shared: bool, first_seed: int = 0) -> dict:
-    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.bench.training import ensemble_run
 
-    cfg = cfg.__class__(**{**cfg.to_dict(), "max_epochs": epochs})
-    seeds = list(range(first_seed, first_seed + E))
-    trainer = EnsembleTrainer(cfg, seeds, shared_data=shared, kernel_threads=threads, elementwise_threads=1)
-    t0 = time.perf_counter()
-    trainer.fit()
-    wall = time.perf_counter() - t0
-    return {"member_token_steps": trainer.member_tokens, "train_s": trainer.train_seconds, "wall_s": wall}
-
-
-def _ensemble_worker(cfg_dict: dict, E: int, epochs: int, first_seed: int) -> dict:
-    """One process of :func:`bench_ensemble_processes` (one kernel thread, one torch thread)."""
-    from tnattn.train import TrainConfig
-
-    torch.set_num_threads(1)
-    return bench_ensemble(TrainConfig(**cfg_dict), E, epochs, 1, shared=False, first_seed=first_seed)
+    torch_threads = torch.get_num_threads()
+    try:
+        return ensemble_run(cfg.to_dict(), E, epochs, first_seed=first_seed, threads=threads, shared=shared)
+    finally:
+        torch.set_num_threads(torch_threads)
 
 
 def bench_ensemble_processes(cfg, E: int, epochs: int, processes: int) -> dict:
@@ -93,8 +83,11 @@ def bench_ensemble_processes(cfg, E: int, epochs: int, processes: int) -> dict:
     from concurrent.futures import ProcessPoolExecutor
 
     bounds = [E * k // processes for k in range(processes + 1)]
+    from tnattn.bench.training import ensemble_run
+
     with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_ensemble_worker, cfg.to_dict(), bounds[k + 1] - bounds[k], epochs, bounds[k])
+        futures = [pool.submit(ensemble_run, cfg.to_dict(), bounds[k + 1] - bounds[k], epochs,
+                               first_seed=bounds[k], threads=1)
                    for k in range(processes)]  # fmt: skip
         parts = [f.result() for f in futures]
     return {

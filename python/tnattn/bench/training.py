@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["training_config", "single_throughput", "ensemble_throughput", "training_throughput"]
+__all__ = ["training_config", "single_throughput", "ensemble_throughput", "training_throughput", "ensemble_run"]
 
 
 def training_config(setting: str = "author-example", **overrides):
@@ -104,3 +104,30 @@ def training_throughput(
         r["batch_size"] = config.batch_size
         r["x_single"] = r["member_token_steps_per_s"] / base
     return rows
+
+
+def ensemble_run(config_dict: dict, E: int, epochs: int, *, first_seed: int = 0, threads: int = 1,
+                 shared: bool = False) -> dict:  # fmt: skip
+    """Train E members (seeds first_seed..) for ``epochs`` epochs; member-token-steps and seconds.
+
+    Module-level and picklable, so that ``benchmarks/bench_training.py`` can run it in spawned
+    processes (one slice of the members per process, as ``torchrun`` runs the experiment).
+
+    Returns
+    -------
+    dict
+        ``member_token_steps``, ``train_s`` (optimisation steps only) and ``wall_s`` (the whole fit).
+    """
+    import time
+
+    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train.config import TrainConfig
+
+    torch.set_num_threads(threads)
+    cfg = TrainConfig(**{**config_dict, "max_epochs": epochs})
+    trainer = EnsembleTrainer(cfg, list(range(first_seed, first_seed + E)), shared_data=shared,
+                              kernel_threads=threads, elementwise_threads=1)  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.fit()
+    return {"member_token_steps": trainer.member_tokens, "train_s": trainer.train_seconds,
+            "wall_s": time.perf_counter() - t0}  # fmt: skip

@@ -1,0 +1,41 @@
+"""Smoke tests of the benchmark scripts in benchmarks/ (tiny sizes): they run, print their tables
+and write their JSON. Timings are never asserted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_fused_prints_the_three_rows(capsys):
+    assert _load("bench_fused").main(["--E", "3", "--N", "5", "--M", "4", "--D", "3", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "unfused" in out and "fused mse_step, all gradients" in out and "no gradients" in out
+
+
+def test_bench_allstrings_quick(capsys):
+    assert _load("bench_allstrings").main(["--quick", "--repeats", "1"]) == 0
+    assert "trie" in capsys.readouterr().out.lower()
+
+
+def test_bench_training_quick_with_processes(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    module = _load("bench_training")
+    assert module.main(["--quick", "--threads", "1", "--processes", "2", "--ensemble-sizes", "4",
+                        "--json", str(path)]) == 0  # fmt: skip
+    rows = json.loads(path.read_text())["rows"]
+    impls = [r["impl"] for r in rows]
+    assert impls == ["loop", "single", "ensemble", "ensemble-shared", "ensemble-2proc"]
+    two = rows[-1]
+    assert two["E"] == 4 and two["member_token_steps"] == rows[2]["member_token_steps"]
+    assert "full D=6 protocol" in capsys.readouterr().out
