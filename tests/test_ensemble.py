@@ -496,6 +496,23 @@ def test_predict_equals_thresholded_logits(kw):
     assert torch.equal(ens.predict(x), want)
 
 
+def test_positive_matches_logits_for_shared_inputs_zero_scale_and_zero_maps():
+    from tnattn.ensemble.model import ensemble_positive
+
+    ens = EnsembleTNAttention(4, seeds=[3, 4, 5], dtype=torch.float64)
+    with torch.no_grad():
+        ens.scale[0] = 0.0  # logit 0 everywhere: never positive
+        ens.scale[1] = -ens.scale[1]
+        ens.u[2] = 0.0  # zero left contexts: zero maps, logit 0
+    x = torch.randint(0, 2, (20, 7), generator=torch.Generator().manual_seed(1))  # shared by all members
+    P = ens.stacked()
+    got = ensemble_positive(P, x, normalize_map=True)
+    assert torch.equal(got, ens.logits(x)[..., 0] > 0)
+    assert not got[0].any() and not got[2].any() and got[1].any()
+    with pytest.raises(ValueError, match="c = 1"):
+        ensemble_positive(P, x.double(), normalize_map=True)
+
+
 # ------------------------------------------------------------------------------------------------
 # experiment scenario-a (tiny)
 # ------------------------------------------------------------------------------------------------

@@ -221,20 +221,26 @@ def ensemble_predict(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Ten
     if x.is_floating_point() or P.C.shape[-1] != 1:
         z = ensemble_logits(P, x, normalize_map=normalize_map)
         return (z[..., 0] > 0).long() if z.shape[-1] == 1 else z.argmax(dim=-1)
+    return ensemble_positive(P, x, normalize_map=normalize_map).long()
+
+
+@torch.no_grad()
+def ensemble_positive(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:
+    """Whether each member's logit is positive (predicts symbol 1), shape (E, N, M), bool.
+
+    One output (c = 1) and symbol inputs only: the sign of ``scale * W[x] / |W|`` is that of
+    ``sign(scale) * W[x]``, so only the symbol's map entry is read (one ``gather`` on the kernel's
+    output, no transposed copy) and the normalisation is skipped. A zero map gives False.
+    """
+    if x.is_floating_point() or P.C.shape[-1] != 1:
+        raise ValueError("ensemble_positive needs symbol inputs and one output (c = 1)")
     W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
     E, N, M, d, _ = W.shape
-    planes = W.permute(3, 4, 0, 1, 2).contiguous()[:, 0]  # (d, E, N, M)
-    xs = x if x.dim() == 3 else x.unsqueeze(0)  # broadcast over members when shared
-    if d == 2:
-        m1 = xs.to(W.dtype)
-        sel = torch.addcmul(planes[0] * (1.0 - m1), planes[1], m1)
-    else:
-        sel = planes[0] * (xs == 0).to(W.dtype)
-        for s in range(1, d):
-            sel = torch.addcmul(sel, planes[s], (xs == s).to(W.dtype))
+    idx = x.reshape(E if x.dim() == 3 else 1, N * M, 1).long().expand(E, N * M, 1)
+    sel = W.view(E, N * M, d).gather(2, idx).view(E, N * M)
     if normalize_map and P.scale is not None:
-        sel = (sel.view(E, -1) * torch.sign(P.scale).view(E, 1)).view(E, N, M)
-    return (sel > 0).long()
+        sel = sel * torch.sign(P.scale).view(E, 1)
+    return (sel > 0).view(E, N, M)
 
 
 def ensemble_contexts(P: StackedParams, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -56,6 +56,7 @@ from tnattn.ensemble.model import (
     EnsembleTNAttention,
     StackedParams,
     ensemble_logits,
+    ensemble_positive,
     ensemble_predict,
     symbol_head_backward,
     symbol_head_forward,
@@ -508,8 +509,15 @@ class EnsembleTrainer:
                     xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
                 else:
                     xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
-                pred = ensemble_predict(Pm, xc, normalize_map=self.model.normalize_map)
-                wrong[m0 : m0 + len(rows)] += (pred != yc).flatten(1).sum(1).double().cpu()
+                if self.c == 1 and not xc.is_floating_point():  # booleans: no int64 predictions
+                    # pred != y with pred in {0, 1}: a label outside {0, 1} is always wrong
+                    one = yc if yc.dtype == torch.bool else yc == 1
+                    bad = ensemble_positive(Pm, xc, normalize_map=self.model.normalize_map) != one
+                    if yc.dtype != torch.bool:
+                        bad |= (yc != 0) & ~one
+                else:
+                    bad = ensemble_predict(Pm, xc, normalize_map=self.model.normalize_map) != yc
+                wrong[m0 : m0 + len(rows)] += bad.flatten(1).sum(1).double().cpu()
         return (wrong / (N * M)).numpy()
 
     @torch.no_grad()
