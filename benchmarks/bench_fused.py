@@ -6,7 +6,9 @@ loss on the sigmoid and all gradients in one C++ call) and of the unfused path w
 :func:`~tnattn.train.losses.member_losses_and_grads`, the op's backward through autograd), at the
 paper's setting (D = 10, d = 2, batch 128 per member, float32). Also the fused step with no
 parameter gradient requested, which leaves the recomputed scans, the maps, the head and the left
-adjoint pass. Minimum over repeats (the machine is shared), in ns per token and as a ratio.
+adjoint pass. Then the per-epoch test evaluation: wrong sites on a shared test set counted inside
+the forward kernel (:func:`~tnattn.ensemble.fused.count_wrong`) against the op plus torch passes.
+Minimum over repeats (the machine is shared), in ns per token and as a ratio.
 
 Usage::
 
@@ -41,10 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--D", type=int, default=10, help="bond dimension (default 10)")
     p.add_argument("--threads", type=int, default=1, help="kernel and torch threads (default 1)")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
+    p.add_argument("--test-size", type=int, default=100, help="evaluation: test sequences (default 100)")
+    p.add_argument("--test-length", type=int, default=100, help="evaluation: their length (default 100)")
     args = p.parse_args(argv)
     from tnattn.bench.machine import machine_header
-    from tnattn.ensemble.fused import mse_step
-    from tnattn.ensemble.model import StackedParams, symbol_head_backward, symbol_head_forward
+    from tnattn.ensemble.fused import count_wrong, mse_step
+    from tnattn.ensemble.model import StackedParams, ensemble_positive, symbol_head_backward, symbol_head_forward
     from tnattn.ensemble.ops import kernel_threads, tn_attention_ensemble
     from tnattn.train.losses import member_losses_and_grads
 
@@ -77,6 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0][1]
     for name, t in rows:
         print(f"{name:>42}: {t * 1e3:8.2f} ms  {t / tokens * 1e9:7.1f} ns/token  x unfused {base / t:5.2f}")
+
+    # Evaluation: wrong sites of every member on a shared test set (the trainer's per-epoch test).
+    Nt, Mt = args.test_size, args.test_length
+    xt = torch.randint(0, 2, (Nt, Mt), generator=g)
+    yt = torch.randint(0, 2, (Nt, Mt), generator=g)
+    print(f"# evaluation: wrong sites of {E} members on one shared test set of {Nt} x {Mt}")
+    with kernel_threads(args.threads), torch.no_grad():
+        ev = [
+            ("positive + compare (op, gather, torch)", _time(lambda: (ensemble_positive(P, xt, normalize_map=True) != (yt == 1)).flatten(1).sum(1), args.repeats)),
+            ("count_wrong (one kernel call)", _time(lambda: count_wrong(xt, yt, P), args.repeats)),
+        ]  # fmt: skip
+    for name, t in ev:
+        print(f"{name:>42}: {t * 1e3:8.2f} ms  {t / (E * Nt * Mt) * 1e9:7.1f} ns/token  x first {ev[0][1] / t:5.2f}")
     return 0
 
 

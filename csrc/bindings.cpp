@@ -132,6 +132,25 @@ int64_t tn_attention_mse_step(bool dbl, std::uintptr_t x, int x_kind, bool x_sha
       ptr<float>(grad_C), ptr<float>(grad_u), ptr<float>(grad_v), dm, num_threads);
 }
 
+int64_t tn_attention_count_wrong(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
+                                 std::uintptr_t A_right, std::uintptr_t C, std::uintptr_t u, bool u_per_batch,
+                                 std::uintptr_t v, bool v_per_batch, std::uintptr_t sign, std::uintptr_t y,
+                                 bool y_shared, std::uintptr_t wrong, int64_t E, int64_t N, int64_t M, int d, int D,
+                                 int num_threads) {
+  const XArg xa = make_x(x, x_kind, x_shared);
+  const Dims dm = make_dims(E, N, M, d, D, 1);
+  const auto* yp = ptr<const std::uint8_t>(y);
+  py::gil_scoped_release nogil;
+  if (dbl)
+    return tnattn::cpu::tn_attention_count_wrong<double>(
+        xa, ptr<const double>(A_left), ptr<const double>(A_right), ptr<const double>(C), ptr<const double>(u),
+        u_per_batch, ptr<const double>(v), v_per_batch, ptr<const double>(sign), yp, y_shared, ptr<double>(wrong), dm,
+        num_threads);
+  return tnattn::cpu::tn_attention_count_wrong<float>(
+      xa, ptr<const float>(A_left), ptr<const float>(A_right), ptr<const float>(C), ptr<const float>(u), u_per_batch,
+      ptr<const float>(v), v_per_batch, ptr<const float>(sign), yp, y_shared, ptr<double>(wrong), dm, num_threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -175,4 +194,11 @@ PYBIND11_MODULE(_C, m) {
         py::arg("num_threads"),
         "Fused Scenario A step (c = 1): local maps, symbol head, squared-error loss and its gradients; see "
         "tnattn/cpu.h. Returns the number of bad sequences.");
+  m.def("tn_attention_count_wrong", &tn_attention_count_wrong, py::arg("dbl"), py::arg("x"), py::arg("x_kind"),
+        py::arg("x_shared"), py::arg("A_left"), py::arg("A_right"), py::arg("C"), py::arg("u"),
+        py::arg("u_per_batch"), py::arg("v"), py::arg("v_per_batch"), py::arg("sign"), py::arg("y"),
+        py::arg("y_shared"), py::arg("wrong"), py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"),
+        py::arg("num_threads"),
+        "Wrong-site counts of the sign prediction (c = 1) into wrong (E,), float64, without writing the maps; "
+        "see tnattn/cpu.h. Returns the number of bad sequences.");
 }

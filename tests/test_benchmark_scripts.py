@@ -18,9 +18,11 @@ def _load(name: str):
 
 
 def test_bench_fused_prints_the_three_rows(capsys):
-    assert _load("bench_fused").main(["--E", "3", "--N", "5", "--M", "4", "--D", "3", "--repeats", "1"]) == 0
+    assert _load("bench_fused").main(["--E", "3", "--N", "5", "--M", "4", "--D", "3", "--repeats", "1", "--test-size", "4",
+                                     "--test-length", "6"]) == 0
     out = capsys.readouterr().out
     assert "unfused" in out and "fused mse_step, all gradients" in out and "no gradients" in out
+    assert "count_wrong" in out
 
 
 def test_bench_allstrings_quick(capsys):

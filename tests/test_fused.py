@@ -147,3 +147,35 @@ def test_trainer_takes_the_fused_step_in_scenario_a_settings_only(monkeypatch):
     calls.clear()
     EnsembleTrainer(TrainConfig(**base, loss="hinge"), [0, 1]).fit()
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("shared_x", [False, True])
+@pytest.mark.parametrize("normalize_map", [True, False])
+def test_count_wrong_matches_positive_predictions(dtype, shared_x, normalize_map):
+    from tnattn.ensemble.fused import count_wrong
+    from tnattn.ensemble.model import ensemble_positive
+
+    x, y, P = make(4, 9, 7, 2, 10, dtype=dtype, seed=5, shared_x=shared_x)
+    P = StackedParams(P.A_left, P.A_right, P.C, P.u, P.v, P.scale * torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=dtype))
+    y = y[0] if shared_x else y
+    pos = ensemble_positive(P, x, normalize_map=normalize_map)
+    want = (pos != y).flatten(1).sum(1).double()
+    assert torch.equal(count_wrong(x, y, P, normalize_map=normalize_map), want)
+    # integer labels, including ones outside {0, 1}, which are always wrong
+    yi = y.long().clone()
+    yi.view(-1)[::5] = 3
+    want = ((pos != (yi == 1)) | (yi > 1)).flatten(1).sum(1).double()
+    assert torch.equal(count_wrong(x, yi, P, normalize_map=normalize_map), want)
+
+
+def test_count_wrong_rejects_bad_input():
+    from tnattn.ensemble.fused import count_wrong
+
+    x, y, P = make(2, 4, 3, 2, 3)
+    with pytest.raises(ValueError, match="symbols outside"):
+        count_wrong(torch.full_like(x, 2), y, P)
+    with pytest.raises(ValueError, match="y must have shape"):
+        count_wrong(x, y[:, :1], P)
+    with pytest.raises(TypeError, match="labels"):
+        count_wrong(x, y.float(), P)

@@ -64,9 +64,38 @@ void block_local_maps(const Ops& ops, const Strided<T>& L, const Strided<T>& R, 
     }
 }
 
+// What tn_attention_count_wrong compares the block's local maps with.
+template <typename T>
+struct CountHead {
+  const T* sign;     // (E,) or nullptr
+  const uint8_t* y;  // labels, see tnattn/cpu.h
+  bool y_shared;
+};
+
+// Wrong sites of one block from its local maps Wb (np, M, d) (c = 1).
+template <typename T>
+double count_wrong_block(const CountHead<T>& head, const T* Wb, const int32_t* sym, const Dims& dm, int64_t e,
+                         int64_t n0, int np) {
+  const int64_t M = dm.M;
+  const int K = dm.d;
+  const T sg = head.sign ? head.sign[e] : T(1);
+  const uint8_t* y = head.y + ((head.y_shared ? 0 : e * dm.N) + n0) * M;
+  int64_t wrong = 0;
+  for (int p = 0; p < np; ++p)
+    for (int64_t i = 0; i < M; ++i) {
+      const uint8_t label = y[p * M + i];
+      const bool positive = sg * Wb[(p * M + i) * K + sym[p * M + i]] > T(0);
+      wrong += (label > 1 || positive != (label == 1)) ? 1 : 0;
+    }
+  return static_cast<double>(wrong);
+}
+
 template <class Ops, typename T, bool REAL>
 int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb,
-                     const T* v, bool vpb, T* W, Dims dm, int num_threads) {
+                     const T* v, bool vpb, T* W, Dims dm, int num_threads, const CountHead<T>* count = nullptr,
+                     double* count_out = nullptr) {
+  // count != nullptr: W is not written; the block's maps go to a scratch buffer and count_out (E,)
+  // receives the wrong-site counts (tn_attention_count_wrong).
   const int D = dm.D, d = dm.d, c = dm.c, K = d * c, Dp = ops.D;
   const int64_t M = dm.M, DD = int64_t(d) * D * D;
   const Blocks blk(dm.N);
@@ -74,10 +103,12 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
   const double work = double(dm.E) * dm.N * M * Dp * Dp * (2.0 * (REAL ? d : 1) + K);
   const int nthreads = choose_threads(num_threads, units, work);
   std::atomic<int64_t> bad{0};
-  parallel_ranges(units, nthreads, [&](int, int64_t lo, int64_t hi) {
+  GroupPartials pCount(nthreads, count ? 1 : 0, units, blk);
+  parallel_ranges(units, nthreads, [&](int tid, int64_t lo, int64_t hi) {
     GroupParams<T> gp(d, Dp, c, false);
     std::vector<int32_t> sym(REAL ? 0 : size_t(M) * kBlock);
     std::vector<T> Ls(size_t(M) * kBlock * Dp), Rs(size_t(M) * kBlock * Dp), wdump(size_t(Ops::kGroup) * K);
+    std::vector<T> Wb(count ? size_t(M) * kBlock * K : 0);
     int64_t nbad = 0;
     for (int64_t unit = lo; unit < hi; ++unit) {
       const int64_t e = blk.e(unit), n0 = blk.n0(unit);
@@ -99,10 +130,19 @@ int64_t forward_impl(const Ops& ops, XArg x, const T* AL, const T* AR, const T* 
       scan_forward<Ops, T, REAL>(ops, gp.AL.data(), X, d, ub, D, M, false, L, Strided<T>{});
       scan_forward<Ops, T, REAL>(ops, gp.ART.data(), X, d, vb, D, M, true, R, Strided<T>{});
       // Local maps in their own pass (fusing them into the right scan measured slower).
-      block_local_maps(ops, L, R, gp.Ct.data(), K, M, np, W + (e * dm.N + n0) * M * K, wdump.data());
+      if (count) {
+        block_local_maps(ops, L, R, gp.Ct.data(), K, M, np, Wb.data(), wdump.data());
+        if constexpr (!REAL) {
+          double w = count_wrong_block(*count, Wb.data(), X.sym, dm, e, n0, np);
+          pCount.flush(tid, e, &w);
+        }
+      } else {
+        block_local_maps(ops, L, R, gp.Ct.data(), K, M, np, W + (e * dm.N + n0) * M * K, wdump.data());
+      }
     }
     bad += nbad;
   });
+  if (count) pCount.reduce_into(count_out, dm.E, [](int64_t k) { return k; });
   return bad.load();
 }
 
@@ -334,13 +374,29 @@ int64_t tn_attention_mse_step(XArg x, const T* AL, const T* AR, const T* C, cons
   return bad;
 }
 
+template <typename T>
+int64_t tn_attention_count_wrong(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
+                                 bool vpb, const T* sign, const uint8_t* y, bool y_shared, double* wrong, Dims dm,
+                                 int num_threads) {
+  check_dims(dm);
+  if (x.kind == kReal) throw std::invalid_argument("tnattn: tn_attention_count_wrong needs integer symbols");
+  if (dm.c != 1) throw std::invalid_argument("tnattn: tn_attention_count_wrong needs c = 1");
+  const CountHead<T> head{sign, y, y_shared};
+  return dispatch_dim<T>(dm.D, [&](auto ops) {
+    using Ops = decltype(ops);
+    return forward_impl<Ops, T, false>(ops, x, AL, AR, C, u, upb, v, vpb, nullptr, dm, num_threads, &head, wrong);
+  });
+}
+
 #define TNATTN_INSTANTIATE(T)                                                                                \
   template int64_t tn_attention_forward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
                                            T*, Dims, int);                                                   \
   template int64_t tn_attention_backward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*,     \
                                             bool, const T*, T*, T*, T*, T*, T*, T*, Dims, int);      \
   template int64_t tn_attention_mse_step<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
-                                            MseHead<T>, double*, double*, T*, T*, T*, T*, T*, T*, Dims, int);
+                                            MseHead<T>, double*, double*, T*, T*, T*, T*, T*, T*, Dims, int); \
+  template int64_t tn_attention_count_wrong<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*,    \
+                                               bool, const T*, const uint8_t*, bool, double*, Dims, int);
 TNATTN_INSTANTIATE(float)
 TNATTN_INSTANTIATE(double)
 #undef TNATTN_INSTANTIATE

@@ -85,5 +85,15 @@ int64_t tn_attention_mse_step(XArg x, const T* A_left, const T* A_right, const T
                               T* grad_A_right, T* grad_C, T* grad_u, T* grad_v, Dims dims,
                               int num_threads);
 
+// Wrong-site counts of the sign prediction of one output (c = 1), without writing W: wrong[e] is the
+// number of sites where (sign * W[x] > 0) != (y == 1), plus every site whose label y is not 0 or 1
+// (y as uint8: (E, N, M), or (N, M) when y_shared). sign is (E,) (the sign of the map's scale) or
+// nullptr (+1). Symbols only, else std::invalid_argument.
+template <typename T>
+int64_t tn_attention_count_wrong(XArg x, const T* A_left, const T* A_right, const T* C, const T* u,
+                                 bool u_per_batch, const T* v, bool v_per_batch, const T* sign,
+                                 const uint8_t* y, bool y_shared, double* wrong, Dims dims,
+                                 int num_threads);
+
 }  // namespace cpu
 }  // namespace tnattn

@@ -11,6 +11,9 @@ ops, :func:`tnattn.ensemble.model.symbol_head_forward`/``symbol_head_backward`` 
 :func:`tnattn.train.losses.member_losses_and_grads`), in the same order of operations per site;
 only sums over sites are ordered differently (tests/test_fused.py compares the two).
 
+:func:`count_wrong` is the evaluation counterpart: the number of wrongly predicted sites per member
+(the sign of the logit against 0/1 labels), from the forward kernel without writing the maps.
+
 Scope: integer symbols, one output (c = 1), the squared-error loss on the sigmoid or on the raw
 logit (against targets 0/1 or -1/+1), with or without the normalised map and its ``scale``; CPU
 tensors. Anything else raises ``ValueError`` (callers check :func:`supports` first and fall back to
@@ -27,7 +30,7 @@ from tnattn.ensemble.model import StackedParams
 from tnattn.ensemble.ops import _call, _check_tn_attention
 from tnattn.ops import _ptr, _raise_bad_symbols
 
-__all__ = ["mse_step", "supports", "PARAM_NAMES"]
+__all__ = ["mse_step", "count_wrong", "supports", "PARAM_NAMES"]
 
 #: The order of :func:`mse_step`'s ``needs`` flags.
 PARAM_NAMES = ("A_left", "A_right", "C", "u", "v", "scale")
@@ -138,3 +141,43 @@ def mse_step(
         g["A_left"] = g["A_left"] + g.pop("A_right")
     wanted = dict(zip(PARAM_NAMES, needs))
     return losses, wrong, {k: t for k, t in g.items() if t is not None and (wanted[k] or (shared_A and k == "A_left"))}
+
+
+def count_wrong(x: Tensor, y: Tensor, P: StackedParams, *, normalize_map: bool = True) -> Tensor:
+    """Wrongly predicted sites per member, shape (E,), float64, in one forward kernel call.
+
+    The prediction is ``z > 0`` for the logit ``z = scale * W[x] / |W|`` (``W[x]`` without
+    ``normalize_map``), i.e. :func:`tnattn.ensemble.model.ensemble_positive`; a site is wrong when
+    that differs from ``y == 1`` or when its label is neither 0 nor 1. The local maps are formed
+    block by block in scratch memory and never written out.
+
+    Parameters
+    ----------
+    x : Tensor
+        Integer symbols, (E, N, M) or (N, M) shared.
+    y : Tensor
+        Integer or bool labels, (E, N, M) or (N, M) shared.
+    P : StackedParams
+        As in :func:`mse_step` (c = 1, CPU).
+    normalize_map : bool
+        Whether the logit carries ``scale`` (only its sign matters here).
+    """
+    xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v)
+    if xi.real or c != 1 or P.C.device.type != "cpu":
+        raise ValueError("count_wrong needs integer symbols, one output (c = 1) and CPU tensors")
+    if not isinstance(y, Tensor) or y.is_floating_point():
+        raise TypeError(f"y must be an integer or bool tensor of labels, got {getattr(y, 'dtype', type(y))}")
+    if tuple(y.shape) not in ((E, xi.N, xi.M), (xi.N, xi.M)):
+        raise ValueError(f"y must have shape (E, N, M) = {(E, xi.N, xi.M)} or (N, M) = {(xi.N, xi.M)}, got {tuple(y.shape)}")
+    # labels 0/1 as they are, anything else as 2 (always wrong)
+    y8 = (y if y.dtype == torch.bool else torch.where((y == 0) | (y == 1), y, 2)).to(torch.uint8).contiguous()
+    sign = torch.sign(P.scale.detach()).contiguous() if (normalize_map and P.scale is not None) else None
+    AL, AR, C, u, v = (t.detach().contiguous() for t in (P.A_left, P.A_right, P.C, P.u, P.v))
+    wrong = torch.empty(E, dtype=torch.float64)
+    bad = _call(
+        "tn_attention_count_wrong", C.dtype == torch.float64, x.contiguous().data_ptr(), xi.kind, shared,
+        AL.data_ptr(), AR.data_ptr(), C.data_ptr(), u.data_ptr(), u_pb, v.data_ptr(), v_pb, _ptr(sign),
+        y8.data_ptr(), y8.dim() == 2, wrong.data_ptr(), E, xi.N, xi.M, d, D, like=C,
+    )  # fmt: skip
+    _raise_bad_symbols(bad, d)
+    return wrong

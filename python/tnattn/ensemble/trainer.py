@@ -509,6 +509,10 @@ class EnsembleTrainer:
                     xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
                 else:
                     xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
+                if self.c == 1 and not xc.is_floating_point() and self.device.type == "cpu":
+                    # one forward kernel call that counts, without writing the maps
+                    wrong[m0 : m0 + len(rows)] += fused.count_wrong(xc, yc, Pm, normalize_map=self.model.normalize_map)
+                    continue
                 if self.c == 1 and not xc.is_floating_point():  # booleans: no int64 predictions
                     # pred != y with pred in {0, 1}: a label outside {0, 1} is always wrong
                     one = yc if yc.dtype == torch.bool else yc == 1
