@@ -497,6 +497,9 @@ class EnsembleTrainer:
         """Fraction of wrong sites per member of ``P`` on inputs x ((N, M) shared or (E, N, M))."""
         E = P.E
         N, M = x.shape[-2], x.shape[-1]
+        if self.c == 1 and not x.is_floating_point() and self.device.type == "cpu":
+            # counted inside one forward kernel call: no maps in memory, so no chunking either
+            return (fused.count_wrong(x, y, P, normalize_map=self.model.normalize_map) / (N * M)).numpy()
         per_seq = M * self.model.d * self.c
         wrong = torch.zeros(E, dtype=torch.float64)
         m_chunk = max(1, min(E, _EVAL_ELEMENTS // per_seq))
@@ -509,16 +512,11 @@ class EnsembleTrainer:
                     xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
                 else:
                     xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
-                if self.c == 1 and not xc.is_floating_point() and self.device.type == "cpu":
-                    # one forward kernel call that counts, without writing the maps
-                    wrong[m0 : m0 + len(rows)] += fused.count_wrong(xc, yc, Pm, normalize_map=self.model.normalize_map)
-                    continue
                 if self.c == 1 and not xc.is_floating_point():  # booleans: no int64 predictions
-                    # pred != y with pred in {0, 1}: a label outside {0, 1} is always wrong
                     one = yc if yc.dtype == torch.bool else yc == 1
                     bad = ensemble_positive(Pm, xc, normalize_map=self.model.normalize_map) != one
                     if yc.dtype != torch.bool:
-                        bad |= (yc != 0) & ~one
+                        bad |= (yc != 0) & ~one  # pred is 0 or 1: any other label is wrong
                 else:
                     bad = ensemble_predict(Pm, xc, normalize_map=self.model.normalize_map) != yc
                 wrong[m0 : m0 + len(rows)] += bad.flatten(1).sum(1).double().cpu()
