@@ -106,6 +106,13 @@ int64_t tn_attention_backward(bool dbl, std::uintptr_t x, int x_kind, bool x_sha
       num_threads);
 }
 
+// Calls f(T{}) with T = double when dbl, else float, with the GIL released.
+template <class F>
+int64_t with_dtype(bool dbl, F&& f) {
+  py::gil_scoped_release nogil;
+  return dbl ? f(double{}) : f(float{});
+}
+
 int64_t tn_attention_mse_step(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
                               std::uintptr_t A_right, std::uintptr_t C, std::uintptr_t u, bool u_per_batch,
                               std::uintptr_t v, bool v_per_batch, std::uintptr_t scale, std::uintptr_t y, bool y_shared,
@@ -115,21 +122,15 @@ int64_t tn_attention_mse_step(bool dbl, std::uintptr_t x, int x_kind, bool x_sha
                               int64_t M, int d, int D, int num_threads) {
   const XArg xa = make_x(x, x_kind, x_shared);
   const Dims dm = make_dims(E, N, M, d, D, 1);
-  const auto* yp = ptr<const std::uint8_t>(y);
-  py::gil_scoped_release nogil;
-  if (dbl)
-    return tnattn::cpu::tn_attention_mse_step<double>(
-        xa, ptr<const double>(A_left), ptr<const double>(A_right), ptr<const double>(C), ptr<const double>(u),
-        u_per_batch, ptr<const double>(v), v_per_batch,
-        tnattn::cpu::MseHead<double>{yp, y_shared, ptr<const double>(scale), normalize_map, sigmoid},
-        ptr<double>(loss), ptr<double>(wrong), ptr<double>(grad_scale), ptr<double>(grad_A_left),
-        ptr<double>(grad_A_right), ptr<double>(grad_C), ptr<double>(grad_u), ptr<double>(grad_v), dm, num_threads);
-  return tnattn::cpu::tn_attention_mse_step<float>(
-      xa, ptr<const float>(A_left), ptr<const float>(A_right), ptr<const float>(C), ptr<const float>(u), u_per_batch,
-      ptr<const float>(v), v_per_batch,
-      tnattn::cpu::MseHead<float>{yp, y_shared, ptr<const float>(scale), normalize_map, sigmoid}, ptr<double>(loss),
-      ptr<double>(wrong), ptr<float>(grad_scale), ptr<float>(grad_A_left), ptr<float>(grad_A_right),
-      ptr<float>(grad_C), ptr<float>(grad_u), ptr<float>(grad_v), dm, num_threads);
+  return with_dtype(dbl, [&](auto tag) {
+    using T = decltype(tag);
+    const tnattn::cpu::MseHead<T> head{ptr<const std::uint8_t>(y), y_shared, ptr<const T>(scale), normalize_map,
+                                       sigmoid};
+    return tnattn::cpu::tn_attention_mse_step<T>(
+        xa, ptr<const T>(A_left), ptr<const T>(A_right), ptr<const T>(C), ptr<const T>(u), u_per_batch,
+        ptr<const T>(v), v_per_batch, head, ptr<double>(loss), ptr<double>(wrong), ptr<T>(grad_scale),
+        ptr<T>(grad_A_left), ptr<T>(grad_A_right), ptr<T>(grad_C), ptr<T>(grad_u), ptr<T>(grad_v), dm, num_threads);
+  });
 }
 
 int64_t tn_attention_count_wrong(bool dbl, std::uintptr_t x, int x_kind, bool x_shared, std::uintptr_t A_left,
@@ -139,16 +140,13 @@ int64_t tn_attention_count_wrong(bool dbl, std::uintptr_t x, int x_kind, bool x_
                                  int num_threads) {
   const XArg xa = make_x(x, x_kind, x_shared);
   const Dims dm = make_dims(E, N, M, d, D, 1);
-  const auto* yp = ptr<const std::uint8_t>(y);
-  py::gil_scoped_release nogil;
-  if (dbl)
-    return tnattn::cpu::tn_attention_count_wrong<double>(
-        xa, ptr<const double>(A_left), ptr<const double>(A_right), ptr<const double>(C), ptr<const double>(u),
-        u_per_batch, ptr<const double>(v), v_per_batch, ptr<const double>(sign), yp, y_shared, ptr<double>(wrong), dm,
-        num_threads);
-  return tnattn::cpu::tn_attention_count_wrong<float>(
-      xa, ptr<const float>(A_left), ptr<const float>(A_right), ptr<const float>(C), ptr<const float>(u), u_per_batch,
-      ptr<const float>(v), v_per_batch, ptr<const float>(sign), yp, y_shared, ptr<double>(wrong), dm, num_threads);
+  return with_dtype(dbl, [&](auto tag) {
+    using T = decltype(tag);
+    return tnattn::cpu::tn_attention_count_wrong<T>(xa, ptr<const T>(A_left), ptr<const T>(A_right), ptr<const T>(C),
+                                                    ptr<const T>(u), u_per_batch, ptr<const T>(v), v_per_batch,
+                                                    ptr<const T>(sign), ptr<const std::uint8_t>(y), y_shared,
+                                                    ptr<double>(wrong), dm, num_threads);
+  });
 }
 
 }  // namespace
