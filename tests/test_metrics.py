@@ -48,16 +48,28 @@ def test_grokking_times_single_history():
     assert (g.t_train, g.t_eps, g.t_grok) == (20.0, 40.0, 20.0)
 
 
-def test_grokking_times_persistent_and_not_reached():
+def test_grokking_times_definitions_and_not_reached():
     train = np.array([[0.3, 0.0, 0.1, 0.0, 0.0], [0.3, 0.2, 0.1, 0.1, 0.1]])
     test = np.array([[0.3, 0.2, 0.0, 0.1, 0.0], [0.3, 0.2, 0.1, 0.1, 0.1]])
+    # The paper's definition (default): the first zero.
     g = metrics.grokking_times(train, test)
-    np.testing.assert_array_equal(g.t_train, [3.0, np.nan])
-    np.testing.assert_array_equal(g.t_eps, [4.0, np.nan])
-    g = metrics.grokking_times(train, test, persistent=False)
     np.testing.assert_array_equal(g.t_train, [1.0, np.nan])
     np.testing.assert_array_equal(g.t_eps, [2.0, np.nan])
+    g = metrics.grokking_times(train, test, definition="stays_zero")
+    np.testing.assert_array_equal(g.t_train, [3.0, np.nan])
+    np.testing.assert_array_equal(g.t_eps, [4.0, np.nan])
     assert math.isnan(metrics.grokking_times([0.1, 0.1], [0.1, 0.0]).t_grok)
+    with pytest.raises(ValueError, match="definition"):
+        metrics.grokking_times(train, test, definition="persistent")
+
+
+def test_zero_times_skips_unmeasured_records():
+    # nan = not measured: never a zero, and no evidence against "stays zero" either.
+    err = [0.4, np.nan, 0.0, np.nan, 0.0, 0.2, np.nan, 0.0, np.nan]
+    assert metrics.zero_times(err) == 2.0
+    assert metrics.zero_times(err, definition="stays_zero") == 7.0
+    assert metrics.zero_times(err, np.arange(9) * 5.0, definition="stays_zero") == 35.0
+    assert math.isnan(metrics.zero_times([np.nan, 0.1]))
 
 
 def test_grokking_times_shape_mismatch():
@@ -123,6 +135,56 @@ def test_fit_critical_exponent_requires_grokked_runs():
         metrics.fit_critical_exponent(np.ones((3, 10)), np.arange(10.0))
 
 
+def _power_law_run(nu, t_eps, start, a=1e-3):
+    """Integer-epoch records of E = a (t_eps - t)^nu from epoch ``start`` on, zero from t_eps."""
+    t = np.arange(start, t_eps + 6, dtype=float)
+    return t, np.where(t < t_eps, a * np.clip(t_eps - t, 0, None) ** nu, 0.0)
+
+
+def test_fit_critical_exponent_short_run_contributes_only_where_it_has_data():
+    # The issue's scenario: true exponent 2, an explicit window (1, 50). One long run alone gives
+    # 2 (integer records, interpolated log-log between them). A short run whose history
+    # starts 10 epochs before its t_eps must not hold its first value over the rest of the
+    # window (holding it gives 1.79 here).
+    t1, e1 = _power_law_run(2.0, 100.0, 0)
+    t2, e2 = _power_law_run(2.0, 100.0, 90)
+    T = t1.size
+    times = np.stack([t1, np.concatenate([np.full(T - t2.size, np.nan), t2])])
+    errs = np.stack([e1, np.concatenate([np.full(T - t2.size, np.nan), e2])])
+    one = metrics.fit_critical_exponent(errs[:1], times[:1], [100.0], window=(1, 50), n_boot=0)
+    both = metrics.fit_critical_exponent(errs, times, [100.0, 100.0], window=(1, 50), n_boot=0)
+    assert one.nu == pytest.approx(2.0, abs=1e-6)
+    assert both.nu == pytest.approx(one.nu, abs=1e-9)
+    # The short run counts on the grid points it covers (tau <= 10) and nowhere else.
+    np.testing.assert_array_equal(both.count, np.where(both.tau <= 10.0, 2, 1))
+
+
+def test_fit_critical_exponent_bootstrap_covers_truth():
+    # Runs with random prefactors and noise, E = a (t_eps - t)^1.5 * noise (mean-one lognormal):
+    # the expected aligned mean is a power law with exponent 1.5; the bootstrap interval
+    # (scipy.stats.bootstrap over runs) contains it and the error bar matches the scatter.
+    rng = np.random.default_rng(3)
+    R, t = 60, np.arange(0.0, 200.0, 0.5)
+    te = rng.uniform(100, 150, R)
+    a = rng.lognormal(np.log(1e-3), 0.5, R)
+    noise = rng.lognormal(-0.5 * 0.3**2, 0.3, (R, t.size))
+    E = np.where(t[None] < te[:, None], a[:, None] * np.clip(te[:, None] - t[None], 0, None) ** 1.5, 0.0) * noise
+    fit = metrics.fit_critical_exponent(E, t, te, window=(2, 50), n_boot=300, seed=1)
+    assert fit.nu_ci[0] <= 1.5 <= fit.nu_ci[1]
+    assert 0.005 < fit.nu_err < 0.1
+    assert abs(fit.nu - 1.5) < 3 * fit.nu_err
+
+
+def test_fit_critical_exponent_argument_errors():
+    t, e = _power_law_run(1.0, 50.0, 0)
+    with pytest.raises(ValueError, match="window"):
+        metrics.fit_critical_exponent(e, t, [50.0], window=(5, 2))
+    with pytest.raises(ValueError, match="n_boot"):
+        metrics.fit_critical_exponent(e, t, [50.0], n_boot=-1)
+    with pytest.raises(ValueError, match="definition"):
+        metrics.fit_critical_exponent(e, t, definition="nope")
+
+
 # ------------------------------------------------------------------------------------------- xi
 @pytest.mark.parametrize("xi", [0.3, 0.6])
 def test_boundary_divergence_xi_recovers_planted_divergence(xi):
@@ -142,6 +204,36 @@ def test_boundary_divergence_xi_bounded_density_and_circular_vectors():
     theta = np.pi - 0.3 + 0.6 * u  # arc [pi-0.3, pi+0.3], wraps to negative angles
     vec = np.stack([np.cos(theta), np.sin(theta)], axis=1)
     assert metrics.boundary_divergence_xi(vec).xi == pytest.approx(xi, abs=0.06)
+
+
+def test_boundary_divergence_xi_interior_spike_is_not_an_edge_divergence():
+    # The issue's example: 200,000 uniform samples plus 4,000 at exactly 0.37. The largest density
+    # anywhere sits on the spike (the paper's literal "max density" reads about 0.5); the edges are
+    # flat.
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.uniform(size=200000), np.full(4000, 0.37)])
+    fit = metrics.boundary_divergence_xi(x)
+    assert abs(fit.xi) < 0.05
+    assert abs(fit.xi_lower) < 0.05 and abs(fit.xi_upper) < 0.05
+    assert metrics.boundary_divergence_xi(x, method="max_density").xi > 0.4
+    assert fit.edge_density.shape == (6, 2)
+
+
+def test_boundary_divergence_xi_reports_both_edges():
+    rng = np.random.default_rng(22)
+    u = rng.uniform(size=200000)
+    # u**2 has density 1/(2 sqrt(x)): xi = 1/2 at the lower edge, bounded (1/2) at the upper one.
+    fit = metrics.boundary_divergence_xi(u**2)
+    assert fit.xi_lower == pytest.approx(0.5, abs=0.05)
+    assert abs(fit.xi_upper) < 0.05
+    assert fit.xi == fit.xi_lower
+    # Mirrored: the divergence moves to the upper edge.
+    fit = metrics.boundary_divergence_xi(1.0 - u**2)
+    assert fit.xi_upper == pytest.approx(0.5, abs=0.05) and abs(fit.xi_lower) < 0.05
+    uni = metrics.boundary_divergence_xi(u)
+    assert abs(uni.xi_lower) < 0.05 and abs(uni.xi_upper) < 0.05
+    with pytest.raises(ValueError, match="method"):
+        metrics.boundary_divergence_xi(u, method="peak")
 
 
 def test_xi_star_picks_max_class():
@@ -175,3 +267,14 @@ def test_class_separation_on_ball_model(eps):
     assert metrics.class_separation(pts, lab, method="gap") == pytest.approx(eps, abs=0.03)
     with pytest.raises(ValueError, match="method"):
         metrics.class_separation(pts, lab, method="nope")
+
+
+def test_class_separation_spread_units_hand_computed():
+    # Classes {(2, +-1)} and {(-2, +-1)}: centroids (+-2, 0), mean squared distance to the
+    # centroid 1 (root intra-class variance 1), closest opposite points 4 apart: eps = 4.
+    pts = np.array([[2.0, 1.0], [2.0, -1.0], [-2.0, 1.0], [-2.0, -1.0]])
+    lab = np.array([1, 1, -1, -1])
+    assert metrics.class_separation(pts, lab, method="spread") == pytest.approx(4.0)
+    # Gap units: radius 1, gap 4 -> 1 + 4 / 2 = 3; centroid: (4 / 2) / 1 = 2.
+    assert metrics.class_separation(pts, lab, method="gap") == pytest.approx(3.0)
+    assert metrics.class_separation(pts, lab) == pytest.approx(2.0)

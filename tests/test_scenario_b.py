@@ -161,6 +161,16 @@ def test_train_classifier_zero_times_are_refined_crossings():
     before = sb.flow_errors(sb.flow_weights(G, a, c0, te * (1 - 1e-6)), Ft, y.reshape(-1))
     assert torch.all(after == 0)
     assert torch.all(before > 0)
+    # "stays_zero" can only be later than the paper's first zero, and equal where the recorded test
+    # error never leaves zero once reached.
+    stays = sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times, definition="stays_zero")
+    assert torch.all(stays["t_eps"] >= te)
+    te_rec = res["test_error"]
+    first = (te_rec == 0).int().argmax(1)
+    never_left = torch.tensor([bool((te_rec[r, first[r]:] == 0).all()) for r in range(5)])
+    assert torch.all(stays["t_eps"][never_left] == te[never_left])
+    with pytest.raises(ValueError, match="definition"):
+        sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times, definition="last")
 
 
 def test_bad_inputs():

@@ -133,3 +133,16 @@ def test_bad_arguments():
         B.simulate_gradient_flow(5, 2, 1.2, 3, np.random.default_rng(0), init="zeros")
     with pytest.raises(ValueError, match="eps"):
         B.fast_branch_weight(0.9, 3)
+
+
+def test_simulate_gradient_flow_grokking_time_definitions():
+    # The paper's first zero (default) is never later than "stays zero"; both see the same flows.
+    kw = dict(n=20, D=3, eps=1.2, n_datasets=40, init="gaussian")
+    first = B.simulate_gradient_flow(rng=np.random.default_rng(4), **kw)
+    stays = B.simulate_gradient_flow(rng=np.random.default_rng(4), definition="stays_zero", **kw)
+    both = np.isfinite(first.t_eps) & np.isfinite(stays.t_eps)
+    assert both.sum() > 10
+    assert np.all(first.t_eps[both] <= stays.t_eps[both] + 1e-12)
+    assert np.array_equal(np.isfinite(first.t_eps), np.isfinite(first.t_eps) | np.isfinite(stays.t_eps))
+    with pytest.raises(ValueError, match="definition"):
+        B.simulate_gradient_flow(rng=np.random.default_rng(4), definition="x", **kw)

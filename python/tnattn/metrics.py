@@ -1,19 +1,21 @@
-"""Measurements on feature points and training histories (SCIENCE.md section 5).
+"""Measurements on feature points and training histories (arXiv:2210.15435, Secs. 3 and 5).
 
 Every function here takes plain arrays (numpy arrays, torch tensors or nested lists) and returns
 numpy values, so the metrics serve any model, not only TN attention:
 
 * :func:`effective_dimension` -- PCA entropy dimension ``D_eff = exp(-sum s_k log s_k)``;
-* :func:`grokking_times` -- ``t_train``, ``t_eps`` and ``t_G = t_eps - t_train`` from error histories;
+* :func:`zero_times` / :func:`grokking_times` -- ``t_train``, ``t_eps`` and ``t_G = t_eps - t_train``
+  from error histories, under a named convention (``GROKKING_DEFINITIONS``; the paper's
+  ``"first_zero"`` by default);
 * :func:`detect_loss_spikes` -- onsets of sudden loss increases (rolling median + MAD rule);
 * :func:`fit_power_law` / :func:`fit_critical_exponent` -- the critical exponent ``nu`` of
-  ``E_test ~ (t_eps - t)^nu`` from many runs aligned at their ``t_eps``;
+  ``E_test ~ (t_eps - t)^nu`` from many runs aligned at their ``t_eps`` (statistical error only;
+  :mod:`tnattn.ensemble.nu_budget` adds the systematic part);
 * :func:`boundary_divergence_xi` / :func:`xi_star` -- the boundary-divergence exponent ``xi`` by the
-  histogram method (maximum density ~ ``n_bins^xi``);
-* :func:`class_separation` -- the class separation ``eps`` in units of the ball model.
+  histogram method, at each edge of the support (``XI_METHODS``);
+* :func:`class_separation` -- the class separation ``eps`` (``EPS_METHODS``).
 
-Shapes use the letters of SCIENCE.md: R runs (initialisations), T recorded times, P points, k
-feature dimension.
+Shapes: R runs (initialisations), T recorded times, P points, k feature dimension.
 """
 
 from __future__ import annotations
@@ -26,17 +28,22 @@ import numpy as np
 
 __all__ = [
     "effective_dimension",
+    "GROKKING_DEFINITIONS",
+    "check_definition",
     "GrokkingTimes",
+    "zero_times",
     "grokking_times",
     "detect_loss_spikes",
     "PowerLawFit",
     "fit_power_law",
     "CriticalExponentFit",
     "fit_critical_exponent",
+    "XI_METHODS",
     "XiFit",
     "boundary_divergence_xi",
     "angles",
     "xi_star",
+    "EPS_METHODS",
     "class_separation",
 ]
 
@@ -96,6 +103,19 @@ def effective_dimension(points: Any) -> Any:
 # ----------------------------------------------------------------------------------------------
 
 
+#: The two grokking-time conventions (:func:`zero_times`). ``"first_zero"`` is the paper's
+#: (Žunkovič & Ilievski, arXiv:2210.15435, Sec. 3: t_eps is the time at which the test error
+#: reaches zero) and the default everywhere in tnattn.
+GROKKING_DEFINITIONS = ("first_zero", "stays_zero")
+
+
+def check_definition(definition: str) -> str:
+    """Return ``definition`` if it names a grokking-time convention, else raise ValueError."""
+    if definition not in GROKKING_DEFINITIONS:
+        raise ValueError(f"definition must be one of {GROKKING_DEFINITIONS}, got {definition!r}")
+    return definition
+
+
 class GrokkingTimes(NamedTuple):
     """Times (or epochs) at which training and test error reach zero.
 
@@ -108,15 +128,58 @@ class GrokkingTimes(NamedTuple):
     t_grok: Any
 
 
+def zero_times(err: Any, times: Any = None, *, tol: float = 0.0, definition: str = "first_zero") -> Any:
+    """Time at which an error history reaches zero, under one of two conventions.
+
+    * ``"first_zero"`` (default, the paper's: arXiv:2210.15435, Sec. 3, "t_eps ... the time at
+      which the test error becomes zero"): the first record with ``err <= tol``;
+    * ``"stays_zero"``: the first record from which ``err <= tol`` holds for every later record
+      (a loss spike that lifts the error again moves the time to the last entry into zero).
+      Within a finite history this cannot see a return to nonzero error after the last record.
+
+    Records that are ``nan`` (not measured) never count as zero, and under ``"stays_zero"`` they
+    do not break a zero stretch either (an unmeasured epoch is no evidence of an error).
+
+    Parameters
+    ----------
+    err : array-like, shape (T,) or (R, T)
+    times : array-like, shape (T,) or (R, T), optional
+        Default: the record index.
+    tol : float
+    definition : {"first_zero", "stays_zero"}
+
+    Returns
+    -------
+    float or ndarray, shape (R,)
+        ``nan`` where the error never reaches zero.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``definition`` or mismatching shapes.
+    """
+    check_definition(definition)
+    e = _np(err, "err")
+    if e.ndim not in (1, 2) or e.shape[-1] == 0:
+        raise ValueError(f"err must have shape (T,) or (R, T), got {e.shape}")
+    t = np.arange(e.shape[-1], dtype=np.float64) if times is None else _np(times, "times")
+    if t.shape != e.shape and t.shape != e.shape[-1:]:
+        raise ValueError(f"times must have shape {e.shape[-1:]} or {e.shape}, got {t.shape}")
+    out = _zero_time(e, t, tol, definition == "stays_zero")
+    return float(out) if e.ndim == 1 else out
+
+
 def _zero_time(err: np.ndarray, times: np.ndarray, tol: float, persistent: bool) -> np.ndarray:
     """First time index from which err <= tol (to the end if persistent), per row; nan if never."""
-    ok = err <= tol
+    measured = ~np.isnan(err)
+    ok = measured & (err <= tol)
     T = err.shape[-1]
     if persistent:
-        # ok_suffix[r, t]: err <= tol for every s >= t. The first such t is the entry into zero
-        # that is never left again (a later spike resets it).
-        suffix = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)
-        hit = suffix
+        # suffix[r, t]: no measured nonzero error at any s >= t. The first such t with a measured
+        # zero is the entry into zero that is never left again (a later spike resets it).
+        fine = ok | ~measured
+        suffix = np.flip(np.logical_and.accumulate(np.flip(fine, -1), axis=-1), -1)
+        hit = suffix & ok
     else:
         hit = ok
     any_hit = hit.any(axis=-1)
@@ -133,46 +196,47 @@ def grokking_times(
     times: Any = None,
     *,
     tol: float = 0.0,
-    persistent: bool = True,
+    definition: str = "first_zero",
 ) -> GrokkingTimes:
     """Training time, test (generalisation) time and grokking time from error histories.
 
-    ``t_train`` is the first recorded time at which the training error is ``<= tol``, ``t_eps`` the
-    same for the test error, and ``t_grok = t_eps - t_train`` (SCIENCE.md section 4). With
-    ``persistent=True`` (default) a time only counts if the error stays ``<= tol`` for every later
-    record, so a loss spike that lifts the error again moves the time to the final entry into zero.
+    ``t_train`` is the time at which the training error reaches zero (``<= tol``), ``t_eps`` the
+    same for the test error, and ``t_grok = t_eps - t_train`` (the grokking time of
+    arXiv:2210.15435, Sec. 3). ``definition`` picks the convention of :func:`zero_times`: the
+    paper's first zero (default) or the first zero that is never left again.
 
     Parameters
     ----------
     train_err, test_err : array-like, shape (T,) or (R, T)
-        Error (fraction of wrong sites) at each recorded time, for one or R runs.
+        Error (fraction of wrong sites) at each recorded time, for one or R runs (``nan`` where
+        not measured).
     times : array-like, shape (T,) or (R, T), optional
         Time (or epoch) of each record; default the record index ``0..T-1``.
     tol : float
         Errors ``<= tol`` count as zero (use 0 for exact zero; a small value guards float noise).
-    persistent : bool
-        See above.
+    definition : {"first_zero", "stays_zero"}
+        See :func:`zero_times`.
 
     Returns
     -------
     GrokkingTimes
         ``(t_train, t_eps, t_grok)``, floats for (T,) input, arrays of shape (R,) for (R, T);
         ``nan`` where the error never reaches zero.
+
+    Raises
+    ------
+    ValueError
+        For mismatching shapes or an unknown ``definition``.
     """
+    check_definition(definition)
     tr = _np(train_err, "train_err")
     te = _np(test_err, "test_err")
     if tr.shape != te.shape:
         raise ValueError(f"train_err {tr.shape} and test_err {te.shape} must have the same shape")
     if tr.ndim not in (1, 2) or tr.shape[-1] == 0:
         raise ValueError(f"error histories must have shape (T,) or (R, T), got {tr.shape}")
-    if times is None:
-        t = np.arange(tr.shape[-1], dtype=np.float64)
-    else:
-        t = _np(times, "times")
-        if t.shape != tr.shape and t.shape != tr.shape[-1:]:
-            raise ValueError(f"times must have shape {tr.shape[-1:]} or {tr.shape}, got {t.shape}")
-    t_train = _zero_time(tr, t, tol, persistent)
-    t_eps = _zero_time(te, t, tol, persistent)
+    t_train = np.asarray(zero_times(tr, times, tol=tol, definition=definition))
+    t_eps = np.asarray(zero_times(te, times, tol=tol, definition=definition))
     t_grok = t_eps - t_train
     if tr.ndim == 1:
         return GrokkingTimes(float(t_train), float(t_eps), float(t_grok))
@@ -278,6 +342,8 @@ class PowerLawFit:
 def fit_power_law(x: Any, y: Any) -> PowerLawFit:
     """Fit ``y = prefactor * x^exponent`` by linear least squares in log-log space.
 
+    The regression is :func:`scipy.stats.linregress` on ``(log x, log y)``.
+
     Parameters
     ----------
     x, y : array-like, shape (P,)
@@ -286,12 +352,15 @@ def fit_power_law(x: Any, y: Any) -> PowerLawFit:
     Returns
     -------
     PowerLawFit
+        ``exponent_err`` is linregress's slope standard error (``nan`` for 2 points).
 
     Raises
     ------
     ValueError
         If fewer than 2 usable points remain.
     """
+    from scipy.stats import linregress
+
     xa, ya = _np(x, "x").ravel(), _np(y, "y").ravel()
     if xa.shape != ya.shape:
         raise ValueError(f"x and y must have the same length, got {xa.shape} and {ya.shape}")
@@ -300,15 +369,9 @@ def fit_power_law(x: Any, y: Any) -> PowerLawFit:
     n = lx.size
     if n < 2 or np.ptp(lx) == 0:
         raise ValueError(f"need at least 2 distinct positive points for a power-law fit, got {n}")
-    A = np.stack([lx, np.ones_like(lx)], axis=1)
-    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
-    if n > 2:
-        resid = ly - A @ coef
-        s2 = resid @ resid / (n - 2)
-        err = math.sqrt(s2 / ((lx - lx.mean()) @ (lx - lx.mean())))
-    else:
-        err = float("nan")
-    return PowerLawFit(float(coef[0]), float(math.exp(coef[1])), err, int(n))
+    res = linregress(lx, ly)
+    err = float(res.stderr) if n > 2 else float("nan")
+    return PowerLawFit(float(res.slope), float(math.exp(res.intercept)), err, int(n))
 
 
 @dataclass
@@ -320,17 +383,23 @@ class CriticalExponentFit:
     nu : float
         Fitted exponent of ``<E>(tau) ~ tau^nu``, ``tau = t_eps - t``.
     nu_err : float
-        Bootstrap standard deviation of ``nu`` over resampled runs (``nan`` for one run), or the
-        regression standard error when it is larger (the error bar is the larger of the two).
+        Statistical error: the bootstrap standard error of ``nu`` over resampled runs; for a
+        single run (no bootstrap) the regression standard error. Window choice and time
+        resolution are *not* included (see :func:`tnattn.ensemble.nu_budget.nu_error_budget`).
     prefactor : float
     window : tuple of float
-        The ``(tau_lo, tau_hi)`` fit window actually used.
+        The ``(tau_lo, tau_hi)`` of the first and last grid point actually fitted.
     tau : ndarray, shape (K,)
         Common grid of ``tau`` values.
     mean_error : ndarray, shape (K,)
-        Test error averaged over runs at ``t_eps - tau``.
+        Test error at ``t_eps - tau`` averaged over the runs that have data there (``nan`` where
+        none has).
+    count : ndarray of int, shape (K,)
+        Runs contributing at each grid point.
     n_runs : int
         Runs that reached zero test error and entered the average.
+    nu_ci : tuple of float
+        95 % percentile bootstrap interval (``nan`` without a bootstrap).
     """
 
     nu: float
@@ -339,7 +408,55 @@ class CriticalExponentFit:
     window: tuple
     tau: np.ndarray
     mean_error: np.ndarray
+    count: np.ndarray
     n_runs: int
+    nu_ci: tuple = (float("nan"), float("nan"))
+
+
+def _bootstrap(n: int, statistic, n_boot: int, seed: int) -> tuple:
+    """Percentile bootstrap of ``statistic(indices)`` over ``n`` units by :func:`scipy.stats.bootstrap`.
+
+    Returns ``(standard_error, (lo, hi))`` over the finite resampled values; resamples where the
+    statistic is undefined (``nan``) are left out of the standard error, which scipy's own
+    ``standard_error`` would turn into ``nan``.
+    """
+    from scipy.stats import bootstrap
+
+    def stat(idx):
+        return statistic(np.asarray(idx, dtype=np.int64))
+
+    res = bootstrap((np.arange(n),), stat, vectorized=False, n_resamples=n_boot, method="percentile",
+                    random_state=np.random.default_rng(seed))  # fmt: skip
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    dist = dist[np.isfinite(dist)]
+    se = float(np.std(dist, ddof=1)) if dist.size > 1 else float("nan")
+    ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    return se, ci
+
+
+def _interp_power(at: np.ndarray, tr: np.ndarray, er: np.ndarray, ter: float) -> np.ndarray:
+    """Error of one run at times ``at`` from its records ``(tr, er)``, aligned at ``ter``.
+
+    Between two records with positive error (and ``tau = ter - t > 0`` at both) the error is
+    interpolated linearly in ``(log tau, log E)``, which is exact for the power law being fitted;
+    a linear interpolation of a convex power law lies above it between records and bends the
+    fitted slope (by about -0.07 at ``nu = 2`` in a window starting one record step before
+    ``t_eps``). Elsewhere (a bracketing zero, or past ``ter``) the interpolation is linear.
+    """
+    n = tr.size
+    if n == 1:
+        return np.full(at.shape, er[0])
+    j = np.clip(np.searchsorted(tr, at, side="right"), 1, n - 1)
+    t0, t1, e0, e1 = tr[j - 1], tr[j], er[j - 1], er[j]
+    lin = e0 + (at - t0) / (t1 - t0) * (e1 - e0)
+    x0, x1, xa = ter - t0, ter - t1, ter - at
+    geo_ok = (e0 > 0) & (e1 > 0) & (x1 > 0) & (xa > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (np.log(np.where(geo_ok, xa, 1.0)) - np.log(np.where(geo_ok, x0, 1.0))) / (
+            np.log(np.where(geo_ok, x1, 2.0)) - np.log(np.where(geo_ok, x0, 1.0))
+        )
+        geo = np.exp(np.log(np.where(geo_ok, e0, 1.0)) + w * (np.log(np.where(geo_ok, e1, 1.0)) - np.log(np.where(geo_ok, e0, 1.0))))
+    return np.where(geo_ok, geo, lin)
 
 
 def fit_critical_exponent(
@@ -352,33 +469,39 @@ def fit_critical_exponent(
     n_tau: int = 40,
     n_boot: int = 200,
     seed: int = 0,
+    definition: str = "first_zero",
 ) -> CriticalExponentFit:
     """Critical exponent ``nu`` of ``E_test ~ (t_eps - t)^nu`` from many runs.
 
-    Method (SCIENCE.md section 5): every run is aligned at its own ``t_eps`` (the time from which
-    its test error stays zero); its error is linearly interpolated onto a common log-spaced grid of
-    ``tau = t_eps - t``; the errors are averaged over runs, and ``log <E>`` is fitted against
-    ``log tau`` by least squares inside a window.
+    The paper's procedure (arXiv:2210.15435, Sec. 3, the critical exponent of the test error
+    near ``t_eps``; Sec. 5 / Table 1 and the Scenario A figures for its use on TN attention):
+    every run is aligned at its own ``t_eps``; its measured error is interpolated onto a common
+    log-spaced grid of ``tau = t_eps - t`` (log-log between positive records, exact for a power
+    law; linear next to a zero); the errors are averaged over runs, and
+    ``log <E>`` is fitted against ``log tau`` by least squares inside a window.
+
+    A run contributes to the average only at the ``tau`` its records cover (``t_eps - tau`` not
+    before its first finite record); at every grid point the mean is over the runs that have data
+    there (``count``). Grid points without data are not fitted.
 
     Window: with ``window=(tau_lo, tau_hi)`` exactly that. By default ``tau_lo`` is ten times the
     largest time step just before any ``t_eps`` (a recorded ``t_eps`` is late by up to one step,
-    which biases ``log tau`` by at most ~10% of a step there) and
-    ``tau_hi`` the smallest ``tau`` at which ``<E>`` exceeds ``max_error`` (the critical law is an
-    asymptotic law near ``t_eps``; default 0.1), capped by the smallest aligned history length.
+    which biases ``log tau`` by at most ~10% of a step there) and ``tau_hi`` the smallest ``tau``
+    at which ``<E>`` exceeds ``max_error`` (the critical law is an asymptotic law near ``t_eps``;
+    default 0.1), capped by the smallest aligned history length.
 
-    Error bar: the runs are resampled with replacement ``n_boot`` times and the fit repeated on the
-    same window; ``nu_err`` is the larger of the bootstrap standard deviation and the regression
-    standard error.
+    Error bar (statistical only): :func:`scipy.stats.bootstrap` resamples the runs ``n_boot``
+    times and refits on the same grid points; ``nu_err`` is the bootstrap standard error.
 
     Parameters
     ----------
     test_err : array-like, shape (R, T)
-        Test error histories.
+        Test error histories (``nan`` where not measured).
     times : array-like, shape (T,) or (R, T)
         Increasing record times.
     t_eps : array-like, shape (R,), optional
-        Zero-error times; computed with :func:`grokking_times` (persistent) when omitted. Runs with
-        ``nan`` are skipped.
+        Zero-error times (may lie between records, e.g. a sub-epoch estimate); computed with
+        :func:`zero_times` under ``definition`` when omitted. Runs with ``nan`` are skipped.
     window : (float, float), optional
     max_error : float
     n_tau : int
@@ -387,10 +510,18 @@ def fit_critical_exponent(
         Bootstrap resamples (0 disables the bootstrap).
     seed : int
         Seed of the bootstrap generator.
+    definition : {"first_zero", "stays_zero"}
+        Grokking-time convention when ``t_eps`` is omitted.
 
     Returns
     -------
     CriticalExponentFit
+
+    Raises
+    ------
+    ValueError
+        For bad shapes or window, when no run reaches zero after its first record, or when fewer
+        than 3 grid points with data lie in the window.
     """
     E = _np(test_err, "test_err")
     if E.ndim == 1:
@@ -404,22 +535,32 @@ def fit_critical_exponent(
         t = np.broadcast_to(t, E.shape)
     elif t.shape != E.shape:
         raise ValueError(f"times must have shape (T,) or {E.shape}, got {t.shape}")
+    if int(n_tau) != n_tau or n_tau < 3:
+        raise ValueError(f"n_tau must be an integer >= 3, got {n_tau}")
+    if int(n_boot) != n_boot or n_boot < 0:
+        raise ValueError(f"n_boot must be an integer >= 0, got {n_boot}")
     if t_eps is None:
-        t_eps = grokking_times(np.zeros_like(E), E, t).t_eps
+        t_eps = zero_times(E, t, definition=definition)
     te = _np(t_eps, "t_eps").reshape(-1)
     if te.shape[0] != E.shape[0]:
         raise ValueError(f"t_eps must have length {E.shape[0]}, got {te.shape[0]}")
-    runs = np.nonzero(np.isfinite(te))[0]
-    runs = [r for r in runs if te[r] > t[r, 0]]  # need history before t_eps
-    if not runs:
+    # Each run: its measured records only.
+    recs = []
+    for r in np.nonzero(np.isfinite(te))[0]:
+        ok = np.isfinite(E[r]) & np.isfinite(t[r])
+        tr, er = t[r][ok], E[r][ok]
+        if tr.size and te[r] > tr[0]:  # need history before t_eps
+            recs.append((tr, er, te[r]))
+    if not recs:
         raise ValueError("no run reaches zero test error after its first record")
 
     # Default window from the time resolution around t_eps and the run lengths.
-    steps, spans = [], []
-    for r in runs:
-        j = int(np.searchsorted(t[r], te[r]))
-        steps.append(t[r, j] - t[r, j - 1])
-        spans.append(te[r] - t[r, 0])
+    steps = []
+    for tr, _, ter in recs:
+        j = int(np.searchsorted(tr, ter))
+        j = min(max(j, 1), tr.size - 1) if tr.size > 1 else 0
+        steps.append(tr[j] - tr[j - 1] if tr.size > 1 else 0.0)
+    spans = [ter - tr[0] for tr, _, ter in recs]
     tau_min, tau_max = 10.0 * max(steps), min(spans)
     if window is not None:
         lo, hi = float(window[0]), float(window[1])
@@ -431,32 +572,44 @@ def fit_critical_exponent(
             f"time resolution {tau_min:g} is not finer than the aligned history {tau_max:g}; "
             "record more often or longer"
         )
-    tau = np.geomspace(tau_min, tau_max, n_tau)
-    aligned = np.stack([np.interp(te[r] - tau, t[r], E[r]) for r in runs])  # (R', K)
-    mean = aligned.mean(axis=0)
+    tau = np.geomspace(tau_min, tau_max, int(n_tau))
+    aligned = np.full((len(recs), tau.size), np.nan)  # (R', K), nan where a run has no data
+    for k, (tr, er, ter) in enumerate(recs):
+        at = ter - tau
+        has = at >= tr[0]
+        aligned[k, has] = _interp_power(at[has], tr, er, ter)
+    count = np.sum(np.isfinite(aligned), axis=0)
+
+    def average(rows):
+        sub = aligned[rows]
+        c = np.sum(np.isfinite(sub), axis=0)
+        return np.where(c > 0, np.nansum(sub, axis=0) / np.maximum(c, 1), np.nan)
+
+    all_rows = np.arange(len(recs))
+    mean = average(all_rows)
     if window is None:
         over = np.nonzero(mean > max_error)[0]
-        k_hi = over[0] if over.size else n_tau
+        k_hi = over[0] if over.size else tau.size
         sel = np.arange(0, max(k_hi, 0))
     else:
-        sel = np.arange(n_tau)
-    sel = sel[mean[sel] > 0]
+        sel = np.arange(tau.size)
+    sel = sel[(count[sel] > 0) & (mean[sel] > 0)]
     if sel.size < 3:
         raise ValueError(
-            "fewer than 3 grid points inside the fit window; raise max_error, pass a window, or "
-            "record the errors more finely"
+            "fewer than 3 grid points with data inside the fit window; raise max_error, pass a "
+            "window the runs cover, or record the errors more finely"
         )
     fit = fit_power_law(tau[sel], mean[sel])
-    boots = []
-    if n_boot > 0 and len(runs) > 1:
-        rng = np.random.default_rng(seed)
-        for _ in range(n_boot):
-            pick = rng.integers(0, len(runs), len(runs))
-            m = aligned[pick].mean(axis=0)[sel]
-            if np.all(m > 0):
-                boots.append(fit_power_law(tau[sel], m).exponent)
-    boot_sd = float(np.std(boots, ddof=1)) if len(boots) > 1 else float("nan")
-    err = np.nanmax([boot_sd, fit.exponent_err]) if np.isfinite([boot_sd, fit.exponent_err]).any() else float("nan")
+    err, ci = fit.exponent_err, (float("nan"), float("nan"))
+    if n_boot > 0 and len(recs) > 1:
+
+        def statistic(rows):
+            try:
+                return fit_power_law(tau[sel], average(rows)[sel]).exponent
+            except ValueError:  # a resample without 2 positive points in the window
+                return float("nan")
+
+        err, ci = _bootstrap(len(recs), statistic, int(n_boot), seed)
     return CriticalExponentFit(
         nu=fit.exponent,
         nu_err=float(err),
@@ -464,13 +617,19 @@ def fit_critical_exponent(
         window=(float(tau[sel[0]]), float(tau[sel[-1]])),
         tau=tau,
         mean_error=mean,
-        n_runs=len(runs),
+        count=count,
+        n_runs=len(recs),
+        nu_ci=ci,
     )
 
 
 # ----------------------------------------------------------------------------------------------
 # Boundary divergence xi (histogram method)
 # ----------------------------------------------------------------------------------------------
+
+
+#: Estimators of the boundary-divergence exponent (:func:`boundary_divergence_xi`).
+XI_METHODS = ("edges", "max_density")
 
 
 @dataclass
@@ -480,18 +639,32 @@ class XiFit:
     Attributes
     ----------
     xi : float
-        Slope of ``log max_density`` against ``log n_bins``.
+        The estimate under ``method``: ``max(xi_lower, xi_upper)`` for ``"edges"``, the slope of
+        the largest density anywhere for ``"max_density"``.
     xi_err : float
-        Regression standard error of the slope.
+        Regression standard error of that slope.
+    xi_lower, xi_upper : float
+        Slopes of ``log`` (density of the first / last bin) against ``log n_bins``: the exponent
+        at the lower and at the upper edge of the support.
+    xi_lower_err, xi_upper_err : float
     n_bins : ndarray of int, shape (K,)
     max_density : ndarray, shape (K,)
         Largest histogram density (per unit of the normalised domain) at each bin count.
+    edge_density : ndarray, shape (K, 2)
+        Density of the first and of the last bin at each bin count.
+    method : str
     """
 
     xi: float
     xi_err: float
     n_bins: np.ndarray
     max_density: np.ndarray
+    xi_lower: float = float("nan")
+    xi_upper: float = float("nan")
+    xi_lower_err: float = float("nan")
+    xi_upper_err: float = float("nan")
+    edge_density: Optional[np.ndarray] = None
+    method: str = "edges"
 
 
 def angles(vectors: Any) -> np.ndarray:
@@ -520,17 +693,28 @@ def boundary_divergence_xi(
     *,
     n_bins: Sequence[int] = (8, 16, 32, 64, 128, 256),
     circular: bool = False,
+    method: str = "edges",
 ) -> XiFit:
     """Boundary-divergence exponent ``xi`` by the histogram method.
 
-    If the density of a 1D sample diverges like ``delta^{-xi}`` at the edge of its support
-    (``delta`` the distance to the edge), the fraction of points in the edge bin of width ``1/n``
-    scales like ``n^{xi-1}`` and the largest histogram *density* like ``n^{xi}``. The samples are
-    rescaled to their range ``[min, max]``, histogrammed with each bin count, and ``log`` of the
-    largest density is fitted against ``log n_bins`` (SCIENCE.md section 5). A bounded density
-    gives ``xi ~ 0``. Finite samples saturate once a bin holds a handful of points, so keep
-    ``max(n_bins)`` well below the sample size (the default tops out at 256 bins; use >= 10^4
-    samples).
+    If the density of a 1D sample diverges like ``delta^{-xi}`` at an edge of its support
+    (``delta`` the distance to the edge; arXiv:2210.15435, Sec. 3, the D-ball model with a
+    boundary divergence, and Table 1), the fraction of points in the edge bin of width ``1/n``
+    scales like ``n^{xi-1}`` and the edge bin's *density* like ``n^{xi}``. The samples are rescaled
+    to their range ``[min, max]`` and histogrammed with each bin count; then
+
+    * ``method="edges"`` (default): ``log`` of the first bin's density and, separately, of the
+      last bin's density are fitted against ``log n_bins``, giving ``xi_lower`` and ``xi_upper``;
+      ``xi`` is the larger. Interior structure (a spike or a cusp inside the support) does not
+      enter: a divergence that is not at the edge is no boundary divergence.
+    * ``method="max_density"``: the paper's literal description (the maximum density grows like
+      ``n_bins^xi``): ``log`` of the largest density anywhere is fitted. An interior
+      concentration of points then reads as a divergence (e.g. a point mass inside a uniform
+      sample gives ``xi`` near 1 for large masses).
+
+    A bounded density gives ``xi ~ 0``. Finite samples saturate once a bin holds a handful of
+    points, so keep ``max(n_bins)`` well below the sample size (the default tops out at 256 bins;
+    use >= 10^4 samples).
 
     Parameters
     ----------
@@ -541,11 +725,21 @@ def boundary_divergence_xi(
     circular : bool
         Treat the values as angles on the circle: rotate so the largest empty arc is at the cut
         before taking the range (implied for 2-vector input).
+    method : {"edges", "max_density"}
 
     Returns
     -------
     XiFit
+        Both edges are always reported (``xi_lower``, ``xi_upper``), whatever ``method``.
+
+    Raises
+    ------
+    ValueError
+        For bad shapes, fewer than 10 finite samples, constant samples, bad ``n_bins`` or an
+        unknown ``method``.
     """
+    if method not in XI_METHODS:
+        raise ValueError(f"method must be one of {XI_METHODS}, got {method!r}")
     x = _np(samples, "samples")
     if x.ndim == 2 and x.shape[1] == 2:
         x, circular = angles(x), True
@@ -564,11 +758,21 @@ def boundary_divergence_xi(
         raise ValueError("samples are all equal; xi is undefined")
     u = (x - lo) / (hi - lo)
     dens = np.empty(bins.size)
+    edge = np.empty((bins.size, 2))
     for j, n in enumerate(bins):
         counts = np.bincount(np.minimum((u * n).astype(np.int64), n - 1), minlength=n)
-        dens[j] = counts.max() * n / u.size  # density per unit of the normalised domain
-    fit = fit_power_law(bins.astype(float), dens)
-    return XiFit(fit.exponent, fit.exponent_err, bins, dens)
+        scale = n / u.size  # density per unit of the normalised domain
+        dens[j] = counts.max() * scale
+        edge[j] = counts[0] * scale, counts[-1] * scale
+    fb = bins.astype(float)
+    low, up = fit_power_law(fb, edge[:, 0]), fit_power_law(fb, edge[:, 1])
+    if method == "edges":
+        best = low if low.exponent >= up.exponent else up
+        xi, xi_err = best.exponent, best.exponent_err
+    else:
+        fit = fit_power_law(fb, dens)
+        xi, xi_err = fit.exponent, fit.exponent_err
+    return XiFit(xi, xi_err, bins, dens, low.exponent, up.exponent, low.exponent_err, up.exponent_err, edge, method)
 
 
 def xi_star(
@@ -577,8 +781,9 @@ def xi_star(
     labels: Any,
     *,
     n_bins: Sequence[int] = (8, 16, 32, 64, 128, 256),
+    method: str = "edges",
 ) -> tuple:
-    """``xi* = max over classes of (xi_left + xi_right)`` for D = 2 contexts.
+    """``xi* = max over classes of (xi_left + xi_right)`` for D = 2 contexts (arXiv:2210.15435, Table 1).
 
     Parameters
     ----------
@@ -588,6 +793,8 @@ def xi_star(
         Class of each site (any hashable numbers, e.g. 0/1 or -1/+1).
     n_bins : sequence of int
         Passed to :func:`boundary_divergence_xi`.
+    method : {"edges", "max_density"}
+        Estimator of each side's ``xi`` (:func:`boundary_divergence_xi`).
 
     Returns
     -------
@@ -601,8 +808,8 @@ def xi_star(
     per = {}
     for c in np.unique(lab):
         m = lab == c
-        xl = boundary_divergence_xi(L[m], n_bins=n_bins, circular=True).xi
-        xr = boundary_divergence_xi(R[m], n_bins=n_bins, circular=True).xi
+        xl = boundary_divergence_xi(L[m], n_bins=n_bins, circular=True, method=method).xi
+        xr = boundary_divergence_xi(R[m], n_bins=n_bins, circular=True, method=method).xi
         per[float(c)] = (xl, xr)
     best = max(a + b for a, b in per.values())
     return float(best), per
@@ -613,29 +820,60 @@ def xi_star(
 # ----------------------------------------------------------------------------------------------
 
 
-def class_separation(points: Any, labels: Any, *, method: str = "centroid") -> float:
-    """Class separation ``eps`` in the units of the D-ball model (separable iff ``eps > 1``).
+#: Estimators of the class separation (:func:`class_separation`).
+EPS_METHODS = ("centroid", "gap", "spread")
 
-    The paper's estimator is not published; ours are calibrated on the ball model of SCIENCE.md
-    section 4 (two unit balls centred at ``+-eps e_1``), where both return ``eps``:
+
+def _min_distance(neg: np.ndarray, pos: np.ndarray) -> float:
+    """Smallest distance between a row of ``neg`` and a row of ``pos``; chunked, so memory stays
+    at O(2048 * P) instead of O(P^2)."""
+    d2min = np.inf
+    pn = (pos**2).sum(1)
+    for s in range(0, neg.shape[0], 2048):
+        blk = neg[s : s + 2048]
+        d2 = (blk**2).sum(1)[:, None] + pn[None, :] - 2.0 * blk @ pos.T
+        d2min = min(d2min, float(d2.min()))
+    return math.sqrt(max(d2min, 0.0))
+
+
+def class_separation(points: Any, labels: Any, *, method: str = "centroid") -> float:
+    """Class separation ``eps`` of two labelled point clouds.
+
+    The paper (arXiv:2210.15435, Table 1) measures eps as the distance between the closest
+    opposite-class feature points in units of the intra-class spread; its exact normalisation is
+    not published. Three estimators, each a named option:
 
     * ``"centroid"`` (default): ``eps = (|c_+ - c_-| / 2) / r`` with class centroids ``c_+-`` and
-      ``r`` the mean over the two classes of the class radius ``max_p |p - c|``;
+      ``r`` the mean over the two classes of the class radius ``max_p |p - c|``. Calibrated on the
+      D-ball model (arXiv:2210.15435, Sec. 3: two unit balls centred at ``+-eps e_1``), where it
+      returns ``eps``;
     * ``"gap"``: ``eps = 1 + d_min / (2 r)`` with ``d_min`` the smallest distance between
-      opposite-class points (the gap between two unit balls is ``2 (eps - 1)``). Overlapping
-      classes give ``eps <= 1`` only through the centroid method; the gap method gives 1.
+      opposite-class points (the gap between two unit balls is ``2 (eps - 1)``): the project's
+      "gap units", also calibrated to return ``eps`` on the ball model. Overlapping classes give
+      ``eps <= 1`` only through the centroid method; the gap method gives 1;
+    * ``"spread"``: ``eps = d_min / s`` with ``s = sqrt(mean over the two classes of the mean
+      squared distance to the class centroid)``, the root intra-class variance: the paper's
+      wording taken literally. Not calibrated to the ball model (two unit D-balls at gap
+      ``2 (eps - 1)`` give ``2 (eps - 1) / sqrt(D / (D + 2))``).
 
     Parameters
     ----------
     points : array-like, shape (P, k)
     labels : array-like, shape (P,)
         Exactly two distinct values; the larger is the positive class.
-    method : {"centroid", "gap"}
+    method : {"centroid", "gap", "spread"}
 
     Returns
     -------
     float
+
+    Raises
+    ------
+    ValueError
+        For bad shapes, not exactly two classes, zero spread or an unknown ``method``.
     """
+    if method not in EPS_METHODS:
+        raise ValueError(f"method must be one of {EPS_METHODS}, got {method!r}")
     x = _np(points, "points")
     lab = _np(labels, "labels").reshape(-1)
     if x.ndim != 2 or x.shape[0] != lab.size:
@@ -653,12 +891,6 @@ def class_separation(points: Any, labels: Any, *, method: str = "centroid") -> f
     if method == "centroid":
         return float(0.5 * np.linalg.norm(c_pos - c_neg) / r)
     if method == "gap":
-        # Chunked pairwise minimum keeps memory at O(chunk * P).
-        d2min = np.inf
-        pn = (pos**2).sum(1)
-        for s in range(0, neg.shape[0], 2048):
-            blk = neg[s : s + 2048]
-            d2 = (blk**2).sum(1)[:, None] + pn[None, :] - 2.0 * blk @ pos.T
-            d2min = min(d2min, float(d2.min()))
-        return float(1.0 + math.sqrt(max(d2min, 0.0)) / (2.0 * r))
-    raise ValueError(f"method must be 'centroid' or 'gap', got {method!r}")
+        return float(1.0 + _min_distance(neg, pos) / (2.0 * r))
+    var = 0.5 * (((neg - c_neg) ** 2).sum(1).mean() + ((pos - c_pos) ** 2).sum(1).mean())
+    return float(_min_distance(neg, pos) / math.sqrt(var))

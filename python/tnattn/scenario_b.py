@@ -272,7 +272,13 @@ def stationary_solution(
     iters: int = 20000,
     tol: float = 1e-13,
 ) -> Tensor:
-    """Fixed point of gradient flow on ``(1/2P) sum (1/2)(<c,f> - y)^2 + lambda1|c|_1 + lambda2/2 |c|^2``.
+    """Fixed point of gradient flow on ``(1/P) sum_p (1/2)(<c,f_p> - y_p)^2 + lambda1|c|_1 + lambda2/2 |c|^2``.
+
+    The data term is the mean over the ``P`` training sites. This is the paper's risk
+    ``(1/2N) sum_i (1/2)(yhat_i - y_i)^2`` (arXiv:2210.15435, Sec. 3), whose sum runs over the
+    ``2N`` points of its two classes of ``N``: a mean as well. Its gradient is
+    ``G0 c - a + lambda2 c + lambda1 sgn(c)`` with ``G0 = mean f f^T`` and ``a = mean y f``
+    (:func:`linear_problem`), so the fixed point below solves ``(G0 + lambda2 I) c = a - lambda1 s``.
 
     ``lambda1 = 0``: ``(G0 + lambda2 I)^+ a`` (pseudo-inverse: for singular ``G0`` and no L2 this is
     the minimum-norm solution, the limit of the flow from ``c = 0``). ``lambda1 > 0``: the Lasso
@@ -567,13 +573,9 @@ def flow_errors(c: Tensor, F: Tensor, y: Tensor) -> Tensor:
     return ((c @ F.T) * y <= 0).to(_DTYPE).mean(-1)
 
 
-def _first_zero_times(err: Tensor, times: Tensor) -> Tensor:
-    """First record from which err stays 0, per run (nan if never): err (R, T), times (T,)."""
-    ok = (err == 0).numpy()
-    suffix = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)
-    idx = suffix.argmax(-1)
-    t = times.numpy()[idx]
-    return torch.as_tensor(np.where(suffix[:, -1], t, np.nan))
+def _first_zero_times(err: Tensor, times: Tensor, definition: str) -> Tensor:
+    """Zero-error time per run under ``definition`` (nan if never): err (R, T), times (T,)."""
+    return torch.as_tensor(metrics.zero_times(err.numpy(), times.numpy(), definition=definition))
 
 
 def train_classifier(
@@ -588,6 +590,7 @@ def train_classifier(
     lambda2: float = 0.0,
     dt: float = 0.05,
     refine: int = 40,
+    definition: str = "first_zero",
 ) -> dict:
     """Train ``C`` from many initialisations; record errors and the zero-error times.
 
@@ -608,6 +611,9 @@ def train_classifier(
         Step of the proximal descent (``lambda1 > 0``); must be below ``2 / max eig(G)``.
     refine : int
         Bisection steps (``lambda1 = 0``).
+    definition : {"first_zero", "stays_zero"}
+        Grokking-time convention (:func:`tnattn.metrics.zero_times`); default the paper's first
+        zero (arXiv:2210.15435, Sec. 3).
 
     Returns
     -------
@@ -615,6 +621,7 @@ def train_classifier(
         ``times`` (T,), ``train_error`` / ``test_error`` (R, T), ``t_train`` / ``t_eps`` /
         ``t_grok`` (R,) with nan where zero is never reached, ``c_final`` (R, k).
     """
+    metrics.check_definition(definition)
     P = F_train.shape[0]
     k = F_train.shape[1]
     G = F_train.T @ F_train / P + lambda2 * torch.eye(k, dtype=F_train.dtype)
@@ -635,8 +642,8 @@ def train_classifier(
             W[:, j] = c
     tr = flow_errors(W, F_train, y_train)
     te = torch.stack([flow_errors(W[:, j], F_test, y_test) for j in range(times.numel())], 1)
-    t_train = _first_zero_times(tr, times)
-    t_eps = _first_zero_times(te, times)
+    t_train = _first_zero_times(tr, times, definition)
+    t_eps = _first_zero_times(te, times, definition)
     if lambda1 == 0 and refine:
         t_train = _bisect(t_train, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_train, y_train) == 0, refine)
         t_eps = _bisect(t_eps, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_test, y_test) == 0, refine)

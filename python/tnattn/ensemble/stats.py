@@ -135,14 +135,15 @@ def aligned_test_error(
     :func:`tnattn.metrics.fit_critical_exponent` (bootstrap error bar over members, default fit
     window from the time resolution around t_eps and the error level ``max_error``).
 
-    Run selection (our choice): the aligned average needs every run over the whole window. With
-    an explicit ``window = (tau_lo, tau_hi)`` only runs whose aligned history ``t_eps - (first
-    record)`` reaches ``tau_hi`` enter the fit. Without one,
-    :func:`~tnattn.metrics.fit_critical_exponent` caps its automatic window at the shortest aligned
-    history, and a run that generalises within a few epochs would shrink it to nothing, so only
-    runs whose aligned history is at least the ``span_quantile`` quantile of all spans enter (default:
-    the longer half; 0 keeps every run). Either way the selection favours runs that grokked later;
-    ``n_runs`` and ``n_grokked`` report it.
+    Run selection (our choice): with an explicit ``window = (tau_lo, tau_hi)`` every grokked run
+    enters and contributes wherever its records reach (a run that groks early covers only the
+    small ``tau``). Without one, :func:`~tnattn.metrics.fit_critical_exponent` caps its automatic
+    window at the shortest aligned history, and a run that generalises within a few epochs would
+    shrink it to nothing, so only runs whose aligned history is at least the ``span_quantile``
+    quantile of all spans enter (default: the longer half; 0 keeps every run); that selection
+    favours runs that grokked later. ``n_runs`` and ``n_grokked`` report it. For the total
+    uncertainty of nu (window and time-resolution systematics) see
+    :func:`tnattn.ensemble.nu_budget.nu_error_budget`.
 
     Parameters
     ----------
@@ -178,7 +179,7 @@ def aligned_test_error(
     if not runs:
         return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "n_grokked": 0, "error": "no member reached zero test error"}
     spans = np.array([te_ - ep[0] for ep, _, te_ in runs])
-    need = float(window[1]) if window is not None else np.quantile(spans, span_quantile)
+    need = 0.0 if window is not None else np.quantile(spans, span_quantile)
     runs = [r for r, sp in zip(runs, spans) if sp >= need]
     if not runs:
         return {"nu": math.nan, "nu_err": math.nan, "n_runs": 0, "n_grokked": n_grokked,

@@ -306,8 +306,9 @@ class BallFlow:
     train_zero : ndarray of bool, shape (R, T)
         Whether every training point is classified correctly.
     t_train, t_eps, t_grok : ndarray, shape (R,)
-        First times from which training / test error stay zero (``nan`` if never), refined by
-        bisection between records when ``lambda1 = 0``; ``t_grok = t_eps - t_train``.
+        Times at which training / test error reach zero under the ``definition`` of
+        :func:`simulate_gradient_flow` (``nan`` if never), refined by bisection between records
+        when ``lambda1 = 0``; ``t_grok = t_eps - t_train``.
     w0, w_final : ndarray, shape (R, D)
         Initial and stationary weights.
     final_test_error : ndarray, shape (R,)
@@ -334,12 +335,13 @@ def _initial_weights(R: int, D: int, sigma0: float, init: str, rng: np.random.Ge
     return w0
 
 
-def _persistent_first(ok: np.ndarray, times: np.ndarray) -> tuple:
-    """Index of the first record from which ok stays True (R,), and whether it exists."""
-    suffix = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)
-    exists = suffix[:, -1]
-    idx = np.argmax(suffix, axis=-1)
-    return idx, exists
+def _first_zero_index(ok: np.ndarray, definition: str) -> tuple:
+    """Index of the first record with ok (``"first_zero"``) or from which ok stays True
+    (``"stays_zero"``), per row (R,), and whether it exists."""
+    hit = ok
+    if definition == "stays_zero":
+        hit = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)
+    return np.argmax(hit, axis=-1), hit.any(axis=-1)
 
 
 def simulate_gradient_flow(
@@ -357,6 +359,7 @@ def simulate_gradient_flow(
     dt: float = 1e-3,
     refine: int = 30,
     chunk: int = 256,
+    definition: str = "first_zero",
 ) -> BallFlow:
     """Monte Carlo of gradient flow on sampled ball data sets (finite ``n``, no mean field).
 
@@ -382,11 +385,17 @@ def simulate_gradient_flow(
         disable).
     chunk : int
         Data sets per block when counting training errors (memory ``chunk * T * 2n``).
+    definition : {"first_zero", "stays_zero"}
+        Grokking-time convention (:func:`tnattn.metrics.zero_times`); the default is the paper's
+        (arXiv:2210.15435, Sec. 3: the first time the error is zero).
 
     Returns
     -------
     BallFlow
     """
+    from tnattn.metrics import check_definition
+
+    check_definition(definition)
     D = _check_D(D)
     _check_nonneg(lambda1=lambda1, lambda2=lambda2, sigma0=sigma0)
     X, y = sample_datasets(n_datasets, n, D, eps, rng)
@@ -407,10 +416,10 @@ def simulate_gradient_flow(
     final_E = test_error_of_weights(w_final, eps)
 
     def first_times(ok, predicate):
-        idx, exists = _persistent_first(ok, times)
+        idx, exists = _first_zero_index(ok, definition)
         t = np.where(exists, times[idx], np.nan)
         if refine and lambda1 == 0:
-            # Bisection between the last failing record and the first persistent success.
+            # Bisection between the failing record before it and the first success.
             sel = exists & (idx > 0)
             lo = times[np.maximum(idx - 1, 0)].copy()
             hi = times[idx].copy()
