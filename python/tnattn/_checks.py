@@ -32,10 +32,45 @@ class XInfo:
         return self.kind == X_REAL
 
 
-def _tensor(t, name: str) -> Tensor:
+def check_tensor(t, name: str) -> Tensor:
+    """A dense (strided) torch.Tensor: sparse, mkldnn and nested tensors are refused by name.
+
+    The kernels read raw strided memory, and torch's own errors for other layouts (raised deep
+    inside ``contiguous()`` or ``data_ptr()``) do not say which argument was wrong.
+    """
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {t.layout}; convert it with .to_dense()")
+    if t.is_nested:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got a nested tensor")
     return t
+
+
+_tensor = check_tensor
+
+
+def check_grad(name: str, g, shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """An incoming gradient of exactly the output's ``shape``, ``dtype`` and ``device``.
+
+    The backward kernels read ``prod(shape)`` elements from it, so a smaller tensor would be read
+    out of bounds.
+    """
+    g = check_tensor(g, name)
+    if g.dtype != dtype:
+        raise TypeError(f"{name} must have the output's dtype {dtype}, got {g.dtype}")
+    if tuple(g.shape) != tuple(shape):
+        raise ValueError(f"{name} must have the output's shape {tuple(shape)}, got {tuple(g.shape)}")
+    if g.device != device:
+        raise ValueError(f"{name} is on {g.device} but the inputs are on {device}")
+    return g
+
+
+def check_flags(name: str, flags, n: int) -> list[bool]:
+    """A list of ``n`` bools (the ``needs`` argument of the backward ops)."""
+    if not isinstance(flags, (list, tuple)) or len(flags) != n or not all(isinstance(f, bool) for f in flags):
+        raise ValueError(f"{name} must be a list of {n} bools, got {flags!r}")
+    return list(flags)
 
 
 def check_params(name: str, A, *, ndim: int = 3) -> Tensor:
@@ -52,8 +87,11 @@ def check_params(name: str, A, *, ndim: int = 3) -> Tensor:
     return A
 
 
-def check_x(x, d: int, dtype: torch.dtype, name: str = "x") -> XInfo:
-    """Symbols (N, M) of uint8/int32/int64, or real embeddings (N, M, d) of ``dtype``."""
+def check_x(x, d: int, dtype: torch.dtype, name: str = "x", *, allow_empty_batch: bool = False) -> XInfo:
+    """Symbols (N, M) of uint8/int32/int64, or real embeddings (N, M, d) of ``dtype``.
+
+    ``allow_empty_batch`` accepts N = 0 (the reference implementation returns empty results).
+    """
     x = _tensor(x, name)
     if x.is_floating_point():
         if x.dtype != dtype:
@@ -70,7 +108,7 @@ def check_x(x, d: int, dtype: torch.dtype, name: str = "x") -> XInfo:
             raise ValueError(f"symbols {name} must have shape (N, M), got {tuple(x.shape)}")
         kind = SYMBOL_DTYPES[x.dtype]
     N, M = x.shape[0], x.shape[1]
-    if N == 0:
+    if N == 0 and not allow_empty_batch:
         raise ValueError(f"{name} has an empty batch (N = 0); pass at least one sequence")
     if M == 0:
         raise ValueError(f"{name} has length M = 0; sequences must have at least one site")
@@ -99,6 +137,19 @@ def _cuda_built() -> bool:
     return bool(_C.has_cuda())
 
 
+def check_symbol_range(x: Tensor, d: int, name: str = "x") -> None:
+    """Integer symbols all in [0, d) (reads the data: one host synchronisation).
+
+    For callers without a kernel that counts bad symbols (the reference implementation); the
+    native ops leave this check to the kernel.
+    """
+    if x.is_floating_point() or x.numel() == 0:
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi >= d:
+        raise ValueError(f"{name} holds symbols outside [0, d) = [0, {d}): min {lo}, max {hi}")
+
+
 def check_devices(**tensors: Tensor) -> torch.device:
     """All tensors on one device, and one the build supports (CPU; CUDA when built with it)."""
     devs = {name: t.device for name, t in tensors.items()}
@@ -116,3 +167,56 @@ def check_devices(**tensors: Tensor) -> torch.device:
     elif first.type not in ("cpu", "meta"):
         raise ValueError(f"inputs are on {first}; tnattn runs on cpu and cuda tensors only")
     return first
+
+
+def check_same_device(**tensors: Tensor) -> torch.device:
+    """All tensors on one device (any device: for the plain-PyTorch reference)."""
+    devs = {name: t.device for name, t in tensors.items()}
+    first_name, first = next(iter(devs.items()))
+    for name, dev in devs.items():
+        if dev != first:
+            raise ValueError(f"{name} is on {dev} but {first_name} is on {first}; put all inputs on one device")
+    return first
+
+
+def check_contexts_args(A, x, boundary, *, native: bool = True) -> tuple[XInfo, int, int, bool]:
+    """Arguments of ``contexts(A, x, boundary)``: returns (sizes of x, d, D, per-sequence boundary).
+
+    ``native=False`` (the reference implementation) accepts an empty batch and any device.
+    """
+    A = check_params("A", A)
+    d, D = A.shape[0], A.shape[1]
+    xi = check_x(x, d, A.dtype, allow_empty_batch=not native)
+    per_batch = check_boundary(boundary, xi.N, D, A.dtype, "boundary")
+    (check_devices if native else check_same_device)(A=A, x=x, boundary=boundary)
+    return xi, d, D, per_batch
+
+
+def check_tn_attention_args(x, A_left, A_right, C, u, v, *, native: bool = True) -> tuple[XInfo, int, int, int, bool, bool]:
+    """Arguments of ``tn_attention``: returns (sizes of x, d, D, c, per-sequence u, per-sequence v).
+
+    ``native=False`` as in :func:`check_contexts_args`.
+    """
+    A_left = check_params("A_left", A_left)
+    A_right = check_params("A_right", A_right)
+    d, D = A_left.shape[0], A_left.shape[1]
+    if A_right.dtype != A_left.dtype:
+        raise TypeError(f"A_right has dtype {A_right.dtype} but A_left has {A_left.dtype}")
+    if A_right.shape != A_left.shape:
+        raise ValueError(
+            f"A_right has shape {tuple(A_right.shape)} but A_left has {tuple(A_left.shape)}; "
+            "both must be (d, D, D)"
+        )
+    check_tensor(C, "C")
+    if C.dtype != A_left.dtype:
+        raise TypeError(f"C has dtype {C.dtype} but A_left has {A_left.dtype}")
+    if C.dim() != 4 or C.shape[0] != d or C.shape[1] != D or C.shape[2] != D:
+        raise ValueError(f"C must have shape (d, D, D, c) = ({d}, {D}, {D}, c), got {tuple(C.shape)}")
+    c = C.shape[3]
+    if c == 0:
+        raise ValueError("C has c = 0 outputs; need c >= 1")
+    xi = check_x(x, d, A_left.dtype, allow_empty_batch=not native)
+    u_pb = check_boundary(u, xi.N, D, A_left.dtype, "u")
+    v_pb = check_boundary(v, xi.N, D, A_left.dtype, "v")
+    (check_devices if native else check_same_device)(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
+    return xi, d, D, c, u_pb, v_pb

@@ -9,17 +9,28 @@ Ops (namespace ``tnattn``, registered with :func:`torch.library.custom_op`):
   custom ops themselves so that ``torch.compile``/AOT autograd trace them like any aten op.
 
 The public functions :func:`contexts` and :func:`tn_attention` check argument types (the dispatcher
-would reject a non-tensor with a RuntimeError instead of a TypeError naming it) and then either
-call ``torch.ops.tnattn.*`` (under ``torch.compile``, for tensor subclasses such as fake tensors,
-and under torch.func transforms) or, for plain eager CPU tensors, an equivalent
-``torch.autograd.Function`` that calls the same implementation functions directly. The eager path
-skips the Python dispatch of ``custom_op`` (about 0.2 ms per forward+backward, which dominates small
-problems); both paths run identical code and are tested against each other.
+would reject a non-tensor with a RuntimeError instead of a TypeError naming it) and then take one of
+three paths over the same implementation functions:
+
+* no autograd involved (no input requires grad, no torch.func transform, no forward-AD level): the
+  kernel directly, skipping the Python dispatch of ``custom_op`` (about 0.2 ms per call, which
+  dominates small problems);
+* any autograd transform: a ``torch.autograd.Function`` of :mod:`tnattn._autograd`, which gives the
+  exact derivative under plain backward (fused backward kernel), ``create_graph`` / double backward,
+  ``torch.autograd.functional``, forward-mode AD (dual tensors) and ``torch.func`` (grad, vjp, jvp,
+  jacrev, jacfwd, hessian, vmap -- a vmapped single op runs as one ensemble kernel call). Higher
+  and forward-mode derivatives come from the plain-PyTorch reference (:mod:`tnattn.reference`),
+  which computes the same function;
+* under ``torch.compile``/``torch.export`` and for tensor subclasses (fake tensors): the registered
+  ops ``torch.ops.tnattn.*``. Called directly, these have a first derivative and a vmap rule; forward-mode
+  AD and double backward through them raise ``NotImplementedError`` naming the op (use the public
+  functions); torch.func's grad transforms on them fail inside torch's custom-op machinery.
 
 Both forward ops have fake (meta) kernels and autograd formulas; gradients flow to every floating
 input (A, A_left, A_right, C, boundary/u/v and real embeddings x). Passing the same tensor as
-``A_left`` and ``A_right`` gives the shared-tensor model; autograd sums the two gradients. Double
-backward is not supported.
+``A_left`` and ``A_right`` gives the shared-tensor model; autograd sums the two gradients. The
+registered backward ops check every argument, including the incoming gradient's shape, dtype and
+device (the kernels read exactly the output's size from it).
 
 What the forward saves for backward
 -----------------------------------
@@ -60,15 +71,17 @@ given shape) for D <= 32; larger D use fp64 atomics.
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
-from . import _C
+from . import _C, _autograd
 from ._checks import (
     XInfo,
-    check_boundary,
-    check_devices,
-    check_params,
-    check_x,
+    check_contexts_args,
+    check_flags,
+    check_grad,
+    check_tensor,
+    check_tn_attention_args,
 )
 
 __all__ = ["contexts", "tn_attention"]
@@ -76,15 +89,27 @@ __all__ = ["contexts", "tn_attention"]
 
 def _check_tensors(**tensors) -> None:
     for name, t in tensors.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        check_tensor(t, name)
 
 
-def _eager_fast_path(*tensors: Tensor) -> bool:
-    """True when the direct autograd.Function path is safe (plain CPU tensors, no tracing)."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
-        return False
-    return all(type(t) is Tensor and t.device.type == "cpu" for t in tensors)
+_EAGER, _FUNCTION, _OP = 0, 1, 2
+
+
+def _route(*tensors: Tensor) -> int:
+    """Which path a call takes (see the module docstring).
+
+    ``_OP`` (the registered custom op) under ``torch.compile`` and for tensor subclasses (fake
+    tensors); otherwise ``_FUNCTION`` (the autograd.Function of :mod:`tnattn._autograd`) whenever
+    an autograd transform may touch the call -- an input requires grad, a torch.func transform is
+    active or a forward-mode AD level is open -- and ``_EAGER`` (the kernel, nothing recorded).
+    """
+    if torch.compiler.is_compiling() or not all(type(t) is Tensor for t in tensors):
+        return _OP
+    if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
+        return _FUNCTION
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _FUNCTION
+    return _EAGER
 
 
 def _num_threads() -> int:
@@ -126,39 +151,11 @@ def _raise_bad_symbols(bad: int, d: int) -> None:
 
 
 def _check_contexts(A: Tensor, x: Tensor, boundary: Tensor) -> tuple[XInfo, int, int, bool]:
-    A = check_params("A", A)
-    d, D = A.shape[0], A.shape[1]
-    xi = check_x(x, d, A.dtype)
-    per_batch = check_boundary(boundary, xi.N, D, A.dtype, "boundary")
-    check_devices(A=A, x=x, boundary=boundary)
-    return xi, d, D, per_batch
+    return check_contexts_args(A, x, boundary)
 
 
 def _check_tn_attention(x, A_left, A_right, C, u, v) -> tuple[XInfo, int, int, int, bool, bool]:
-    A_left = check_params("A_left", A_left)
-    A_right = check_params("A_right", A_right)
-    d, D = A_left.shape[0], A_left.shape[1]
-    if A_right.dtype != A_left.dtype:
-        raise TypeError(f"A_right has dtype {A_right.dtype} but A_left has {A_left.dtype}")
-    if A_right.shape != A_left.shape:
-        raise ValueError(
-            f"A_right has shape {tuple(A_right.shape)} but A_left has {tuple(A_left.shape)}; "
-            "both must be (d, D, D)"
-        )
-    if not isinstance(C, Tensor):
-        raise TypeError(f"C must be a torch.Tensor, got {type(C).__name__}")
-    if C.dtype != A_left.dtype:
-        raise TypeError(f"C has dtype {C.dtype} but A_left has {A_left.dtype}")
-    if C.dim() != 4 or C.shape[0] != d or C.shape[1] != D or C.shape[2] != D:
-        raise ValueError(f"C must have shape (d, D, D, c) = ({d}, {D}, {D}, c), got {tuple(C.shape)}")
-    c = C.shape[3]
-    if c == 0:
-        raise ValueError("C has c = 0 outputs; need c >= 1")
-    xi = check_x(x, d, A_left.dtype)
-    u_pb = check_boundary(u, xi.N, D, A_left.dtype, "u")
-    v_pb = check_boundary(v, xi.N, D, A_left.dtype, "v")
-    check_devices(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
-    return xi, d, D, c, u_pb, v_pb
+    return check_tn_attention_args(x, A_left, A_right, C, u, v)
 
 
 def _ptr(t: Tensor | None) -> int:
@@ -183,8 +180,9 @@ def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Ten
 
 def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
     xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    grad_out = check_grad("grad_out", grad_out, (xi.N, xi.M, D), A.dtype, A.device)
     A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    grad_out = grad_out.to(A.dtype).contiguous()
+    grad_out = grad_out.contiguous()
     gA = torch.empty_like(A) if need_A else None
     gb = A.new_empty((xi.N, D)) if need_boundary else None
     gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else None
@@ -215,9 +213,10 @@ def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
 def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
     """Gradients (x, A_left, A_right, C, u, v); None where ``needs`` is False or x is integer."""
     xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
+    grad_W = check_grad("grad_W", grad_W, (xi.N, xi.M, d, c), C.dtype, C.device)
+    n_x, n_AL, n_AR, n_C, n_u, n_v = check_flags("needs", needs, 6)
     x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    grad_W = grad_W.to(C.dtype).contiguous()
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    grad_W = grad_W.contiguous()
     gx = C.new_empty((xi.N, xi.M, d)) if (n_x and xi.real) else None
     gAL = torch.empty_like(A_left) if n_AL else None
     gAR = torch.empty_like(A_right) if n_AR else None
@@ -245,6 +244,12 @@ def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
 def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
     """Normalised left (or right) contexts of a batch of sequences (op ``tnattn::contexts``).
 
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): ``A`` is the site
+    tensor of a uniform matrix product state (MPS) with physical dimension d and bond dimension D,
+    ``A[s]`` is the transfer matrix of symbol s, and the contexts are the normalised left (right)
+    environments of each site, i.e. the boundary vector contracted with the transfer matrices of the
+    preceding (following) symbols.
+
     Parameters
     ----------
     A : Tensor, shape (d, D, D), float32 or float64
@@ -261,18 +266,29 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     -------
     Tensor, shape (N, M, D)
         Unit vectors (or exactly zero, see the module's exact-zero rule).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, named (see the module docstring); symbols outside [0, d).
     """
     _check_tensors(A=A, x=x, boundary=boundary)
     reverse = bool(reverse)
-    if not _eager_fast_path(A, x, boundary):
-        return torch.ops.tnattn.contexts(A, x, boundary, reverse=reverse)
-    if torch.is_grad_enabled() and (A.requires_grad or x.requires_grad or boundary.requires_grad):
+    route = _route(A, x, boundary)
+    if route == _EAGER:
+        return _contexts_impl(A, x, boundary, reverse)
+    if route == _FUNCTION:
         return _ContextsFunction.apply(A, x, boundary, reverse)
-    return _contexts_impl(A, x, boundary, reverse)
+    return torch.ops.tnattn.contexts(A, x, boundary, reverse=reverse)
 
 
 def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
     """TN-attention local maps, fused (op ``tnattn::tn_attention``).
+
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): the left and right
+    environments of a uniform MPS (site tensors ``A_left``/``A_right``, bond dimension D) are
+    contracted with the classification tensor ``C`` at every site, giving the site's local map
+    (the paper's attention weights) from symbols to outputs.
 
     ``W[n, i, s, o] = sum_{a,b} L[n, i, a] C[s, a, b, o] R[n, i, b]`` with
     ``L = contexts(A_left, x, u)`` and ``R = contexts(A_right, x, v, reverse=True)``.
@@ -291,40 +307,33 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
     -------
     Tensor, shape (N, M, d, c)
         The local map of every site; the raw output for the actual symbol is ``W[n, i, x[n, i]]``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, named (see the module docstring); symbols outside [0, d).
     """
     _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
     inputs = (x, A_left, A_right, C, u, v)
-    if not _eager_fast_path(*inputs):
-        return torch.ops.tnattn.tn_attention(*inputs)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+    route = _route(*inputs)
+    if route == _EAGER:
+        return _tn_attention_impl(*inputs)
+    if route == _FUNCTION:
         return _TNAttentionFunction.apply(*inputs)
-    return _tn_attention_impl(*inputs)
+    return torch.ops.tnattn.tn_attention(*inputs)
 
 
 # ------------------------------------------------------------------------------------------------
-# Eager fast path: plain autograd.Functions over the implementations
+# autograd.Functions over the implementations (every autograd transform; see tnattn._autograd)
 
 
-def _contexts_grads(saved, reverse, needs, grad):
-    A, x, boundary = saved
-    need_A, need_x, need_b = needs
-    need_x = need_x and x.is_floating_point()
-    if not (need_A or need_x or need_b):
-        return None, None, None
-    gA, gb, gx = _contexts_backward_impl(grad, A, x, boundary, reverse, need_A, need_b, need_x)
-    return gA, gx, gb
-
-
-class _ContextsFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, A, x, boundary, reverse):
-        ctx.save_for_backward(A, x, boundary)
-        ctx.reverse = reverse
-        return _contexts_impl(A, x, boundary, reverse)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (*_contexts_grads(ctx.saved_tensors, ctx.reverse, ctx.needs_input_grad[:3], grad), None)
+_ContextsFunction = _autograd.make_contexts_function(
+    "_ContextsFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts, _autograd.vmap_contexts
+)
+_TNAttentionFunction = _autograd.make_tn_attention_function(
+    "_TNAttentionFunction", _tn_attention_impl, _tn_attention_backward_impl, _autograd.ref_tn_attention,
+    _autograd.vmap_tn_attention,
+)  # fmt: skip
 
 
 def _tn_attention_needs(x: Tensor, needs) -> list[bool]:
@@ -333,27 +342,13 @@ def _tn_attention_needs(x: Tensor, needs) -> list[bool]:
     return needs
 
 
-class _TNAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, A_left, A_right, C, u, v):
-        ctx.save_for_backward(x, A_left, A_right, C, u, v)
-        return _tn_attention_impl(x, A_left, A_right, C, u, v)
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        needs = _tn_attention_needs(saved[0], ctx.needs_input_grad)
-        if not any(needs):
-            return (None,) * 6
-        return _tn_attention_backward_impl(grad, *saved, needs)
-
-
 # ------------------------------------------------------------------------------------------------
 # Custom ops (torch.compile, fake tensors, opcheck)
 
 
 @torch.library.custom_op("tnattn::contexts", mutates_args=())
 def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    _autograd.refuse_forward_ad("contexts", "tnattn.ops.contexts")
     return _contexts_impl(A, x, boundary, reverse)
 
 
@@ -386,6 +381,7 @@ def _contexts_backward_op(
 @_contexts_backward_op.register_fake
 def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
     xi, d, D, per_batch = _check_contexts(A, x, boundary)
+    check_grad("grad_out", grad_out, (xi.N, xi.M, D), A.dtype, A.device)
     gA = torch.empty_like(A) if need_A else A.new_empty((0,))
     gb = (A.new_empty((xi.N, D)) if per_batch else A.new_empty((D,))) if need_boundary else A.new_empty((0,))
     gx = A.new_empty((xi.N, xi.M, d)) if (need_x and xi.real) else A.new_empty((0,))
@@ -408,10 +404,12 @@ def _contexts_grad(ctx, grad):
 
 
 _contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
+_autograd.register_raw_rules(_contexts_op, _contexts_backward_op, "contexts", "tnattn.ops.contexts", _autograd.vmap_contexts, True)
 
 
 @torch.library.custom_op("tnattn::tn_attention", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    _autograd.refuse_forward_ad("tn_attention", "tnattn.ops.tn_attention")
     return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
@@ -437,8 +435,6 @@ def _tn_attention_backward_op(
     ``needs`` holds six flags in that order; an unneeded gradient (and ``grad_x`` for integer
     symbols) comes back as an empty tensor of shape (0,).
     """
-    if len(needs) != 6:
-        raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
     grads = _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs)
     return tuple(g if g is not None else C.new_empty((0,)) for g in grads)
 
@@ -446,7 +442,8 @@ def _tn_attention_backward_op(
 @_tn_attention_backward_op.register_fake
 def _tn_attention_backward_fake(grad_W, x, A_left, A_right, C, u, v, needs):
     xi, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    check_grad("grad_W", grad_W, (xi.N, xi.M, d, c), C.dtype, C.device)
+    n_x, n_AL, n_AR, n_C, n_u, n_v = check_flags("needs", needs, 6)
     shapes = (
         (xi.N, xi.M, d) if (n_x and xi.real) else None,
         tuple(A_left.shape) if n_AL else None,
@@ -472,3 +469,6 @@ def _tn_attention_grad(ctx, grad):
 
 
 _tn_attention_op.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
+_autograd.register_raw_rules(
+    _tn_attention_op, _tn_attention_backward_op, "tn_attention", "tnattn.ops.tn_attention", _autograd.vmap_tn_attention, False
+)

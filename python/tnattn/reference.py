@@ -18,15 +18,32 @@ Shapes: d alphabet, D bond dimension, N batch, M length, c outputs.
 
 Exact-zero rule
 ---------------
-``normalize(v)`` returns ``v / |v|`` when ``|v| > 0`` and the zero vector (with zero gradient
-towards ``v``) when ``|v| == 0`` exactly. A context that became exactly zero therefore stays zero for
-the rest of the scan and produces no NaN. The native kernels implement the same rule.
+``normalize(v)`` returns ``v / |v|`` when ``v`` has a non-zero entry and the zero vector (with zero
+gradient towards ``v``) when every entry is exactly zero. A context that became exactly zero
+therefore stays zero for the rest of the scan and produces no NaN. The native kernels implement the
+same rule.
+
+Scale safety
+------------
+Norms are computed as BLAS ``nrm2`` does: the vector is first divided by its largest absolute entry,
+so neither the squares of huge entries overflow (float32 from about 1e19) nor those of tiny entries
+underflow (below about 1e-19; exactly 0 below about 1e-23). Contexts are projective (only their
+direction matters), so a parameter scale of 1e30 or 1e-30 gives the same contexts as scale 1.
+
+Bad input
+---------
+The same checks as :mod:`tnattn.ops`, with errors naming the argument: ``TypeError`` for a
+non-tensor, a sparse/mkldnn/nested tensor or a wrong dtype, ``ValueError`` for wrong shapes, mixed
+devices, empty sequences (M = 0) or symbols outside ``[0, d)`` (so -1 is never read as the last
+symbol). Unlike the native ops an empty batch (N = 0) is accepted and gives empty results.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from ._checks import check_contexts_args, check_symbol_range, check_tensor, check_tn_attention_args
 
 __all__ = [
     "normalize",
@@ -49,14 +66,30 @@ def normalize(v: Tensor) -> Tensor:
     Returns
     -------
     Tensor, shape (..., D)
-        ``v / |v|`` where ``|v| > 0``; exactly zero (and zero gradient) where ``|v| == 0``.
+        ``v / |v|`` where ``v != 0``; exactly zero (and zero gradient) where every entry is 0.
+
+    Raises
+    ------
+    TypeError
+        ``v`` is not a dense tensor.
+
+    Notes
+    -----
+    Scale-safe (BLAS ``nrm2``): ``v`` is divided by ``m = max_k |v_k|`` before its norm is taken,
+    so ``|v/m|`` lies in [1, sqrt(D)] and neither the norm nor the gradient (which holds
+    ``1/|v|^2`` in the unscaled formula) overflows or underflows for any finite non-zero ``v``.
+    ``m`` is treated as a constant (detached): ``v/|v|`` does not change when ``v`` is rescaled, so
+    derivatives of every order are exact.
     """
-    n = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    check_tensor(v, "v")
+    m = v.detach().abs().amax(dim=-1, keepdim=True)
+    w = v / torch.where(m > 0, m, torch.ones_like(m))
+    n = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
     pos = n > 0
     # Two wheres so that the masked branch never produces inf * 0 = NaN in the backward.
     safe = torch.where(pos, n, torch.ones_like(n))
     scale = torch.where(pos, 1.0 / safe, torch.zeros_like(n))
-    return v * scale
+    return w * scale
 
 
 def site_matrices(A: Tensor, xi: Tensor) -> Tensor:
@@ -99,7 +132,19 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     Returns
     -------
     Tensor, shape (N, M, D)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, named (see the module docstring).
     """
+    xi, d, _, _ = check_contexts_args(A, x, boundary, native=False)
+    check_symbol_range(x, d)
+    return _contexts(A, x, boundary, reverse=reverse)
+
+
+def _contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    """:func:`contexts` without argument checks (for validated or transformed inputs)."""
     N, M = x.shape[0], x.shape[1]
     cur = _boundary_rows(boundary, N)
     outs = [cur]
@@ -129,6 +174,8 @@ def local_maps(L: Tensor, C: Tensor, R: Tensor) -> Tensor:
     -------
     Tensor, shape (N, M, d, c)
     """
+    for name, t in (("L", L), ("C", C), ("R", R)):
+        check_tensor(t, name)
     return torch.einsum("nia,sabo,nib->niso", L, C, R)
 
 
@@ -147,10 +194,22 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
     Returns
     -------
     Tensor, shape (N, M, d, c)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, named (see the module docstring).
     """
-    L = contexts(A_left, x, u)
-    R = contexts(A_right, x, v, reverse=True)
-    return local_maps(L, C, R)
+    _, d, _, _, _, _ = check_tn_attention_args(x, A_left, A_right, C, u, v, native=False)
+    check_symbol_range(x, d)
+    return _tn_attention(x, A_left, A_right, C, u, v)
+
+
+def _tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    """:func:`tn_attention` without argument checks (for validated or transformed inputs)."""
+    L = _contexts(A_left, x, u)
+    R = _contexts(A_right, x, v, reverse=True)
+    return torch.einsum("nia,sabo,nib->niso", L, C, R)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,9 +262,20 @@ def contexts_vectorized(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool
     Returns
     -------
     Tensor, shape (N, M, D)
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad arguments, named (see the module docstring).
     """
+    _, d, _, _ = check_contexts_args(A, x, boundary, native=False)
+    check_symbol_range(x, d)
+    return _contexts_vectorized(A, x, boundary, reverse=reverse)
+
+
+def _contexts_vectorized(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
     if reverse:
-        out = contexts_vectorized(A.transpose(1, 2), x.flip(1), boundary, reverse=False)
+        out = _contexts_vectorized(A.transpose(1, 2), x.flip(1), boundary, reverse=False)
         return out.flip(1)
     N, M = x.shape[0], x.shape[1]
     b = _boundary_rows(boundary, N)
@@ -220,7 +290,9 @@ def contexts_vectorized(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool
 def tn_attention_vectorized(
     x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor
 ) -> Tensor:
-    """:func:`tn_attention` on top of :func:`contexts_vectorized` (same arguments and shapes)."""
-    L = contexts_vectorized(A_left, x, u)
-    R = contexts_vectorized(A_right, x, v, reverse=True)
+    """:func:`tn_attention` on top of :func:`contexts_vectorized` (same arguments, shapes and errors)."""
+    _, d, _, _, _, _ = check_tn_attention_args(x, A_left, A_right, C, u, v, native=False)
+    check_symbol_range(x, d)
+    L = _contexts_vectorized(A_left, x, u)
+    R = _contexts_vectorized(A_right, x, v, reverse=True)
     return local_maps(L, C, R)

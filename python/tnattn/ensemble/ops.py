@@ -24,9 +24,11 @@ Shapes (E members, N sequences, M sites, d alphabet, D bond dimension, c outputs
 
 Devices: CPU tensors run the threaded CPU kernels (thread count: :class:`kernel_threads`); CUDA
 tensors go through :func:`tnattn.ops._native` (the CUDA kernels, on torch's current stream) when
-the extension was built with them. As in :mod:`tnattn.ops`, plain eager CPU tensors take a direct ``torch.autograd.Function`` path over
-the same implementation functions (skipping the Python dispatch of ``custom_op``); ``torch.compile``,
-fake tensors and torch.func transforms go through the registered custom ops.
+the extension was built with them. Calls take the paths of :mod:`tnattn.ops`: the kernel directly when
+no autograd is involved, the ``torch.autograd.Function`` of :mod:`tnattn._autograd` under any
+autograd transform (double backward, forward-mode AD and torch.func included; vmap folds the batch
+into the member dimension), and the registered custom ops under ``torch.compile`` and for fake
+tensors.
 
 Member ``e`` of the result equals :func:`tnattn.ops.tn_attention` (or :func:`tnattn.ops.contexts`)
 applied to member ``e``'s tensors; gradients are per member. As in :mod:`tnattn.ops`, the forward
@@ -37,24 +39,31 @@ Passing the same tensor as ``A_left`` and ``A_right`` gives the shared-tensor mo
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from torch import Tensor
 
-from tnattn import _C
-from tnattn._checks import FLOAT_DTYPES, XInfo, check_devices, check_x
-from tnattn.ops import _check_tensors, _eager_fast_path, _native, _ptr, _raise_bad_symbols
+from tnattn import _C, _autograd
+from tnattn._checks import FLOAT_DTYPES, XInfo, check_devices, check_flags, check_grad, check_tensor, check_x
+from tnattn.ops import _EAGER, _FUNCTION, _check_tensors, _native, _ptr, _raise_bad_symbols, _route
 
 __all__ = ["contexts_ensemble", "tn_attention_ensemble", "kernel_threads"]
 
 # Threads of the fused kernels; None = torch.get_num_threads(). Separate from torch's intra-op
 # threads so that a trainer can run the many small elementwise torch ops on one thread (on a busy
 # machine every OpenMP region waits for its slowest, possibly descheduled, thread) while the kernel
-# calls, which hold nearly all of the work, still use every core.
-_KERNEL_THREADS: list = [None]
+# calls, which hold nearly all of the work, still use every core. Per Python thread: two threads
+# that each set their own count must neither see nor undo each other's setting.
+_KERNEL_THREADS = threading.local()
+
+
+def _kernel_threads_setting() -> int | None:
+    return getattr(_KERNEL_THREADS, "n", None)
 
 
 def _num_threads() -> int:
-    n = _KERNEL_THREADS[0]
+    n = _kernel_threads_setting()
     return max(1, torch.get_num_threads() if n is None else n)
 
 
@@ -69,10 +78,19 @@ def _call(fn_name: str, *args, like: Tensor) -> int:
 class kernel_threads:
     """Context manager: the ensemble kernels use ``n`` threads inside the block (None = torch's).
 
+    The setting belongs to the calling Python thread: other threads keep their own (default None)
+    and the previous value of this thread is restored on exit, also when the block raises and
+    when one instance is entered again inside itself.
+
     Parameters
     ----------
     n : int or None
         Thread count (>= 1), or None for ``torch.get_num_threads()``.
+
+    Raises
+    ------
+    ValueError
+        ``n`` is not None and not an int >= 1.
     """
 
     def __init__(self, n: int | None):
@@ -81,12 +99,15 @@ class kernel_threads:
         self.n = n
 
     def __enter__(self):
-        self._old = _KERNEL_THREADS[0]
-        _KERNEL_THREADS[0] = self.n
+        stack = getattr(_KERNEL_THREADS, "stack", None)
+        if stack is None:
+            stack = _KERNEL_THREADS.stack = []
+        stack.append(_kernel_threads_setting())
+        _KERNEL_THREADS.n = self.n
         return self
 
     def __exit__(self, *exc):
-        _KERNEL_THREADS[0] = self._old
+        _KERNEL_THREADS.n = _KERNEL_THREADS.stack.pop()
         return False
 
 
@@ -96,8 +117,7 @@ class kernel_threads:
 
 def _check_stacked(name: str, A, ndim: int) -> Tensor:
     """A stacked parameter (E, d, D, D[, c]) of float32/float64 with E, d, D >= 1."""
-    if not isinstance(A, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(A).__name__}")
+    check_tensor(A, name)
     if A.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {A.dtype}")
     layout = "(E, d, D, D)" if ndim == 4 else "(E, d, D, D, c)"
@@ -112,8 +132,7 @@ def _check_stacked(name: str, A, ndim: int) -> Tensor:
 
 def _check_x(x, E: int, d: int, dtype: torch.dtype) -> tuple[XInfo, bool]:
     """(sizes, shared) of the inputs; see the module docstring for the accepted layouts."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor(x, "x")
     per_member_dim = 4 if x.is_floating_point() else 3
     if x.dim() == per_member_dim:
         if x.shape[0] != E:
@@ -127,8 +146,7 @@ def _check_x(x, E: int, d: int, dtype: torch.dtype) -> tuple[XInfo, bool]:
 
 def _check_boundary(b, E: int, N: int, D: int, dtype: torch.dtype, name: str) -> bool:
     """A boundary (E, D) or per-sequence (E, N, D); returns True when per-sequence."""
-    if not isinstance(b, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(b).__name__}")
+    check_tensor(b, name)
     if b.dtype != dtype:
         raise TypeError(f"{name} must have the parameters' dtype {dtype}, got {b.dtype}")
     if b.dim() == 2 and tuple(b.shape) == (E, D):
@@ -193,8 +211,9 @@ def _contexts_impl(A: Tensor, x: Tensor, boundary: Tensor, reverse: bool) -> Ten
 def _contexts_backward_impl(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
     """(grad_A, grad_boundary, grad_x), None where not needed (or x is integer)."""
     xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
+    grad_out = check_grad("grad_out", grad_out, (E, xi.N, xi.M, D), A.dtype, A.device)
     A, x, boundary = A.contiguous(), x.contiguous(), boundary.contiguous()
-    grad_out = grad_out.to(A.dtype).contiguous()
+    grad_out = grad_out.contiguous()
     gA = torch.empty_like(A) if need_A else None
     # The kernel writes per-sequence boundary gradients and per-member x gradients; the broadcast
     # dimensions are summed here.
@@ -229,11 +248,10 @@ def _tn_attention_impl(x, A_left, A_right, C, u, v) -> Tensor:
 def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
     """Gradients (x, A_left, A_right, C, u, v); None where ``needs`` is False or x is integer."""
     xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    if len(needs) != 6:
-        raise ValueError(f"needs must hold 6 flags, got {len(needs)}")
+    grad_W = check_grad("grad_W", grad_W, (E, xi.N, xi.M, d, c), C.dtype, C.device)
+    n_x, n_AL, n_AR, n_C, n_u, n_v = check_flags("needs", needs, 6)
     x, A_left, A_right, C, u, v = (t.contiguous() for t in (x, A_left, A_right, C, u, v))
-    grad_W = grad_W.to(C.dtype).contiguous()
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    grad_W = grad_W.contiguous()
     gx = C.new_empty((E, xi.N, xi.M, d)) if (n_x and xi.real) else None
     gAL = torch.empty_like(A_left) if n_AL else None
     gAR = torch.empty_like(A_right) if n_AR else None
@@ -285,11 +303,12 @@ def contexts_ensemble(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
     """
     _check_tensors(A=A, x=x, boundary=boundary)
     reverse = bool(reverse)
-    if not _eager_fast_path(A, x, boundary):
-        return torch.ops.tnattn.contexts_ensemble(A, x, boundary, reverse=reverse)
-    if torch.is_grad_enabled() and (A.requires_grad or x.requires_grad or boundary.requires_grad):
+    route = _route(A, x, boundary)
+    if route == _EAGER:
+        return _contexts_impl(A, x, boundary, reverse)
+    if route == _FUNCTION:
         return _ContextsFunction.apply(A, x, boundary, reverse)
-    return _contexts_impl(A, x, boundary, reverse)
+    return torch.ops.tnattn.contexts_ensemble(A, x, boundary, reverse=reverse)
 
 
 def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
@@ -313,48 +332,23 @@ def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor,
     """
     _check_tensors(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
     inputs = (x, A_left, A_right, C, u, v)
-    if not _eager_fast_path(*inputs):
-        return torch.ops.tnattn.tn_attention_ensemble(*inputs)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+    route = _route(*inputs)
+    if route == _EAGER:
+        return _tn_attention_impl(*inputs)
+    if route == _FUNCTION:
         return _TNAttentionFunction.apply(*inputs)
-    return _tn_attention_impl(*inputs)
+    return torch.ops.tnattn.tn_attention_ensemble(*inputs)
 
 
-class _ContextsFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, A, x, boundary, reverse):
-        ctx.save_for_backward(A, x, boundary)
-        ctx.reverse = reverse
-        return _contexts_impl(A, x, boundary, reverse)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (*_contexts_grads(ctx.saved_tensors, ctx.reverse, ctx.needs_input_grad[:3], grad), None)
-
-
-class _TNAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, A_left, A_right, C, u, v):
-        ctx.save_for_backward(x, A_left, A_right, C, u, v)
-        return _tn_attention_impl(x, A_left, A_right, C, u, v)
-
-    @staticmethod
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        needs = _needs(saved[0], ctx.needs_input_grad)
-        if not any(needs):
-            return (None,) * 6
-        return _tn_attention_backward_impl(grad, *saved, needs)
-
-
-def _contexts_grads(saved, reverse, needs, grad):
-    A, x, boundary = saved
-    need_A, need_x, need_b = needs
-    need_x = need_x and x.is_floating_point()
-    if not (need_A or need_x or need_b):
-        return None, None, None
-    gA, gb, gx = _contexts_backward_impl(grad, A, x, boundary, reverse, need_A, need_b, need_x)
-    return gA, gx, gb
+# autograd.Functions over the implementations (every autograd transform; see tnattn._autograd)
+_ContextsFunction = _autograd.make_contexts_function(
+    "_ContextsEnsembleFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts_ensemble,
+    _autograd.vmap_contexts_ensemble,
+)  # fmt: skip
+_TNAttentionFunction = _autograd.make_tn_attention_function(
+    "_TNAttentionEnsembleFunction", _tn_attention_impl, _tn_attention_backward_impl,
+    _autograd.ref_tn_attention_ensemble, _autograd.vmap_tn_attention_ensemble,
+)  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------
@@ -363,6 +357,7 @@ def _contexts_grads(saved, reverse, needs, grad):
 
 @torch.library.custom_op("tnattn::contexts_ensemble", mutates_args=())
 def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
+    _autograd.refuse_forward_ad("contexts_ensemble", "tnattn.ensemble.contexts_ensemble")
     return _contexts_impl(A, x, boundary, reverse)
 
 
@@ -395,6 +390,7 @@ def _contexts_backward_op(
 @_contexts_backward_op.register_fake
 def _contexts_backward_fake(grad_out, A, x, boundary, reverse, need_A, need_boundary, need_x):
     xi, shared, E, d, D, per_batch = _check_contexts(A, x, boundary)
+    check_grad("grad_out", grad_out, (E, xi.N, xi.M, D), A.dtype, A.device)
     empty = A.new_empty((0,))
     gA = torch.empty_like(A) if need_A else empty
     gb = A.new_empty((E, xi.N, D) if per_batch else (E, D)) if need_boundary else empty.clone()
@@ -418,10 +414,12 @@ def _contexts_grad(ctx, grad):
 
 
 _contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
+_autograd.register_raw_rules(_contexts_op, _contexts_backward_op, "contexts_ensemble", "tnattn.ensemble.contexts_ensemble", _autograd.vmap_contexts_ensemble, True)
 
 
 @torch.library.custom_op("tnattn::tn_attention_ensemble", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+    _autograd.refuse_forward_ad("tn_attention_ensemble", "tnattn.ensemble.tn_attention_ensemble")
     return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
@@ -454,7 +452,8 @@ def _tn_attention_backward_op(
 @_tn_attention_backward_op.register_fake
 def _tn_attention_backward_fake(grad_W, x, A_left, A_right, C, u, v, needs):
     xi, shared, E, d, D, c, u_pb, v_pb = _check_tn_attention(x, A_left, A_right, C, u, v)
-    n_x, n_AL, n_AR, n_C, n_u, n_v = needs
+    check_grad("grad_W", grad_W, (E, xi.N, xi.M, d, c), C.dtype, C.device)
+    n_x, n_AL, n_AR, n_C, n_u, n_v = check_flags("needs", needs, 6)
     shapes = (
         _grad_x_shape(xi, shared, E, d) if (n_x and xi.real) else None,
         tuple(A_left.shape) if n_AL else None,
@@ -480,3 +479,6 @@ def _tn_attention_grad(ctx, grad):
 
 
 _tn_attention_op.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
+_autograd.register_raw_rules(
+    _tn_attention_op, _tn_attention_backward_op, "tn_attention_ensemble", "tnattn.ensemble.tn_attention_ensemble", _autograd.vmap_tn_attention_ensemble, False
+)

@@ -34,6 +34,13 @@ class TNAttention(nn.Module):
     ``W_i[s, o] = sum_{a,b} l_i[a] C[s, a, b, o] r_i[b]`` and the output for the actual input is
     ``W_i[x_i, :]`` (one-hot input) or ``sum_s x[i, s] W_i[s, :]`` (real embeddings).
 
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): ``A_left`` and
+    ``A_right`` are the site tensors of uniform matrix product states (MPS) with physical dimension
+    d and bond dimension D; ``A[s]`` is the transfer matrix of symbol s; the contexts ``l_i`` and
+    ``r_i`` are the normalised left and right environments of site i (the boundary vector
+    contracted with the transfer matrices of the preceding or following symbols), and ``C``
+    contracts them into the site's local map.
+
     Parameters
     ----------
     D : int

@@ -1,0 +1,345 @@
+"""Autograd formulas of the tnattn ops for every transform, complete or refused.
+
+One ``torch.autograd.Function`` per op (single and ensemble), written in the form that torch.func
+accepts (``forward`` without ``ctx``, ``setup_context``, ``jvp`` and ``vmap`` static methods), so the
+same class serves plain autograd, ``create_graph`` (double backward), ``torch.autograd.functional``,
+forward-mode AD (dual tensors) and ``torch.func`` (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap).
+
+What runs where
+---------------
+* Forward: always the fused kernel (the classes never see batched tensors: torch.func calls the
+  ``vmap`` rule for those).
+* Backward of a first derivative on plain tensors: the fused backward kernel.
+* Backward that must itself be differentiable (``create_graph=True`` with inputs or incoming
+  gradients that require grad, ``torch.func.grad`` inside another transform, ``jacrev``'s batched
+  cotangents): the vector-Jacobian product of the plain-PyTorch reference
+  (:mod:`tnattn.reference`), taken with ``torch.func.vjp``, so every higher derivative is exact. It
+  recomputes the forward by the reference loop (M small matrix-vector steps per direction).
+* Forward-mode AD (``jvp``, ``jacfwd``, dual tensors): the Jacobian-vector product of the reference
+  (``torch.func.jvp``); the fused kernels have no forward mode.
+* ``vmap``: a single op maps onto its ensemble op (the batch becomes the member dimension E, one
+  kernel launch); an ensemble op folds the batch into E.
+
+The reference and the kernels compute the same function (tested against each other), so every
+transform returns the derivative of the kernel's forward.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.autograd.forward_ad as _forward_ad
+from torch import Tensor
+
+from . import reference
+
+def _is_wrapped(t: Tensor) -> bool:
+    # functorch's tensors (torch.func) and the legacy batched tensors of
+    # torch.autograd.functional.jacobian(vectorize=True)
+    return torch._C._functorch.is_functorch_wrapped_tensor(t) or torch._C._functorch.is_legacy_batchedtensor(t)
+
+
+def _kernel_backward_ok(tensors: Sequence[Tensor]) -> bool:
+    """True when the fused backward kernel may run: plain tensors and no graph to record.
+
+    Inside a backward, grad mode is on exactly when the caller asked for ``create_graph``; the
+    kernel's result would then be a constant, so a second derivative through it would be silently
+    zero. Wrapped (functorch) tensors cannot be handed to the kernel at all.
+    """
+    if any(_is_wrapped(t) for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _differentiable(t: Tensor) -> bool:
+    return t.is_floating_point()
+
+
+def reference_vjp(fn: Callable, inputs: Sequence, needs: Sequence[bool], grad: Tensor) -> list:
+    """``grad^T d fn / d inputs[i]`` for every i with ``needs[i]`` (None elsewhere), differentiably.
+
+    ``fn`` is a plain-PyTorch function of all ``inputs`` (non-tensors pass through).
+    """
+    idx = [i for i, n in enumerate(needs) if n and isinstance(inputs[i], Tensor) and _differentiable(inputs[i])]
+    out: list = [None] * len(inputs)
+    if not idx:
+        return out
+
+    def f(*diff):
+        args = list(inputs)
+        for i, t in zip(idx, diff):
+            args[i] = t
+        return fn(*args)
+
+    _, vjp_fn = torch.func.vjp(f, *[inputs[i] for i in idx])
+    for i, g in zip(idx, vjp_fn(grad)):
+        out[i] = g
+    return out
+
+
+def reference_jvp(fn: Callable, inputs: Sequence, tangents: Sequence) -> Tensor:
+    """``sum_i d fn / d inputs[i] . tangents[i]`` over the inputs that have a tangent."""
+    idx = [i for i, t in enumerate(tangents) if t is not None and _differentiable(inputs[i])]
+
+    def f(*diff):
+        args = list(inputs)
+        for i, t in zip(idx, diff):
+            args[i] = t
+        return fn(*args)
+
+    primals = tuple(inputs[i] for i in idx)
+    if not idx:
+        return torch.zeros_like(fn(*inputs))
+    if _forward_ad._current_level < 0:
+        return torch.func.jvp(f, primals, tuple(tangents[i] for i in idx))[1]
+    # Inside torch.autograd.forward_ad (dual tensors) torch.func.jvp would open a nested forward
+    # level, which torch does not support. J t is then the vjp of the linear map w -> J^T w at t.
+    out, vjp_fn = torch.func.vjp(f, *primals)
+    _, vjp_of_vjp = torch.func.vjp(vjp_fn, torch.zeros_like(out))
+    return vjp_of_vjp(tuple(tangents[i] for i in idx))[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# plain-PyTorch definitions of the four ops (no argument checks: the inputs were checked by the op)
+
+
+def ref_contexts(A, x, boundary, reverse):
+    return reference._contexts(A, x, boundary, reverse=reverse)
+
+
+def ref_tn_attention(x, A_left, A_right, C, u, v):
+    return reference._tn_attention(x, A_left, A_right, C, u, v)
+
+
+def _x_shared(x: Tensor) -> bool:
+    """Whether an ensemble op's ``x`` is one batch shared by all members (see tnattn.ensemble.ops)."""
+    return x.dim() == (3 if x.is_floating_point() else 2)
+
+
+def ref_contexts_ensemble(A, x, boundary, reverse):
+    fn = torch.func.vmap(lambda a, xx, b: ref_contexts(a, xx, b, reverse), in_dims=(0, None if _x_shared(x) else 0, 0))
+    return fn(A, x, boundary)
+
+
+def ref_tn_attention_ensemble(x, A_left, A_right, C, u, v):
+    fn = torch.func.vmap(ref_tn_attention, in_dims=(None if _x_shared(x) else 0, 0, 0, 0, 0, 0))
+    return fn(x, A_left, A_right, C, u, v)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers of the vmap rules
+
+
+def _batch_first(t: Tensor, dim, B: int) -> Tensor:
+    """``t`` with its vmap dimension first; an unbatched tensor is expanded (no copy) to B."""
+    if dim is None:
+        return t.expand(B, *t.shape)
+    return t.movedim(dim, 0)
+
+
+def _members(x: Tensor, dim) -> Tensor:
+    """The ``x`` of an ensemble op built from a vmapped single op's ``x`` (shared when unbatched)."""
+    return x if dim is None else x.movedim(dim, 0)
+
+
+def _fold(t: Tensor, dim, B: int) -> Tensor:
+    """(B, E, ...) -> (B*E, ...) for a member-stacked ensemble argument."""
+    t = _batch_first(t, dim, B)
+    return t.reshape(B * t.shape[1], *t.shape[2:])
+
+
+def _fold_x(x: Tensor, dim, B: int, E: int) -> Tensor:
+    """``x`` of an ensemble op under vmap, as the ``x`` of one ensemble call over B*E members."""
+    if dim is None:
+        if _x_shared(x):
+            return x  # shared by every member of every batch entry
+        return x.expand(B, *x.shape).reshape(B * E, *x.shape[1:])
+    xb = x.movedim(dim, 0)
+    if _x_shared(xb[0]):  # one shared batch per vmap entry: repeat it for the E members
+        return xb.unsqueeze(1).expand(B, E, *xb.shape[1:]).reshape(B * E, *xb.shape[1:])
+    return xb.reshape(B * E, *xb.shape[2:])
+
+
+# ------------------------------------------------------------------------------------------------
+# the autograd.Functions
+
+
+def _needs_x(x: Tensor, need: bool) -> bool:
+    return bool(need) and x.is_floating_point()
+
+
+def make_contexts_function(name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable):
+    """An autograd.Function for a contexts op (single or ensemble).
+
+    ``impl(A, x, boundary, reverse)`` is the kernel forward, ``backward_impl(grad, A, x, boundary,
+    reverse, need_A, need_boundary, need_x) -> (gA, gb, gx)`` the kernel backward, ``ref`` the
+    plain-PyTorch definition and ``vmap_rule(B, in_dims, A, x, boundary, reverse)`` the batching rule.
+    """
+
+    def forward(A, x, boundary, reverse):
+        return impl(A, x, boundary, reverse)
+
+    def setup_context(ctx, inputs, output):
+        A, x, boundary, reverse = inputs
+        ctx.save_for_backward(A, x, boundary)
+        ctx.save_for_forward(A, x, boundary)
+        ctx.reverse = reverse
+
+    def backward(ctx, grad):
+        A, x, boundary = ctx.saved_tensors
+        need_A, need_x, need_b = ctx.needs_input_grad[:3]
+        need_x = _needs_x(x, need_x)
+        if not (need_A or need_x or need_b):
+            return None, None, None, None
+        if _kernel_backward_ok((grad, A, x, boundary)):
+            gA, gb, gx = backward_impl(grad, A, x, boundary, ctx.reverse, need_A, need_b, need_x)
+            return gA, gx, gb, None
+        gA, gx, gb, _ = reference_vjp(ref, (A, x, boundary, ctx.reverse), (need_A, need_x, need_b, False), grad)
+        return gA, gx, gb, None
+
+    def jvp(ctx, tA, tx, tb, _):
+        A, x, boundary = ctx.saved_tensors
+        return reference_jvp(ref, (A, x, boundary, ctx.reverse), (tA, tx, tb, None))
+
+    def vmap(info, in_dims, A, x, boundary, reverse):
+        return vmap_rule(info.batch_size, in_dims, A, x, boundary, reverse), 0
+
+    body = {n: staticmethod(f) for n, f in
+            (("forward", forward), ("setup_context", setup_context), ("backward", backward), ("jvp", jvp), ("vmap", vmap))}  # fmt: skip
+    return type(name, (torch.autograd.Function,), body)
+
+
+def make_tn_attention_function(name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable):
+    """An autograd.Function for a tn_attention op (single or ensemble).
+
+    ``impl(x, A_left, A_right, C, u, v)`` is the kernel forward, ``backward_impl(grad, x, A_left,
+    A_right, C, u, v, needs)`` the kernel backward (six gradients), ``ref`` the plain-PyTorch
+    definition and ``vmap_rule(B, in_dims, *inputs)`` the batching rule.
+    """
+
+    def forward(x, A_left, A_right, C, u, v):
+        return impl(x, A_left, A_right, C, u, v)
+
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
+
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        needs = list(ctx.needs_input_grad[:6])
+        needs[0] = _needs_x(saved[0], needs[0])
+        if not any(needs):
+            return (None,) * 6
+        if _kernel_backward_ok((grad, *saved)):
+            return tuple(backward_impl(grad, *saved, needs))
+        return tuple(reference_vjp(ref, saved, needs, grad))
+
+    def jvp(ctx, *tangents):
+        return reference_jvp(ref, ctx.saved_tensors, tangents)
+
+    def vmap(info, in_dims, *inputs):
+        return vmap_rule(info.batch_size, in_dims, *inputs), 0
+
+    body = {n: staticmethod(f) for n, f in
+            (("forward", forward), ("setup_context", setup_context), ("backward", backward), ("jvp", jvp), ("vmap", vmap))}  # fmt: skip
+    return type(name, (torch.autograd.Function,), body)
+
+
+# ------------------------------------------------------------------------------------------------
+# vmap rules: a single op becomes one ensemble call over the batch; an ensemble op folds the batch
+# into its member dimension
+
+
+def _ensemble_ops(raw: bool):
+    """The ensemble ops a vmap rule calls: the public functions, or the raw registered ops (inside
+    the rules of the raw ops, where no autograd.Function may be applied)."""
+    if raw:
+        return torch.ops.tnattn.contexts_ensemble, torch.ops.tnattn.tn_attention_ensemble
+    from .ensemble.ops import contexts_ensemble, tn_attention_ensemble
+
+    return contexts_ensemble, tn_attention_ensemble
+
+
+def vmap_contexts(B, in_dims, A, x, boundary, reverse, raw=False):
+    contexts_ensemble, _ = _ensemble_ops(raw)
+
+    dA, dx, db, _ = in_dims
+    return contexts_ensemble(_batch_first(A, dA, B), _members(x, dx), _batch_first(boundary, db, B), reverse=reverse)
+
+
+def vmap_tn_attention(B, in_dims, x, A_left, A_right, C, u, v, raw=False):
+    _, tn_attention_ensemble = _ensemble_ops(raw)
+
+    dx, dAL, dAR, dC, du, dv = in_dims
+    return tn_attention_ensemble(
+        _members(x, dx), _batch_first(A_left, dAL, B), _batch_first(A_right, dAR, B), _batch_first(C, dC, B),
+        _batch_first(u, du, B), _batch_first(v, dv, B),
+    )  # fmt: skip
+
+
+def vmap_contexts_ensemble(B, in_dims, A, x, boundary, reverse, raw=False):
+    contexts_ensemble, _ = _ensemble_ops(raw)
+
+    dA, dx, db, _ = in_dims
+    A = _batch_first(A, dA, B)
+    E = A.shape[1]
+    out = contexts_ensemble(_fold(A, 0, B), _fold_x(x, dx, B, E), _fold(boundary, db, B), reverse=reverse)
+    return out.view(B, E, *out.shape[1:])
+
+
+def vmap_tn_attention_ensemble(B, in_dims, x, A_left, A_right, C, u, v, raw=False):
+    _, tn_attention_ensemble = _ensemble_ops(raw)
+
+    dx, dAL, dAR, dC, du, dv = in_dims
+    A_left = _batch_first(A_left, dAL, B)
+    E = A_left.shape[1]
+    out = tn_attention_ensemble(
+        _fold_x(x, dx, B, E), _fold(A_left, 0, B), _fold(A_right, dAR, B), _fold(C, dC, B), _fold(u, du, B),
+        _fold(v, dv, B),
+    )  # fmt: skip
+    return out.view(B, E, *out.shape[1:])
+
+
+# ------------------------------------------------------------------------------------------------
+# the raw registered ops (torch.ops.tnattn.*): for torch.compile and torch.export, which trace
+# them with their fake kernels. They batch under vmap (the rules above) and have a first
+# derivative; the transforms that torch's custom-op machinery cannot carry raise a clear error
+# pointing to the public function, which supports them.
+
+
+def refuse_forward_ad(op: str, public: str) -> None:
+    """Raise when a forward-mode AD level is open (the raw op would drop the tangents silently).
+
+    Called inside the raw op's kernel, where torch.func.jvp/jacfwd and dual tensors all show as
+    an open forward level.
+    """
+    if _forward_ad._current_level >= 0:
+        raise NotImplementedError(
+            f"torch.ops.tnattn.{op} does not support forward-mode AD (torch.func.jvp, jacfwd, "
+            f"torch.autograd.forward_ad dual tensors); call {public}, which does"
+        )
+
+
+def register_raw_rules(forward_op, backward_op, op: str, public: str, vmap_rule: Callable, keyword: bool) -> None:
+    """vmap rule of a raw forward op, and a clear error for a derivative of its raw backward op."""
+    if keyword:  # contexts ops: reverse is keyword-only, in_dims cover the three tensors
+
+        def rule(info, in_dims, A, x, boundary, *, reverse=False):
+            return vmap_rule(info.batch_size, (*in_dims, None), A, x, boundary, reverse, raw=True), 0
+
+    else:
+
+        def rule(info, in_dims, *inputs):
+            return vmap_rule(info.batch_size, in_dims, *inputs, raw=True), 0
+
+    forward_op.register_vmap(rule)
+
+    def no_double_backward(ctx, *grads):
+        raise NotImplementedError(
+            f"torch.ops.tnattn.{op}_backward has no derivative (double backward, create_graph=True, "
+            f"hessians through the raw op torch.ops.tnattn.{op}); call {public}, whose higher "
+            "derivatives are exact"
+        )
+
+    backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)

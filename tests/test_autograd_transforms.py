@@ -1,0 +1,235 @@
+"""Every op under every autograd transform, against the same transform of tnattn.reference.
+
+Ops: tnattn.ops.contexts (left and right), tnattn.ops.tn_attention, their ensemble versions (per
+member and shared inputs) and tn_attention with differentiable real embeddings. Transforms:
+torch.autograd.grad (first order and create_graph double backward), torch.autograd.functional.*,
+forward-mode AD with dual tensors and torch.func (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap and
+compositions). The raw registered ops (torch.ops.tnattn.*) either give the right answer or raise an
+error naming the op and the transform.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+
+from tnattn import ops, reference
+from tnattn.ensemble import contexts_ensemble, tn_attention_ensemble
+
+F64 = torch.float64
+d, D, N, M, c, E = 2, 3, 2, 4, 2, 2
+
+
+def _rand(*shape, seed):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
+
+
+X = torch.randint(0, d, (N, M), generator=torch.Generator().manual_seed(7))
+XE = torch.randint(0, d, (E, N, M), generator=torch.Generator().manual_seed(8))
+
+
+def _ref_ctx_ens(A, x, b, reverse=False):
+    return torch.stack([reference.contexts(A[e], x if x.dim() == 2 else x[e], b[e], reverse=reverse) for e in range(E)])
+
+
+def _ref_tn_ens(x, AL, AR, C, u, v):
+    return torch.stack(
+        [reference.tn_attention(x if x.dim() == 2 else x[e], AL[e], AR[e], C[e], u[e], v[e]) for e in range(E)]
+    )
+
+
+# name -> (op under test, reference, differentiable arguments)
+CASES = {
+    "contexts": (
+        lambda A, b: ops.contexts(A, X, b),
+        lambda A, b: reference.contexts(A, X, b),
+        (_rand(d, D, D, seed=1), _rand(D, seed=2)),
+    ),
+    "contexts_right_per_sequence": (
+        lambda A, b: ops.contexts(A, X, b, reverse=True),
+        lambda A, b: reference.contexts(A, X, b, reverse=True),
+        (_rand(d, D, D, seed=3), _rand(N, D, seed=4)),
+    ),
+    "tn_attention": (
+        lambda AL, AR, C, u, v: ops.tn_attention(X, AL, AR, C, u, v),
+        lambda AL, AR, C, u, v: reference.tn_attention(X, AL, AR, C, u, v),
+        (_rand(d, D, D, seed=5), _rand(d, D, D, seed=6), _rand(d, D, D, c, seed=7), _rand(D, seed=8), _rand(D, seed=9)),
+    ),
+    "tn_attention_shared_embeddings": (
+        lambda x, A, C: ops.tn_attention(x, A, A, C, A[0, 0], A[1, 1]),
+        lambda x, A, C: reference.tn_attention(x, A, A, C, A[0, 0], A[1, 1]),
+        (_rand(N, M, d, seed=10), _rand(d, D, D, seed=11), _rand(d, D, D, 1, seed=12)),
+    ),
+    "contexts_ensemble": (
+        lambda A, b: contexts_ensemble(A, XE, b, reverse=True),
+        lambda A, b: _ref_ctx_ens(A, XE, b, reverse=True),
+        (_rand(E, d, D, D, seed=13), _rand(E, D, seed=14)),
+    ),
+    "tn_attention_ensemble_shared_x": (
+        lambda AL, AR, C, u, v: tn_attention_ensemble(X, AL, AR, C, u, v),
+        lambda AL, AR, C, u, v: _ref_tn_ens(X, AL, AR, C, u, v),
+        (_rand(E, d, D, D, seed=15), _rand(E, d, D, D, seed=16), _rand(E, d, D, D, c, seed=17),
+         _rand(E, N, D, seed=18), _rand(E, D, seed=19)),
+    ),  # fmt: skip
+    "tn_attention_ensemble_embeddings": (
+        lambda x, A, C, u: tn_attention_ensemble(x, A, A, C, u, u),
+        lambda x, A, C, u: _ref_tn_ens_emb(x, A, C, u),
+        (_rand(E, N, M, d, seed=20), _rand(E, d, D, D, seed=21), _rand(E, d, D, D, 1, seed=22), _rand(E, D, seed=23)),
+    ),
+}
+
+
+def _ref_tn_ens_emb(x, A, C, u):
+    return torch.stack([reference.tn_attention(x[e], A[e], A[e], C[e], u[e], u[e]) for e in range(E)])
+
+
+def _loss(f):
+    # not .pow(2).sum(): contexts are unit vectors, so that loss would be constant
+    return lambda *a: f(*a).sin().sum()
+
+
+def _argnums(args):
+    return tuple(range(len(args)))
+
+
+def _ones(args):
+    return tuple(torch.ones_like(a) for a in args)
+
+
+def _tangents(args):
+    return tuple(_rand(*a.shape, seed=100 + i) for i, a in enumerate(args))
+
+
+def _leaves(args):
+    return tuple(a.detach().clone().requires_grad_() for a in args)
+
+
+def _double_backward(f, args):
+    a = _leaves(args)
+    g = torch.autograd.grad(_loss(f)(*a), a, create_graph=True)
+    return torch.autograd.grad(sum(gi.pow(2).sum() for gi in g), a)
+
+
+def _dual(f, args):
+    with fwAD.dual_level():
+        out = f(*(fwAD.make_dual(a, t) for a, t in zip(args, _tangents(args))))
+        return fwAD.unpack_dual(out).tangent
+
+
+def _batch(args):
+    return tuple(torch.stack([a, 1.5 * a + 0.25]) for a in args)
+
+
+def _first(f, a):
+    leaves = _leaves(a)
+    return torch.autograd.grad(_loss(f)(*leaves), leaves)
+
+
+TRANSFORMS = {
+    "autograd.grad": _first,
+    "create_graph": _double_backward,
+    "functional.jacobian": lambda f, a: torch.autograd.functional.jacobian(f, a),
+    "functional.jacobian_vectorize": lambda f, a: torch.autograd.functional.jacobian(f, a, vectorize=True),
+    "functional.hessian": lambda f, a: torch.autograd.functional.hessian(_loss(f), a),
+    "functional.vjp": lambda f, a: torch.autograd.functional.vjp(f, a, torch.ones_like(f(*a)))[1],
+    "functional.jvp": lambda f, a: torch.autograd.functional.jvp(f, a, _tangents(a))[1],
+    "functional.hvp": lambda f, a: torch.autograd.functional.hvp(_loss(f), a, _tangents(a))[1],
+    "functional.vhp": lambda f, a: torch.autograd.functional.vhp(_loss(f), a, _tangents(a))[1],
+    "forward_ad.dual": _dual,
+    "func.grad": lambda f, a: torch.func.grad(_loss(f), argnums=_argnums(a))(*a),
+    "func.vjp": lambda f, a: torch.func.vjp(f, *a)[1](torch.ones_like(f(*a))),
+    "func.jvp": lambda f, a: torch.func.jvp(f, a, _tangents(a))[1],
+    "func.jacrev": lambda f, a: torch.func.jacrev(f, argnums=_argnums(a))(*a),
+    "func.jacfwd": lambda f, a: torch.func.jacfwd(f, argnums=_argnums(a))(*a),
+    "func.hessian": lambda f, a: torch.func.hessian(_loss(f), argnums=_argnums(a))(*a),
+    "func.vmap": lambda f, a: torch.func.vmap(f)(*_batch(a)),
+    "func.vmap_partial": lambda f, a: torch.func.vmap(f, in_dims=(0,) + (None,) * (len(a) - 1))(*_batch(a[:1]), *a[1:]),
+    "func.vmap_grad": lambda f, a: torch.func.vmap(torch.func.grad(_loss(f), argnums=_argnums(a)))(*_batch(a)),
+    "func.grad_vmap": lambda f, a: torch.func.grad(
+        lambda *b: torch.func.vmap(_loss(f))(*b).sum(), argnums=_argnums(a)
+    )(*_batch(a)),
+    "func.jacfwd_jacrev": lambda f, a: torch.func.jacfwd(torch.func.jacrev(_loss(f)))(*a),
+}
+
+
+
+
+def _flat(r):
+    if isinstance(r, torch.Tensor):
+        return [r]
+    return [t for x in r for t in _flat(x)]
+
+
+@pytest.mark.parametrize("transform", list(TRANSFORMS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_transform_matches_reference(case, transform):
+    op, ref, args = CASES[case]
+    t = TRANSFORMS[transform]
+    want, got = _flat(t(ref, args)), _flat(t(op, args))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+    # the oracle is not trivially zero (a silently constant derivative would match a zero oracle)
+    assert any(bool(w.abs().max() > 1e-6) for w in want)
+
+
+def test_double_backward_issue_example():
+    """The issue's example: d=2, D=4, N=3, M=6, float64, loss = W.pow(2).sum(); g.pow(2).sum() must
+    depend on A (it was silently constant)."""
+    g0 = torch.Generator().manual_seed(0)
+    A = torch.randn(2, 4, 4, dtype=F64, generator=g0, requires_grad=True)
+    C = torch.randn(2, 4, 4, 1, dtype=F64, generator=g0)
+    u, v = torch.randn(4, dtype=F64, generator=g0), torch.randn(4, dtype=F64, generator=g0)
+    x = torch.randint(0, 2, (3, 6), generator=g0)
+    got, want = [], []
+    for fn, out in ((ops.tn_attention, got), (reference.tn_attention, want)):
+        (g,) = torch.autograd.grad(fn(x, A, A, C, u, v).pow(2).sum(), A, create_graph=True)
+        assert g.requires_grad
+        out.append(torch.autograd.grad(g.pow(2).sum(), A)[0])
+    assert want[0].abs().max() > 1e-3
+    torch.testing.assert_close(got[0], want[0], rtol=1e-9, atol=1e-11)
+
+
+def test_first_order_backward_uses_the_kernel_and_matches():
+    """Without create_graph the fused backward kernel runs (no reference recomputation) and the
+    gradient is a constant of the graph."""
+    A = _rand(d, D, D, seed=30).requires_grad_()
+    C, u = _rand(d, D, D, 1, seed=31), _rand(D, seed=32)
+    (g,) = torch.autograd.grad(ops.tn_attention(X, A, A, C, u, u).sum(), A)
+    assert not g.requires_grad and g.grad_fn is None
+    (w,) = torch.autograd.grad(reference.tn_attention(X, A, A, C, u, u).sum(), A)
+    torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+RAW = {
+    "contexts": lambda A: torch.ops.tnattn.contexts(A, X, A[0, 0]),
+    "tn_attention": lambda A: torch.ops.tnattn.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 1]),
+    "contexts_ensemble": lambda A: torch.ops.tnattn.contexts_ensemble(A[None], X, A[0, :1], reverse=True),
+    "tn_attention_ensemble": lambda A: torch.ops.tnattn.tn_attention_ensemble(
+        X, A[None], A[None], A[None, ..., None], A[0, :1], A[1, :1]
+    ),
+}
+REF = {
+    "contexts": lambda A: reference.contexts(A, X, A[0, 0]),
+    "tn_attention": lambda A: reference.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 1]),
+    "contexts_ensemble": lambda A: reference.contexts(A, X, A[0, 0], reverse=True)[None],
+    "tn_attention_ensemble": lambda A: reference.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 0])[None],
+}
+
+
+@pytest.mark.parametrize("name", list(RAW))
+def test_raw_ops_right_or_refused(name):
+    raw, ref = RAW[name], REF[name]
+    A = _rand(d, D, D, seed=40)
+    # first derivative and vmap: right
+    for t in (TRANSFORMS["autograd.grad"], TRANSFORMS["func.vmap"], TRANSFORMS["functional.jacobian"]):
+        for g, w in zip(_flat(t(raw, (A,))), _flat(t(ref, (A,)))):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+    # forward mode: refused, naming the op and the transform
+    for t in ("forward_ad.dual", "func.jvp", "func.jacfwd"):
+        with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name} does not support forward-mode AD"):
+            TRANSFORMS[t](raw, (A,))
+    # double backward: refused, naming the raw backward op
+    with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name}_backward has no derivative"):
+        _double_backward(raw, (A,))
