@@ -281,7 +281,9 @@ def _contexts_vectorized(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: boo
     b = _boundary_rows(boundary, N)
     if M == 1:
         return b.unsqueeze(1)
-    G = _all_site_matrices(A, x[:, : M - 1])  # (N, M-1, D, D)
+    # site matrices rescaled first (contexts are projective): products of raw entries beyond ~1e19
+    # would overflow in float32 before the first normalisation
+    G = _normalize_mats(_all_site_matrices(A, x[:, : M - 1]))  # (N, M-1, D, D)
     P = _prefix_products(G)  # P[:, j] ~ G_0 ... G_j
     rest = normalize(torch.einsum("na,njab->njb", b, P))
     return torch.cat([b.unsqueeze(1), rest], dim=1)

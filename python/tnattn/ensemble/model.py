@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tnattn import reference
 from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
 from tnattn.models import NonFiniteParameterError, TNAttention
+from tnattn.models._ties import TiedContextsMixin
 
 __all__ = ["EnsembleTNAttention", "StackedParams", "ensemble_logits", "ensemble_predict", "ensemble_contexts"]
 
@@ -128,19 +129,26 @@ def symbol_head_forward(W: Tensor, x: Tensor, scale: Optional[Tensor]) -> tuple[
     """
     E, N, M, d, c = W.shape
     K = N * M
-    W = W.contiguous()
-    flat = W.view(E, K, d * c)
-    sq = flat[..., 0] * flat[..., 0]
+    flat = W.reshape(E, K, d * c)
+    # Scale-safe norm (BLAS nrm2): divide by the largest |entry| first, so that squares of entries
+    # beyond ~1e19 do not overflow and those below ~1e-19 do not underflow (float32); W/m has
+    # entries in [-1, 1] and |W/m| in [1, sqrt(d*c)].
+    m = flat[..., 0].abs()
     for k in range(1, d * c):
-        sq = torch.addcmul(sq, flat[..., k], flat[..., k])
-    # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN)
-    inv = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
+        m = torch.maximum(m, flat[..., k].abs())
+    r = m.reciprocal().nan_to_num_(nan=float("nan"), posinf=0.0)  # 1/m, 0 for a zero map (E, K)
+    Wn = flat * r.unsqueeze(-1)  # W/m
+    sq = Wn[..., 0] * Wn[..., 0]
+    for k in range(1, d * c):
+        sq = torch.addcmul(sq, Wn[..., k], Wn[..., k])
+    # rho = m/|W| = 1/|W/m|, and 0 where W = 0 (1/0 = inf becomes 0; a NaN stays NaN)
+    rho = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
     # index of the symbol's row; a batch shared by all members stays un-expanded (stride 0)
     idx = x.reshape(E if x.dim() == 3 else 1, K, 1, 1).long().expand(E, K, 1, c)
-    sel = W.view(E, K, d, c).gather(2, idx).view(E, K, c)
-    fac = inv if scale is None else inv * scale.view(E, 1)
+    sel = Wn.view(E, K, d, c).gather(2, idx).view(E, K, c)  # W[x, :]/m
+    fac = rho if scale is None else rho * scale.view(E, 1)
     z = sel[..., 0] * fac if c == 1 else sel * fac.unsqueeze(-1)
-    return z.view(E, N, M, c), (W, idx, inv, fac, sel)
+    return z.view(E, N, M, c), (Wn.view(E, N, M, d, c), idx, r, rho, fac, sel)
 
 
 def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tuple[Tensor, Optional[Tensor]]:
@@ -151,20 +159,21 @@ def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tu
     gW : Tensor, shape (E, N, M, d, c), contiguous
     g_scale : Tensor, shape (E,), or None (without ``need_scale``)
     """
-    W, idx, inv, fac, sel = saved
-    E, N, M, d, c = W.shape
+    Wn, idx, r, rho, fac, sel = saved  # W/m, row index, 1/m, m/|W|, rho*scale, W[x, :]/m
+    E, N, M, d, c = Wn.shape
     K = N * M
     g = g.reshape(E, K, c)
-    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o]
+    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o] / m
     for o in range(1, c):
         t = torch.addcmul(t, g[..., o], sel[..., o])
-    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (t inv fac inv) W_k; the symbol's entry
-    # also gets g fac (added after the product: the same rounding as g fac - q W_k)
-    u = t * inv  # also d logits / d scale, summed
+    # z = scale W[x]/|W| gives dL/dW_k = fac/m (g_k [k in row x] - t rho^2 W_k/m) with
+    # fac = scale rho and 1/|W| = rho/m: every factor stays below 1/m (the unscaled formula's
+    # 1/|W|^3 overflowed to inf for |W| below ~1e-19 in float32).
+    u = t * rho  # sum_o g_o z_o / scale: also d logits / d scale, summed
     g_scale = u.sum(1) if need_scale else None
-    neg_q = (u * fac).mul_(inv).neg_()
-    gW = W.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
-    gW.scatter_add_(2, idx, (g * fac.unsqueeze(-1)).view(E, K, 1, c))
+    neg_q = (u * fac).mul_(rho).mul_(r).neg_()
+    gW = Wn.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
+    gW.scatter_add_(2, idx, (g * (fac * r).unsqueeze(-1)).view(E, K, 1, c))
     return gW.view(E, N, M, d, c), g_scale
 
 
@@ -248,7 +257,7 @@ def ensemble_contexts(P: StackedParams, x: Tensor) -> tuple[Tensor, Tensor]:
     return contexts_ensemble(P.A_left, x, P.u), contexts_ensemble(P.A_right, x, P.v, reverse=True)
 
 
-class EnsembleTNAttention(nn.Module):
+class EnsembleTNAttention(TiedContextsMixin, nn.Module):
     r"""E independent uniform TN-attention layers evaluated together.
 
     Parameters

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .. import reference
 from . import init as _init
 from ._backend import BACKENDS, resolve_backend
+from ._ties import TiedContextsMixin
 
 __all__ = ["TNAttention", "NonFiniteParameterError", "ACTIVATIONS"]
 
@@ -26,7 +27,7 @@ class NonFiniteParameterError(FloatingPointError, ValueError):
     """
 
 
-class TNAttention(nn.Module):
+class TNAttention(TiedContextsMixin, nn.Module):
     r"""One uniform TN-attention layer.
 
     Left contexts ``l_i`` (from ``u`` and ``A_left``) and right contexts ``r_i`` (from ``v`` and
@@ -51,7 +52,9 @@ class TNAttention(nn.Module):
         Outputs per site.
     shared : bool
         True (the paper's model): one context tensor serves both sides and ``A_right`` is the very
-        same Parameter as ``A_left`` (listed once by ``parameters()``). False: separate tensors.
+        same Parameter as ``A_left`` (listed once by ``parameters()``, also after
+        ``load_state_dict(..., assign=True)``; a state dict with different ``A_left`` and
+        ``A_right`` raises ``ValueError``). False: separate tensors.
     boundary : {"e1", "eig", "random"}
         Boundary vectors ``u`` (left) and ``v`` (right). ``"e1"``: the first basis vector for
         both (the author's code). ``"eig"``: the dominant left eigenvector of ``A_left[0]`` for
@@ -155,6 +158,8 @@ class TNAttention(nn.Module):
         else:
             self.register_parameter("scale", None)
 
+        self._finite_key: tuple = ()  # (id, version) of the parameters last found finite
+        resolve_backend(backend)  # import (or fall back) now, not inside torch.compile's trace
         self._train_contexts = bool(train_contexts)
         self._train_classifier = bool(train_classifier)
         self._train_boundary = bool(train_boundary)
@@ -249,45 +254,57 @@ class TNAttention(nn.Module):
     # ------------------------------------------------------------------------------------------
 
     def _prepare(self, x) -> Tensor:
-        """Validate ``x`` and the parameters; return int64 symbols or real embeddings in our dtype.
+        """Validate ``x``; return symbols (int64 unless uint8/int32) or real embeddings in our dtype.
 
-        One host synchronisation covers both the symbol range and the parameter finiteness.
+        Only shapes, dtypes and devices are checked here (no host synchronisation, traceable by
+        ``torch.compile(fullgraph=True)`` and ``torch.export``): symbols outside [0, d) are found by
+        the op itself (the native kernels count them; the reference checks them). Data checks that
+        need a synchronisation run in eager mode only, and only when they can have changed: the
+        parameters' finiteness is re-checked when a parameter was replaced or modified in place
+        (its version counter moved: every optimiser step and ``load_state_dict``), and real
+        embeddings are checked for NaN/inf at every call.
         """
         if not isinstance(x, Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         ref = self.A_left
         if x.device != ref.device:
             raise ValueError(f"x is on {x.device} but the model is on {ref.device}")
-        checks = [torch.isfinite(p).all() for p in self.parameters()]
+        if x.layout != torch.strided:
+            raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
         if x.dtype in _INT_DTYPES:
             if x.dim() != 2:
                 raise ValueError(f"x of integer symbols must have shape (N, M), got {tuple(x.shape)}")
-            x = x.long().contiguous()  # native ops take dense int64 symbols
-            if x.numel():
-                checks.append((x.min() >= 0) & (x.max() < self.d))
+            if x.dtype != torch.int64:
+                x = x.long()  # gathers and one_hot index with int64
         elif x.dtype.is_floating_point:
             if x.dim() != 3 or x.shape[2] != self.d:
                 raise ValueError(
                     f"x of real embeddings must have shape (N, M, d={self.d}), got {tuple(x.shape)}"
                     " (integer symbols need an integer dtype)"
                 )
-            x = x.to(ref.dtype).contiguous()
-            checks.append(torch.isfinite(x).all())
+            x = x.to(ref.dtype)
         else:
             raise TypeError(f"x must hold integer symbols (int64/int32/uint8...) or real embeddings, got {x.dtype}")
         if x.shape[1] < 1:
             raise ValueError(f"x must have length M >= 1, got shape {tuple(x.shape)}")
-        if not bool(torch.stack(checks).all()):
-            self._raise_bad(x)
+        if not (
+            torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch._C._are_functorch_transforms_active()
+        ):
+            self._check_data(x)
         return x
 
-    def _raise_bad(self, x: Tensor) -> None:
-        for name, p in self.named_parameters():
-            if not bool(torch.isfinite(p).all()):
-                raise NonFiniteParameterError(f"parameter {name} holds NaN or inf (training diverged?)")
-        if x.is_floating_point():
+    def _check_data(self, x: Tensor) -> None:
+        """Eager data checks: parameter finiteness (when a parameter changed) and finite embeddings."""
+        params = [p for p in self._parameters.values() if p is not None]
+        key = tuple((id(p), p._version) for p in params)
+        if key != getattr(self, "_finite_key", None):
+            if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+                for name, p in self.named_parameters():
+                    if not bool(torch.isfinite(p).all()):
+                        raise NonFiniteParameterError(f"parameter {name} holds NaN or inf (training diverged?)")
+            self._finite_key = key
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
             raise ValueError("x holds NaN or inf")
-        raise ValueError(f"x holds symbols outside [0, {self.d}): min {int(x.min())}, max {int(x.max())}")
 
     # ------------------------------------------------------------------------------------------
     # Forward pieces
