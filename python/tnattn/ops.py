@@ -92,21 +92,22 @@ def _check_tensors(**tensors) -> None:
         check_tensor(t, name)
 
 
-_EAGER, _FUNCTION, _OP = 0, 1, 2
+_EAGER, _FUNCTION, _TRANSFORM, _OP = 0, 1, 2, 3
 
 
 def _route(*tensors: Tensor) -> int:
     """Which path a call takes (see the module docstring).
 
     ``_OP`` (the registered custom op) under ``torch.compile`` and for tensor subclasses (fake
-    tensors); otherwise ``_FUNCTION`` (the autograd.Function of :mod:`tnattn._autograd`) whenever
-    an autograd transform may touch the call -- an input requires grad, a torch.func transform is
-    active or a forward-mode AD level is open -- and ``_EAGER`` (the kernel, nothing recorded).
+    tensors); otherwise the autograd.Functions of :mod:`tnattn._autograd`: ``_TRANSFORM`` (the
+    torch.func-ready class) while a torch.func transform is active or a forward-mode AD level is
+    open, ``_FUNCTION`` (the lean class, same derivatives) when an input requires grad, and
+    ``_EAGER`` (the kernel, nothing recorded) otherwise.
     """
     if torch.compiler.is_compiling() or not all(type(t) is Tensor for t in tensors):
         return _OP
     if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
-        return _FUNCTION
+        return _TRANSFORM
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _FUNCTION
     return _EAGER
@@ -278,6 +279,8 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     if route == _EAGER:
         return _contexts_impl(A, x, boundary, reverse)
     if route == _FUNCTION:
+        return _ContextsLean.apply(A, x, boundary, reverse)
+    if route == _TRANSFORM:
         return _ContextsFunction.apply(A, x, boundary, reverse)
     return torch.ops.tnattn.contexts(A, x, boundary, reverse=reverse)
 
@@ -319,6 +322,8 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
     if route == _EAGER:
         return _tn_attention_impl(*inputs)
     if route == _FUNCTION:
+        return _TNAttentionLean.apply(*inputs)
+    if route == _TRANSFORM:
         return _TNAttentionFunction.apply(*inputs)
     return torch.ops.tnattn.tn_attention(*inputs)
 
@@ -327,10 +332,10 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
 # autograd.Functions over the implementations (every autograd transform; see tnattn._autograd)
 
 
-_ContextsFunction = _autograd.make_contexts_function(
+_ContextsFunction, _ContextsLean = _autograd.make_contexts_function(
     "_ContextsFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts, _autograd.vmap_contexts
 )
-_TNAttentionFunction = _autograd.make_tn_attention_function(
+_TNAttentionFunction, _TNAttentionLean = _autograd.make_tn_attention_function(
     "_TNAttentionFunction", _tn_attention_impl, _tn_attention_backward_impl, _autograd.ref_tn_attention,
     _autograd.vmap_tn_attention,
 )  # fmt: skip

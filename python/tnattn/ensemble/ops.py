@@ -46,7 +46,7 @@ from torch import Tensor
 
 from tnattn import _C, _autograd
 from tnattn._checks import FLOAT_DTYPES, XInfo, check_devices, check_flags, check_grad, check_tensor, check_x
-from tnattn.ops import _EAGER, _FUNCTION, _check_tensors, _native, _ptr, _raise_bad_symbols, _route
+from tnattn.ops import _EAGER, _FUNCTION, _TRANSFORM, _check_tensors, _native, _ptr, _raise_bad_symbols, _route
 
 __all__ = ["contexts_ensemble", "tn_attention_ensemble", "kernel_threads"]
 
@@ -307,6 +307,8 @@ def contexts_ensemble(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
     if route == _EAGER:
         return _contexts_impl(A, x, boundary, reverse)
     if route == _FUNCTION:
+        return _ContextsLean.apply(A, x, boundary, reverse)
+    if route == _TRANSFORM:
         return _ContextsFunction.apply(A, x, boundary, reverse)
     return torch.ops.tnattn.contexts_ensemble(A, x, boundary, reverse=reverse)
 
@@ -336,16 +338,18 @@ def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor,
     if route == _EAGER:
         return _tn_attention_impl(*inputs)
     if route == _FUNCTION:
+        return _TNAttentionLean.apply(*inputs)
+    if route == _TRANSFORM:
         return _TNAttentionFunction.apply(*inputs)
     return torch.ops.tnattn.tn_attention_ensemble(*inputs)
 
 
 # autograd.Functions over the implementations (every autograd transform; see tnattn._autograd)
-_ContextsFunction = _autograd.make_contexts_function(
+_ContextsFunction, _ContextsLean = _autograd.make_contexts_function(
     "_ContextsEnsembleFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts_ensemble,
     _autograd.vmap_contexts_ensemble,
 )  # fmt: skip
-_TNAttentionFunction = _autograd.make_tn_attention_function(
+_TNAttentionFunction, _TNAttentionLean = _autograd.make_tn_attention_function(
     "_TNAttentionEnsembleFunction", _tn_attention_impl, _tn_attention_backward_impl,
     _autograd.ref_tn_attention_ensemble, _autograd.vmap_tn_attention_ensemble,
 )  # fmt: skip
