@@ -529,7 +529,7 @@ def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
     flags = ["--out", str(tmp_path), "--D-values", "4", "--members", "4", "--max-epochs", "30", "--train-length", "6",
              "--crop-min", "3", "--crop-max", "6", "--batch-size", "16", "--test-lengths", "20", "--test-size", "20",
              "--eval-every", "1", "--deff-probe", "16", "--deff-before", "10", "--deff-after", "5", "--lr", "0.05",
-             "--no-progress", "--stop-after-grok", "5"]  # fmt: skip
+             "--no-progress", "--stop-after-grok", "5", "--n-boot", "20", "--t-eps-estimate", "interpolated"]  # fmt: skip
     cfg = config_from_namespace(Config, parser.parse_args(flags))
     assert cfg.D_values == (4,) and cfg.members == 4
     res = run(cfg)
@@ -538,6 +538,14 @@ def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
     saved = read_json(tmp_path / "results.json")
     assert saved["experiment"] == "scenario-a" and saved["config"]["members"] == 4
     assert (tmp_path / "scenario_a.png").stat().st_size > 0
+    assert (tmp_path / "nu_windows_D4.png").stat().st_size > 0
+    for r in res["table"]:
+        # the error budget adds up (nan when a regulariser had too few grokked runs to fit)
+        parts = np.array([r["nu_stat"], r["nu_window_syst"], r["nu_resolution_syst"]])
+        if np.isfinite(r["nu"]):
+            assert r["nu_total"] == pytest.approx(float(np.sqrt((parts**2).sum())))
+        assert r["left_zero_again"] <= r["grokked"]
+    assert "resolution syst" in res["table_text"]
     assert (tmp_path / "D4" / "histories.npz").exists()
     # the same seeds under every regulariser: members k, 4 + k and 8 + k share their run seed
     members = read_json(tmp_path / "D4" / "ensemble.json")["results"]["members"]
@@ -545,3 +553,5 @@ def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
     assert [m["l1"] for m in members] == [0.0] * 8 + [1e-3] * 4
     with pytest.raises(ValueError, match="regularisers"):
         Config(regularisers=("l3",))
+    with pytest.raises(ValueError, match="t_eps_estimate"):
+        Config(t_eps_estimate="exact")

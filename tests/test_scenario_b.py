@@ -1,5 +1,7 @@
 """Scenario B pipeline: contexts, features, stationary solutions, acceptance, flows."""
 
+import math
+
 import pytest
 import torch
 
@@ -119,6 +121,20 @@ def test_grokking_probability_bookkeeping():
         assert res["probability"][j] == pytest.approx(res["accepted"][j] / 300)
     As, us, vs = res["accepted_tensors"]
     assert len(As) == res["accepted"][0]
+    # Both conventions: all tensors, and only those with a real dominant eigenvalue of A[0].
+    n_fb = round(res["fallback_fraction"] * 300)
+    # recount the complex pairs from the same draws (seed 3: test set first, then blocks of 128)
+    gen = torch.Generator().manual_seed(3)
+    torch.randint(0, 2, (50, 40), generator=gen)
+    fb = torch.cat([sb.boundary_vectors(sb.sample_tensors(m, 2, generator=gen))[2] for m in (128, 128, 44)])
+    assert int(fb.sum()) == n_fb and 0 < n_fb < 300
+    for j in range(2):
+        acc_fb = sum(bool(fb[i]) for i in res["accepted_indices"][j])
+        assert res["accepted_fallback"][j] == acc_fb
+        real = res["by_convention"]["real_dominant"]
+        assert real["n_tensors"] == 300 - n_fb
+        assert real["probability"][j] == pytest.approx((res["accepted"][j] - acc_fb) / (300 - n_fb))
+        assert res["by_convention"]["all_tensors"]["probability"][j] == res["probability"][j]
     with pytest.raises(ValueError, match="lambda1s"):
         sb.grokking_probability(10, lambda1s=(0, 1), lambda2s=(0, 1, 2))
 
@@ -180,3 +196,40 @@ def test_bad_inputs():
         sb.ensemble_contexts(torch.zeros(3, 2, 2, 2, dtype=F64), torch.zeros(1, 3, dtype=torch.long), torch.ones(2, 2, dtype=F64))
     with pytest.raises(ValueError, match="lambda1"):
         sb.stationary_solution(torch.eye(2)[None], torch.ones(1, 2), -1.0)
+
+
+def test_minimum_detectable_effect_closed_form():
+    # z_0.975 = 1.959964, z_0.8 = 0.841621 (normal quantiles).
+    z = 1.959964 + 0.841621
+    assert sb.minimum_detectable_effect(0.0217, 20000) == pytest.approx(z * math.sqrt(2 * 0.0217 * 0.9783 / 20000), rel=1e-5)
+    assert sb.minimum_detectable_effect(0.0217, 20000, discordant=0.004) == pytest.approx(z * math.sqrt(0.004 / 20000), rel=1e-5)
+    with pytest.raises(ValueError, match="discordant"):
+        sb.minimum_detectable_effect(0.02, 100, discordant=2.0)
+    with pytest.raises(ValueError, match="n"):
+        sb.minimum_detectable_effect(0.02, 0)
+
+
+def test_analyse_tensor_estimator_options():
+    g = _gen(7)
+    A = sb.sample_tensors(400, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a)
+    x = torch.randint(0, 2, (30, 40), generator=g)
+    ok = sb.acceptance(c, A, u, v, x, sb.rule_labels(x))
+    e = int(torch.nonzero(ok)[0, 0])
+    kw = dict(n_inits=6, test_sequences=20, test_length=40, n_times=40, gap_points=500)
+    a = sb.analyse_tensor(A[e], u[e], v[e], **kw)
+    b = sb.analyse_tensor(A[e], u[e], v[e], deff_on="train", xi_method="max_density", eps_method="spread", **kw)
+    # Same measurements, different headline choices.
+    assert a.variants["D_eff"] == pytest.approx(b.variants["D_eff"])
+    assert a.D_eff == a.variants["D_eff"]["test"] and b.D_eff == b.variants["D_eff"]["train"]
+    assert b.xi_star == b.variants["xi_star"]["max_density"] and a.xi_star == a.variants["xi_star"]["edges"]
+    assert a.eps == a.eps_gap and b.eps == b.eps_spread
+    assert b.xi_predicted == pytest.approx((b.D_eff - 2 * b.nu + 1) / 2)
+    # D_eff of 24 training points in 8 dimensions is at most 8; per class averages two clouds.
+    assert 1 <= a.variants["D_eff"]["train"] <= 8
+    assert b.options == {"deff_on": "train", "xi_method": "max_density", "eps_method": "spread", "definition": "first_zero"}
+    for bad in ({"deff_on": "all"}, {"xi_method": "peak"}, {"eps_method": "var"}, {"definition": "last"}):
+        with pytest.raises(ValueError, match=list(bad)[0]):
+            sb.analyse_tensor(A[e], u[e], v[e], **kw, **bad)

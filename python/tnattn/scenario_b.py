@@ -30,6 +30,7 @@ Feature layout: ``f[s D^2 + a D + b] = delta_{s, x_i} l_i[a] r_i[b]``, i.e. ``C`
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -55,10 +56,13 @@ __all__ = [
     "predict",
     "test_errors",
     "acceptance",
+    "PROBABILITY_CONVENTIONS",
+    "minimum_detectable_effect",
     "grokking_probability",
     "flow_weights",
     "flow_errors",
     "train_classifier",
+    "DEFF_ON",
     "TensorAnalysis",
     "analyse_tensor",
 ]
@@ -434,6 +438,56 @@ def acceptance(
     return ok
 
 
+#: Conventions for the grokking probability of Scenario B (:func:`grokking_probability`).
+#: ``"all_tensors"``: accepted / all sampled tensors; a tensor whose dominant eigenvalue of
+#: ``A[0]`` is a complex pair has no real top eigenvector (the paper's boundary vectors), gets the
+#: top singular vectors instead (:func:`boundary_vectors`) and counts like any other.
+#: ``"real_dominant"``: such tensors are left out of numerator and denominator (only tensors
+#: with the paper's eigenvector boundaries are sampled).
+PROBABILITY_CONVENTIONS = ("all_tensors", "real_dominant")
+
+
+def minimum_detectable_effect(
+    p: float, n: int, *, alpha: float = 0.05, power: float = 0.8, discordant: Optional[float] = None
+) -> float:
+    """Smallest difference of two acceptance probabilities a two-sided test detects.
+
+    Normal approximation: ``MDE = (z_{1-alpha/2} + z_power) * se``. Independent samples of ``n``
+    tensors each: ``se = sqrt(2 p (1 - p) / n)``. The same ``n`` tensors under both settings
+    (common random numbers, as :func:`grokking_probability` does; McNemar's test): ``se =
+    sqrt(discordant / n)`` with ``discordant`` the fraction of tensors accepted under exactly one
+    of the two settings.
+
+    Parameters
+    ----------
+    p : float in [0, 1]
+        Acceptance probability of the reference setting.
+    n : int
+        Tensors per setting (> 0).
+    alpha, power : float in (0, 1)
+    discordant : float in [0, 1], optional
+        Paired design (see above).
+
+    Returns
+    -------
+    float
+        The detectable difference of probabilities (absolute, not in per cent).
+
+    Raises
+    ------
+    ValueError
+        For arguments out of range.
+    """
+    from scipy.stats import norm
+
+    if not 0 <= p <= 1 or n < 1 or not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"need 0 <= p <= 1, n >= 1, 0 < alpha, power < 1; got p={p}, n={n}, alpha={alpha}, power={power}")
+    if discordant is not None and not 0 <= discordant <= 1:
+        raise ValueError(f"discordant must lie in [0, 1], got {discordant}")
+    se = math.sqrt(2 * p * (1 - p) / n) if discordant is None else math.sqrt(discordant / n)
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
 def grokking_probability(
     n_tensors: int,
     lambda1s: Sequence[float] = (0.0,),
@@ -468,7 +522,11 @@ def grokking_probability(
     dict
         ``lambda1``, ``lambda2`` (lists), ``accepted`` (counts), ``probability``, ``stderr``
         (binomial), ``n_tensors``, ``fallback_fraction`` (complex dominant eigenvalue, see
-        :func:`boundary_vectors`), ``accepted_indices``: for each setting the global indices of
+        :func:`boundary_vectors`); the same under the two conventions of
+        :data:`PROBABILITY_CONVENTIONS`: ``by_convention[name]`` with ``accepted``,
+        ``probability``, ``stderr`` and ``n_tensors``; ``accepted_fallback`` (accepted tensors
+        with a complex dominant pair, per setting); ``accepted_indices``: for each setting the
+        global indices of
         the accepted tensors, and ``accepted_tensors``: for the first setting, the accepted
         ``(A, u, v)`` themselves (lists of tensors).
     """
@@ -488,6 +546,7 @@ def grokking_probability(
     accepted = [[] for _ in l1]
     kept_A, kept_u, kept_v = [], [], []
     n_fallback = 0
+    fallback_idx: set = set()
     blocks = range(0, n_tensors, chunk)
     if progress:
         from tqdm.auto import tqdm
@@ -498,6 +557,7 @@ def grokking_probability(
         A = sample_tensors(m, D, generator=gen)
         u, v, fb = boundary_vectors(A)
         n_fallback += int(fb.sum())
+        fallback_idx.update((s + torch.nonzero(fb)[:, 0]).tolist())
         prob = training_problem(A, u, v, train_length=train_length, rule=rule)
         for j, (a1, a2) in enumerate(zip(l1, l2)):
             c = stationary_solution(prob.G0, prob.a, a1, a2)
@@ -507,6 +567,14 @@ def grokking_probability(
             if j == 0:
                 kept_A.extend(A[ok]), kept_u.extend(u[ok]), kept_v.extend(v[ok])
     p = np.asarray(counts, dtype=np.float64) / n_tensors
+    acc_fb = [sum(1 for i in acc if i in fallback_idx) for acc in accepted]
+    n_real = n_tensors - n_fallback
+    by_conv = {}
+    for name, num, den in (("all_tensors", counts, n_tensors),
+                           ("real_dominant", [c - f for c, f in zip(counts, acc_fb)], n_real)):  # fmt: skip
+        q = np.asarray(num, dtype=np.float64) / max(den, 1)
+        by_conv[name] = {"accepted": list(num), "n_tensors": int(den), "probability": q.tolist(),
+                         "stderr": np.sqrt(q * (1 - q) / max(den, 1)).tolist()}  # fmt: skip
     return {
         "lambda1": l1,
         "lambda2": l2,
@@ -515,6 +583,8 @@ def grokking_probability(
         "stderr": np.sqrt(p * (1 - p) / n_tensors).tolist(),
         "n_tensors": n_tensors,
         "fallback_fraction": n_fallback / n_tensors,
+        "accepted_fallback": acc_fb,
+        "by_convention": by_conv,
         "accepted_indices": accepted,
         "accepted_tensors": (kept_A, kept_u, kept_v),
     }
@@ -677,6 +747,10 @@ def _bisect(t_rec: Tensor, times: Tensor, ok, steps: int) -> Tensor:
     return torch.where(sel, hi, t_rec)
 
 
+#: Point sets for the effective dimension in :func:`analyse_tensor`.
+DEFF_ON = ("test", "train", "per_class")
+
+
 @dataclass
 class TensorAnalysis:
     """Measurements on one accepted tensor (Table-1 row and grokking times).
@@ -684,16 +758,18 @@ class TensorAnalysis:
     Attributes
     ----------
     D_eff : float
-        Effective dimension of the test feature points.
+        Effective dimension of the feature points chosen by ``deff_on`` (:func:`analyse_tensor`).
     nu, nu_err : float
         Critical exponent from runs aligned at ``t_eps``.
     xi_star : float
-        Max over classes of ``xi_left + xi_right``.
+        Max over classes of ``xi_left + xi_right`` (estimator ``xi_method``).
     xi_per_class : dict
     xi_predicted : float
         ``(D_eff - 2 nu + 1)/2``.
-    eps_centroid, eps_gap : float
-        Class separation (:func:`tnattn.metrics.class_separation`, both estimators).
+    eps_centroid, eps_gap, eps_spread : float
+        Class separation (:func:`tnattn.metrics.class_separation`, all three estimators).
+    eps : float
+        The one chosen by ``eps_method``.
     t_train, t_eps, t_grok : ndarray, shape (R,)
     grokked_fraction : float
         Runs whose test error reaches zero within the horizon.
@@ -704,6 +780,12 @@ class TensorAnalysis:
         eigenvector itself) flip together, so some tensors show a jump instead of a power law.
     curves : dict
         A few runs' ``times`` / ``train_error`` / ``test_error`` and the aligned mean error.
+    variants : dict
+        Every estimator choice at once: ``D_eff`` ({deff_on: value}), ``xi_star`` ({xi_method:
+        value}), ``xi_predicted`` ({deff_on: value}), ``eps`` ({eps_method: value}); the
+        sensitivity of Table 1 to the choices.
+    options : dict
+        The choices behind the headline values.
     """
 
     D_eff: float
@@ -720,6 +802,10 @@ class TensorAnalysis:
     grokked_fraction: float
     error_jump: float = float("nan")
     curves: dict = field(default_factory=dict)
+    eps_spread: float = float("nan")
+    eps: float = float("nan")
+    variants: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
 
 
 def analyse_tensor(
@@ -742,14 +828,28 @@ def analyse_tensor(
     min_count: int = 10,
     gap_points: int = 4000,
     seed: int = 0,
+    deff_on: str = "test",
+    xi_method: str = "edges",
+    eps_method: str = "gap",
+    definition: str = "first_zero",
 ) -> TensorAnalysis:
     """Train ``C`` for one tensor from many initialisations and measure the Table-1 quantities.
 
-    * ``D_eff``: :func:`tnattn.metrics.effective_dimension` of all test feature points.
+    Table 1 of arXiv:2210.15435 does not publish its estimators; each choice is a named option
+    (:data:`DEFF_ON`, :data:`tnattn.metrics.XI_METHODS`, :data:`tnattn.metrics.EPS_METHODS`),
+    and ``variants`` holds the values under every choice.
+
+    * ``D_eff``: :func:`tnattn.metrics.effective_dimension` of the test feature points
+      (``deff_on="test"``), of the training feature points (``"train"``: the 8 x 3 sites the
+      classifier is trained on) or the mean over the two classes of the test points' value
+      (``"per_class"``).
     * ``xi*``: :func:`tnattn.metrics.xi_star` on the angles of the left/right contexts of the test
-      sites, per class (``D = 2`` only; ``nan`` otherwise).
-    * ``eps``: :func:`tnattn.metrics.class_separation` (centroid on all points; gap on a random
-      subset of ``gap_points``, the pairwise search being quadratic).
+      sites, per class (``D = 2`` only; ``nan`` otherwise), at the edges of the support
+      (``xi_method="edges"``) or from the largest density anywhere (``"max_density"``).
+    * ``eps``: :func:`tnattn.metrics.class_separation` (centroid on all points; gap and spread on
+      a random subset of ``gap_points``, the pairwise search being quadratic); ``eps_method``
+      picks the headline one.
+    * ``t_eps``: the grokking-time convention ``definition`` (:func:`tnattn.metrics.zero_times`).
     * ``nu``: every grokking run's test error is evaluated (closed-form flow, ``lambda1 = 0``) at
       ``t_eps - tau`` on a log grid of ``tau`` spanning ``tau_decades`` decades below the median
       ``t_eps`` (runs that grok earlier than the median are left out of the average), then :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the
@@ -771,6 +871,13 @@ def analyse_tensor(
     -------
     TensorAnalysis
     """
+    if deff_on not in DEFF_ON:
+        raise ValueError(f"deff_on must be one of {DEFF_ON}, got {deff_on!r}")
+    if xi_method not in metrics.XI_METHODS:
+        raise ValueError(f"xi_method must be one of {metrics.XI_METHODS}, got {xi_method!r}")
+    if eps_method not in metrics.EPS_METHODS:
+        raise ValueError(f"eps_method must be one of {metrics.EPS_METHODS}, got {eps_method!r}")
+    metrics.check_definition(definition)
     d, D = A.shape[0], A.shape[1]
     gen = torch.Generator().manual_seed(seed)
     x_test = torch.randint(0, d, (test_sequences, test_length), generator=gen)
@@ -790,7 +897,8 @@ def analyse_tensor(
         t_max = 20.0 / g_min
     times = torch.cat([torch.zeros(1, dtype=_DTYPE), torch.logspace(-2, np.log10(t_max), n_times - 1, dtype=_DTYPE)])
     c0 = init_scale * torch.randn(n_inits, F_train.shape[1], generator=gen, dtype=_DTYPE)
-    res = train_classifier(F_train, y_train, F_test, yt, c0, times, lambda1=lambda1, lambda2=lambda2)
+    res = train_classifier(F_train, y_train, F_test, yt, c0, times, lambda1=lambda1, lambda2=lambda2,
+                           definition=definition)  # fmt: skip
     t_eps = res["t_eps"].numpy()
     t_train = res["t_train"].numpy()
     grokked_fraction = float(np.isfinite(t_eps).mean())
@@ -840,14 +948,29 @@ def analyse_tensor(
             except ValueError:
                 pass
 
-    D_eff = float(metrics.effective_dimension(F_test.numpy()))
-    if D == 2:
-        xs, per = metrics.xi_star(Lt.reshape(-1, 2).numpy(), Rt.reshape(-1, 2).numpy(), yt.numpy())
-    else:
-        xs, per = float("nan"), {}
-    eps_c = metrics.class_separation(F_test.numpy(), yt.numpy())
+    Fn, yn = F_test.numpy(), yt.numpy()
+    deffs = {
+        "test": float(metrics.effective_dimension(Fn)),
+        "train": float(metrics.effective_dimension(F_train.numpy())),
+        "per_class": float(np.mean([metrics.effective_dimension(Fn[yn == c]) for c in np.unique(yn)])),
+    }
+    xis, pers = {}, {}
+    for m in metrics.XI_METHODS:
+        if D == 2:
+            xis[m], pers[m] = metrics.xi_star(Lt.reshape(-1, 2).numpy(), Rt.reshape(-1, 2).numpy(), yn, method=m)
+        else:
+            xis[m], pers[m] = float("nan"), {}
     pick = torch.randperm(F_test.shape[0], generator=gen)[:gap_points]
-    eps_g = metrics.class_separation(F_test[pick].numpy(), yt[pick].numpy(), method="gap")
+    epss = {"centroid": metrics.class_separation(Fn, yn)}
+    for m in ("gap", "spread"):
+        epss[m] = metrics.class_separation(F_test[pick].numpy(), yt[pick].numpy(), method=m)
+    D_eff, xs, per = deffs[deff_on], xis[xi_method], pers[xi_method]
+    variants = {
+        "D_eff": deffs,
+        "xi_star": xis,
+        "xi_predicted": {k: float((v - 2 * nu + 1) / 2) for k, v in deffs.items()},
+        "eps": epss,
+    }
     show = min(8, n_inits)
     curves = {
         "times": times.numpy(),
@@ -867,12 +990,16 @@ def analyse_tensor(
         xi_star=float(xs),
         xi_per_class={str(k_): v_ for k_, v_ in per.items()},
         xi_predicted=float((D_eff - 2 * nu + 1) / 2),
-        eps_centroid=float(eps_c),
-        eps_gap=float(eps_g),
+        eps_centroid=float(epss["centroid"]),
+        eps_gap=float(epss["gap"]),
         t_train=t_train,
         t_eps=t_eps,
         t_grok=t_eps - t_train,
         grokked_fraction=grokked_fraction,
         error_jump=jump,
         curves=curves,
+        eps_spread=float(epss["spread"]),
+        eps=float(epss[eps_method]),
+        variants=variants,
+        options={"deff_on": deff_on, "xi_method": xi_method, "eps_method": eps_method, "definition": definition},
     )

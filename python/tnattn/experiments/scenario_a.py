@@ -11,9 +11,13 @@ the ranks of ``torchrun`` when launched with it (:mod:`tnattn.ensemble.distribut
 Measured per (D, regulariser):
 
 * nu: the test error of every grokked run, aligned at its own t_eps and averaged, fitted as
-  ``<E> ~ (t_eps - t)^nu`` with a bootstrap error bar (:func:`tnattn.ensemble.stats.aligned_test_error`;
-  the error of the longest test length);
-* the grokking-time PDF and the grokked fraction;
+  ``<E> ~ (t_eps - t)^nu`` (the error of the longest test length), with its total uncertainty:
+  bootstrap over runs, the spread over a family of fit windows and the bias of a t_eps known only
+  to the epoch (:func:`tnattn.ensemble.nu_budget.nu_error_budget`; ``nu_windows_D<D>.png`` shows
+  nu against the window);
+* the grokking-time PDF and the grokked fraction, with t_eps the paper's first epoch with zero
+  test error; the median t_G and the count of negative t_G also under the "stays zero" convention
+  (:func:`tnattn.metrics.zero_times`), and how many runs left zero again;
 * the ensemble-averaged D_eff of the left contexts around t_eps.
 
 Choices of ours (the paper's are not published): a member stops ``stop_after_grok`` epochs after
@@ -43,7 +47,9 @@ from pathlib import Path
 import numpy as np
 
 from tnattn.ensemble.distributed import init_distributed, run_ensemble
+from tnattn.ensemble.nu_budget import T_EPS_ESTIMATES, format_budget, nu_error_budget
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
+from tnattn.metrics import zero_times
 from tnattn.io import result_envelope, write_json
 from tnattn.train.config import TrainConfig
 
@@ -91,6 +97,11 @@ class Config:
     )
     max_error: float = _f(0.1, "automatic nu window only: upper end of the fitted error range")
     span_quantile: float = _f(0.5, "automatic nu window only: keep runs whose aligned history is at least this quantile")
+    t_eps_estimate: str = _f(
+        "recorded", "zero crossing for the central nu: recorded epoch (paper), midpoint or interpolated",
+        choices=T_EPS_ESTIMATES,
+    )
+    n_boot: int = _f(1000, "bootstrap resamples for the statistical error of nu")
     shared_data: bool = _f(False, "all members of a D see the same batches (faster; not independent runs)")
     dtype: str = _f("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _f("cpu", "device (cuda needs the CUDA kernels)", choices=("cpu", "cuda"))
@@ -135,6 +146,10 @@ def _validate(config: Config) -> None:
         raise ValueError(f"D_values must be positive, got {config.D_values}")
     if config.deff_before < 0 or config.deff_after < 0:
         raise ValueError("deff_before and deff_after must be >= 0")
+    if config.t_eps_estimate not in T_EPS_ESTIMATES:
+        raise ValueError(f"t_eps_estimate must be one of {T_EPS_ESTIMATES}, got {config.t_eps_estimate!r}")
+    if config.n_boot < 0:
+        raise ValueError(f"n_boot must be >= 0, got {config.n_boot}")
     if config.nu_window and (len(config.nu_window) != 2 or not 0 < config.nu_window[0] < config.nu_window[1]):
         raise ValueError(f"nu_window must be empty or (tau_lo, tau_hi) with 0 < tau_lo < tau_hi, got {config.nu_window}")
 
@@ -149,50 +164,84 @@ def _t_G_edges(t_G: np.ndarray, n_log: int = 20) -> np.ndarray:
     return np.asarray(edges)
 
 
+def _stays_zero_t_eps(merged, config: Config) -> np.ndarray:
+    """t_eps under the "stays_zero" convention, from the recorded test errors of every length
+    (a test epoch counts as zero only when every length is error-free). Runs stop
+    ``stop_after_grok`` epochs after their first zero, so "stays" means "up to the last record"."""
+    cols = [merged.history.column(f"test_error_{m}") for m in config.test_lengths]
+    worst = np.max(np.stack(cols), axis=0)  # nan where not measured
+    epochs = np.arange(1, worst.shape[1] + 1, dtype=float)
+    return zero_times(worst, epochs, definition="stays_zero")
+
+
 def analyse(merged, config: Config, D: int) -> dict:
-    """nu fits, grokking-time PDFs and D_eff curves per regulariser of one D's merged ensemble."""
+    """nu fits with their error budget, grokking-time PDFs (both t_eps conventions) and D_eff curves
+    per regulariser of one D's merged ensemble."""
     n = config.members
     longest = max(config.test_lengths)
     test = merged.history.column(f"test_error_{longest}")
     deff = merged.history.column("deff")
     t_eps, t_G, t_train = merged.t_eps, merged.t_G, merged.t_train
+    t_eps_stays = _stays_zero_t_eps(merged, config)
     offsets = np.arange(-config.deff_before, config.deff_after + 1, dtype=float)
-    block = {"D": D, "nu_fits": {}, "grokking_pdfs": {}, "deff_curves": {}, "table": []}
+    block = {"D": D, "nu_fits": {}, "nu_budgets": {}, "grokking_pdfs": {}, "deff_curves": {}, "table": []}
     for r, reg in enumerate(config.regularisers):
         rows = slice(r * n, (r + 1) * n)
         fit = aligned_test_error(test[rows], t_eps[rows], window=config.nu_window or None,
                                  max_error=config.max_error, span_quantile=config.span_quantile,
                                  seed=config.seed)  # fmt: skip
+        budget = nu_error_budget(test[rows], t_eps[rows], window=config.nu_window or (1.0, 10.0),
+                                 t_eps_estimate=config.t_eps_estimate, n_boot=config.n_boot,
+                                 seed=config.seed)  # fmt: skip
         hist = grokking_time_histogram(t_G[rows], bins=_t_G_edges(t_G[rows]))
+        t_G_stays = t_eps_stays[rows] - t_train[rows]
         curve = aligned_mean(deff[rows], t_eps[rows], offsets)
         block["nu_fits"][reg] = fit
+        block["nu_budgets"][reg] = budget
         block["grokking_pdfs"][reg] = hist
         block["deff_curves"][reg] = curve
         before = curve["mean"][0] if curve["mean"] else float("nan")
         at = curve["mean"][config.deff_before] if curve["mean"] else float("nan")
         epochs = np.array([m["epochs"] for m in merged.members[rows]], dtype=float)
+        ok_s = np.isfinite(t_G_stays)
         block["table"].append({
-            "D": D, "regulariser": reg, "nu": fit["nu"], "nu_err": fit["nu_err"], "n_fit": fit["n_runs"],
+            "D": D, "regulariser": reg, "nu": budget["nu"], "nu_stat": budget["stat"],
+            "nu_window_syst": budget["window_syst"], "nu_resolution_syst": budget["resolution_syst"],
+            "nu_total": budget["total"], "nu_by_estimate": budget.get("by_estimate"),
+            "nu_err": fit["nu_err"], "nu_aligned": fit["nu"], "n_fit": budget["n_runs"],
+            "jump_fraction": budget.get("jump_fraction"),
             "paper_nu": PAPER_NU[reg].get(D), "grokked": int(np.isfinite(t_eps[rows]).sum()), "members": n,
             "grokked_fraction": float(np.isfinite(t_eps[rows]).mean()), "median_t_G": hist["median"],
             "negative_t_G": hist["negative"],
+            "median_t_G_stays_zero": float(np.median(t_G_stays[ok_s])) if ok_s.any() else None,
+            "negative_t_G_stays_zero": int((t_G_stays[ok_s] < 0).sum()),
+            "left_zero_again": int(np.sum(np.isfinite(t_eps[rows]) & (t_eps_stays[rows] != t_eps[rows]))),
             "median_t_train": float(np.nanmedian(t_train[rows])) if np.isfinite(t_train[rows]).any() else None,
             "deff_at_start_of_window": before, "deff_at_t_eps": at, "mean_epochs": float(epochs.mean()),
-            "fit_note": fit.get("error"),
+            "fit_note": budget.get("error"),
         })  # fmt: skip
     return block
 
 
 def format_table(rows: list) -> str:
-    """Text table: measured nu (+- error) next to the paper's, grokked fractions and D_eff."""
-    head = f"{'D':>4} {'reg':>5} {'nu':>16} {'paper':>6} {'grokked':>10} {'med t_G':>8} {'D_eff -W':>9} {'D_eff@t_eps':>11}"
-    lines = ["Scenario A (rule 30): nu of the aligned ensemble-averaged test error", head]
+    """Text tables: nu with its error budget next to the paper's, and the grokking times under both
+    t_eps conventions (first zero = the paper's; stays zero)."""
+    lines = ["Scenario A (rule 30): nu of the aligned ensemble-averaged test error, total = stat (+) window (+) resolution",
+             format_budget([dict(r, label=f"D={r['D']} {r['regulariser']}", stat=r["nu_stat"],
+                                 window_syst=r["nu_window_syst"], resolution_syst=r["nu_resolution_syst"],
+                                 total=r["nu_total"], n_runs=r["n_fit"], error=r["fit_note"])
+                            for r in rows]),
+             "",
+             f"{'D':>4} {'reg':>5} {'paper nu':>8} {'grokked':>10} {'med t_G':>8} {'t_G<0':>6} "
+             f"{'med t_G stays':>13} {'t_G<0 stays':>11} {'left 0 again':>12} {'D_eff -W':>9} {'D_eff@t_eps':>11}"]  # fmt: skip
     for r in rows:
-        nu = f"{r['nu']:.2f} +- {r['nu_err']:.2f}" if np.isfinite(r["nu"]) else "n/a"
         paper = f"{r['paper_nu']:.2f}" if r["paper_nu"] is not None else "-"
+        stays = r["median_t_G_stays_zero"]
         lines.append(
-            f"{r['D']:>4} {r['regulariser']:>5} {nu:>16} {paper:>6} {r['grokked']:>4}/{r['members']:<5} "
-            f"{r['median_t_G']:>8.0f} {r['deff_at_start_of_window']:>9.2f} {r['deff_at_t_eps']:>11.2f}"
+            f"{r['D']:>4} {r['regulariser']:>5} {paper:>8} {r['grokked']:>4}/{r['members']:<5} "
+            f"{r['median_t_G']:>8.0f} {r['negative_t_G']:>6} {stays if stays is not None else float('nan'):>13.0f} "
+            f"{r['negative_t_G_stays_zero']:>11} {r['left_zero_again']:>12} "
+            f"{r['deff_at_start_of_window']:>9.2f} {r['deff_at_t_eps']:>11.2f}"
         )
     return "\n".join(lines)
 
@@ -266,8 +315,11 @@ def run(config: Config) -> dict:
     print(text)
     results = {"table": table, "table_text": text, "per_D": per_D, "timing": timing, "world_size": world,
                "paper_nu": PAPER_NU, "seconds": time.time() - t0}  # fmt: skip
-    from tnattn.plots.ensemble import plot_scenario_a
+    from tnattn.plots.ensemble import plot_nu_windows, plot_scenario_a
 
     plot_scenario_a(results, out / "scenario_a.png")
+    for block in per_D:
+        plot_nu_windows(block["nu_budgets"], out / f"nu_windows_D{block['D']}.png",
+                        title=f"Scenario A, D = {block['D']}: nu against the fit window")  # fmt: skip
     write_json(out / "results.json", result_envelope(NAME, dataclasses.asdict(config), results))
     return results

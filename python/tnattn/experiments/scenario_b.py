@@ -16,6 +16,7 @@ stationary solutions, estimators).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,19 @@ class Config:
     n_analyse: int = field(default=3, metadata={"help": "accepted tensors to train and measure"})
     n_inits: int = field(default=100, metadata={"help": "random initialisations of C per tensor"})
     analysis_sequences: int = field(default=100, metadata={"help": "test sequences for the measurements"})
+    deff_on: str = field(default="test", metadata={"help": "D_eff of the test, train or per-class test features", "choices": sb.DEFF_ON})
+    xi_method: str = field(default="edges", metadata={"help": "xi at the edges of the support or from the max density", "choices": ("edges", "max_density")})
+    eps_method: str = field(default="gap", metadata={"help": "eps estimator: centroid, gap or spread units", "choices": ("centroid", "gap", "spread")})
+    definition: str = field(default="first_zero", metadata={"help": "t_eps convention: first zero (paper) or stays zero", "choices": ("first_zero", "stays_zero")})
+
+    def __post_init__(self):
+        from tnattn.metrics import EPS_METHODS, XI_METHODS, check_definition
+
+        for name, val, allowed in (("deff_on", self.deff_on, sb.DEFF_ON), ("xi_method", self.xi_method, XI_METHODS),
+                                   ("eps_method", self.eps_method, EPS_METHODS)):  # fmt: skip
+            if val not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
+        check_definition(self.definition)
 
 
 def _row(k: int, a: sb.TensorAnalysis) -> dict:
@@ -63,6 +77,10 @@ def _row(k: int, a: sb.TensorAnalysis) -> dict:
         "xi_per_class": a.xi_per_class,
         "eps_gap": a.eps_gap,
         "eps_centroid": a.eps_centroid,
+        "eps_spread": a.eps_spread,
+        "eps": a.eps,
+        "variants": a.variants,
+        "options": a.options,
         "grokked_fraction": a.grokked_fraction,
         "error_jump": a.error_jump,
         "median_t_grok": float(np.median(tg)) if tg.size else float("nan"),
@@ -91,6 +109,70 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def probability_report(prob: dict) -> dict:
+    """Grokking probability under both conventions and, for every regularised setting, the paired
+    difference to the unregularised one (first setting) with the smallest difference the run could
+    detect (:func:`tnattn.scenario_b.minimum_detectable_effect`, 5 % two-sided, 80 % power).
+
+    Parameters
+    ----------
+    prob : dict
+        Result of :func:`tnattn.scenario_b.grokking_probability` (first setting unregularised).
+
+    Returns
+    -------
+    dict
+        ``rows``: per setting ``lambda1``, ``lambda2``, ``p_all_tensors``, ``p_real_dominant``
+        (with ``*_stderr``), ``accepted_fallback``, ``diff`` (p - p_none, all tensors), ``diff_se``
+        (paired), ``mde`` (paired) and ``mde_unpaired``; ``text``: a Markdown table.
+    """
+    n = prob["n_tensors"]
+    base = set(prob["accepted_indices"][0])
+    p0 = prob["probability"][0]
+    conv = prob["by_convention"]
+    rows = []
+    for j, (l1, l2) in enumerate(zip(prob["lambda1"], prob["lambda2"])):
+        acc = set(prob["accepted_indices"][j])
+        d = len(acc ^ base) / n
+        rows.append({
+            "lambda1": l1, "lambda2": l2,
+            "p_all_tensors": conv["all_tensors"]["probability"][j], "p_all_tensors_stderr": conv["all_tensors"]["stderr"][j],
+            "p_real_dominant": conv["real_dominant"]["probability"][j], "p_real_dominant_stderr": conv["real_dominant"]["stderr"][j],
+            "accepted_fallback": prob["accepted_fallback"][j],
+            "diff": prob["probability"][j] - p0, "diff_se": math.sqrt(d / n) if j else 0.0,
+            "mde": sb.minimum_detectable_effect(p0, n, discordant=d) if j else None,
+            "mde_unpaired": sb.minimum_detectable_effect(p0, n) if j else None,
+        })  # fmt: skip
+    lines = [f"{n} tensors; complex dominant pair: {prob['fallback_fraction']:.1%} of them",
+             "| setting | P, all tensors | P, real dominant eigenvalue only | accepted with complex pair | P - P(none) (paired s.e.) | detectable difference (paired / independent) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        name = "none" if not (r["lambda1"] or r["lambda2"]) else (f"L1 {r['lambda1']:g}" if r["lambda1"] else f"L2 {r['lambda2']:g}")
+        diff = "–" if r["mde"] is None else f"{100 * r['diff']:+.2f} ± {100 * r['diff_se']:.2f} %"
+        mde = "–" if r["mde"] is None else f"{100 * r['mde']:.2f} / {100 * r['mde_unpaired']:.2f} %"
+        lines.append(
+            f"| {name} | {100 * r['p_all_tensors']:.2f} ± {100 * r['p_all_tensors_stderr']:.2f} % | "
+            f"{100 * r['p_real_dominant']:.2f} ± {100 * r['p_real_dominant_stderr']:.2f} % | {r['accepted_fallback']} | {diff} | {mde} |"
+        )
+    return {"rows": rows, "text": "\n".join(lines)}
+
+
+def sensitivity_table(rows: list) -> str:
+    """Markdown table of every analysed tensor under every estimator choice (Table-1 quantities)."""
+    lines = ["| A | nu | D_eff test / train / per class | xi* edges / max density | xi pred. (test / train / per class D_eff) | eps centroid / gap / spread |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        v = r["variants"]
+        lines.append(
+            f"| A{r['tensor']} | {r['nu']:.2f} ± {r['nu_err']:.2f} | "
+            + " / ".join(f"{v['D_eff'][k]:.2f}" for k in sb.DEFF_ON) + " | "
+            + " / ".join(f"{v['xi_star'][k]:.2f}" for k in ("edges", "max_density")) + " | "
+            + " / ".join(f"{v['xi_predicted'][k]:.2f}" for k in sb.DEFF_ON) + " | "
+            + " / ".join(f"{v['eps'][k]:.2f}" for k in ("centroid", "gap", "spread")) + " |"
+        )
+    return "\n".join(lines)
+
+
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``scenario_b.png``; return the results."""
     if config.n_tensors < 1 or config.n_inits < 2:
@@ -112,16 +194,25 @@ def run(config: Config) -> dict:
     rows = []
     for k in picks:
         a = sb.analyse_tensor(As[k], us[k], vs[k], n_inits=config.n_inits,
-                              test_sequences=config.analysis_sequences, seed=config.seed + k)
+                              test_sequences=config.analysis_sequences, seed=config.seed + k,
+                              deff_on=config.deff_on, xi_method=config.xi_method, eps_method=config.eps_method,
+                              definition=config.definition)  # fmt: skip
         rows.append(_row(k, a))
     table = format_table(rows)
+    report = probability_report(prob)
+    sens = sensitivity_table(rows)
+    print(report["text"])
     print(table)
+    print("Sensitivity of the Table-1 quantities to the estimator choices:")
+    print(sens)
     results = {
         "probability": prob,
         "tensors": rows,
         "accepted_A": [A.tolist() for A in As[: config.n_analyse]],
         "accepted_boundaries": [[u.tolist(), v.tolist()] for u, v in zip(us[: config.n_analyse], vs[: config.n_analyse])],
         "table": table,
+        "probability_report": report,
+        "sensitivity_table": sens,
         "paper_table_1": PAPER_TABLE_1,
         "seconds": time.time() - t_start,
     }

@@ -21,7 +21,7 @@ def _legend(ax) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
 
-__all__ = ["plot_aligned_errors", "plot_grokking_pdfs", "plot_deff_curves", "plot_scenario_a"]
+__all__ = ["plot_aligned_errors", "plot_grokking_pdfs", "plot_deff_curves", "plot_scenario_a", "plot_nu_windows"]
 
 _COLORS = {"none": "tab:blue", "l2": "tab:orange", "l1": "tab:green"}
 
@@ -109,6 +109,62 @@ def plot_scenario_a(results: dict, path: str | os.PathLike) -> Path:
         axes[r, 0].set_title(f"D = {block['D']}: aligned test error")
         axes[r, 1].set_title(f"D = {block['D']}: grokking times")
         axes[r, 2].set_title(f"D = {block['D']}: D_eff around grokking")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_nu_windows(budgets: dict, path: str | os.PathLike, *, title: str = "") -> Path:
+    """nu against the fit window, one panel per regulariser (or any named ensemble).
+
+    Every window ``(tau_lo, tau_hi)`` of the family of
+    :func:`tnattn.ensemble.nu_budget.nu_error_budget` is a point at ``tau_hi`` (log axis), one
+    line per ``tau_lo``, with its bootstrap error; the shaded band is the central nu +- its total
+    uncertainty and the dotted lines the central nu under the other ``t_eps`` estimates.
+
+    Parameters
+    ----------
+    budgets : dict
+        Name -> result of :func:`~tnattn.ensemble.nu_budget.nu_error_budget`.
+    path : str or PathLike
+        PNG file to write (parent folders are created).
+    title : str
+
+    Returns
+    -------
+    Path
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(budgets)
+    if not names:
+        raise ValueError("budgets must name at least one ensemble")
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for k, (ax, name) in enumerate(zip(axes[0], names)):
+        b = budgets[name]
+        ax.set_title(f"{name}: nu = {b.get('nu', math.nan):.2f} +- {b.get('total', math.nan):.2f}", fontsize=9)
+        ax.set_xscale("log")
+        ax.set_xlabel("tau_hi (epochs before t_eps)")
+        ax.set_ylabel("fitted nu")
+        rows = b.get("by_window", [])
+        for j, lo in enumerate(sorted({r["window"][0] for r in rows})):
+            pts = sorted((r["window"][1], r["nu"], r["stat"]) for r in rows if r["window"][0] == lo)
+            x, y, e = (np.array(v, dtype=float) for v in zip(*pts))
+            ax.errorbar(x * (1 + 0.03 * j), y, yerr=np.nan_to_num(e), marker="o", ms=3, capsize=2,
+                        color=f"C{j}", label=f"tau_lo = {lo:g}")  # fmt: skip
+        if np.isfinite(b.get("nu", math.nan)):
+            ax.axhspan(b["nu"] - b["total"], b["nu"] + b["total"], color=_color(name, k), alpha=0.15,
+                       label="central +- total")  # fmt: skip
+            for est, v in b.get("by_estimate", {}).items():
+                if est != b.get("t_eps_estimate") and np.isfinite(v):
+                    ax.axhline(v, ls=":", lw=1, color="k")
+                    ax.annotate(est, (ax.get_xlim()[0], v), fontsize=6, va="bottom")
+        _legend(ax)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
