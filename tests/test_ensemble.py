@@ -555,3 +555,22 @@ def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
         Config(regularisers=("l3",))
     with pytest.raises(ValueError, match="t_eps_estimate"):
         Config(t_eps_estimate="exact")
+
+
+@pytest.mark.parametrize("definition, expected", [("first_zero", ([2, -1], [3, -1])), ("stays_zero", ([4, -1], [5, -1]))])
+def test_ensemble_trainer_grokking_definition(definition, expected):
+    # Member 0: training error zero at epoch 2, back up at 3, zero from 4; test error zero at 3, 0.02
+    # at 4, zero from 5 (unmeasured at 6). Member 1 never reaches zero.
+    from types import SimpleNamespace
+
+    from tnattn.ensemble.trainer import EnsembleTrainer
+    from tnattn.train.config import TrainConfig
+
+    fake = SimpleNamespace(config=TrainConfig(grokking_definition=definition, stop_after_grok=-1, max_epochs=100),
+                           test_sets={100: None}, t_train=np.full(2, -1), t_eps=np.full(2, -1),
+                           stop_reason=[None, None], stop_epoch=np.zeros(2))  # fmt: skip
+    rows = [(1, 0.2, 0.3), (2, 0.0, 0.1), (3, 0.1, 0.0), (4, 0.0, 0.02), (5, 0.0, 0.0), (6, 0.0, np.nan), (7, 0.0, 0.0)]
+    for epoch, tr, te in rows:
+        row = {"train_error": np.array([tr, 0.5]), "test_error_100": np.array([te, 0.5]), "finite": np.array([True, True])}
+        EnsembleTrainer._update_members(fake, epoch, np.arange(2), row)
+    assert (fake.t_train.tolist(), fake.t_eps.tolist()) == expected

@@ -391,3 +391,49 @@ def test_one_seed_fixes_the_whole_run(tmp_path):
 def test_cuda_device_without_cuda_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="cuda"):
         train(TrainConfig(**TINY, device="cuda", out=str(tmp_path)))
+
+
+@pytest.mark.parametrize("definition, expected", [("first_zero", (2, 3)), ("stays_zero", (4, 5))])
+def test_grokking_definition_in_the_trainer(definition, expected):
+    # The per-epoch bookkeeping of Trainer on a hand-written error history: training error zero at
+    # epoch 2, back up at 3, zero again from 4; test error zero at 3, 0.02 at 4, zero from 5 on
+    # (unmeasured at 6, which does not break the zero stretch).
+    from types import SimpleNamespace
+
+    from tnattn.train.trainer import Trainer
+
+    rows = [(1, 0.2, 0.3), (2, 0.0, 0.1), (3, 0.1, 0.0), (4, 0.0, 0.02), (5, 0.0, 0.0), (6, 0.0, math.nan), (7, 0.0, 0.0)]
+    fake = SimpleNamespace(config=TrainConfig(grokking_definition=definition), t_train=None, t_eps=None,
+                           test_sets={100: None})  # fmt: skip
+    for epoch, tr, te in rows:
+        Trainer._update_grokking(fake, {"epoch": epoch, "train_error": tr, "test_error_100": te})
+    assert (fake.t_train, fake.t_eps) == expected
+    with pytest.raises(ValueError, match="grokking_definition"):
+        TrainConfig(grokking_definition="last")
+
+
+def test_eval_screen_records_t_eps_to_the_epoch(tmp_path):
+    # This tiny run reaches zero test error at epoch 75, before zero training error (the trainer
+    # stops at t_eps). Testing only every 10th epoch records it at 80; the default screen (the first
+    # 4 sequences of every length each epoch, the full sets when those are error-free) at 75, as
+    # testing every epoch does.
+    base = dict(TINY, max_epochs=100, lr=0.05, eval_when_fit=False)
+    every = train(TrainConfig(**{**base, "eval_every": 1}, eval_screen=0, out=str(tmp_path / "every")))
+    assert every.t_eps == 75 and every.t_train is None
+    sparse = train(TrainConfig(**{**base, "eval_every": 10}, eval_screen=0, out=str(tmp_path / "sparse")))
+    assert sparse.t_eps == 80
+    screened = train(TrainConfig(**{**base, "eval_every": 10}, out=str(tmp_path / "screened")))
+    assert TrainConfig(**base).eval_screen == 4
+    assert screened.t_eps == 75
+    with pytest.raises(ValueError, match="eval_screen"):
+        TrainConfig(eval_screen=-1)
+
+
+def test_resume_check_accepts_fields_added_after_the_checkpoint_at_their_defaults():
+    from tnattn.train.run import _check_resume_config
+
+    cfg = TrainConfig(**TINY)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("eval_screen", "grokking_definition")}
+    _check_resume_config(old, cfg)  # absent -> default: accepted
+    with pytest.raises(ValueError, match="eval_screen"):
+        _check_resume_config(old, TrainConfig(**TINY, eval_screen=0))

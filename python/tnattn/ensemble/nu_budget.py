@@ -187,7 +187,7 @@ def nu_error_budget(
     dict
         ``nu``, ``stat``, ``window_syst``, ``resolution_syst``, ``total``, ``nu_ci`` (bootstrap
         95 % interval), ``by_estimate`` ({estimate: nu} in the central window), ``by_window``
-        (list of {window, nu, stat, n_points} under ``t_eps_estimate``), ``n_runs``,
+        (list of {window, nu, stat (bootstrap), n_points} under ``t_eps_estimate``), ``n_runs``,
         ``jump_fraction`` (runs whose last record before ``t_eps`` has error > ``max_error``:
         they fall to zero within one step), ``window``, ``t_eps_estimate``, ``tau`` and
         ``mean_error`` of the central fit; or ``nu = nan`` and ``error`` when no fit is possible.
@@ -227,7 +227,8 @@ def nu_error_budget(
         by_estimate[est] = f.nu if f is not None else math.nan
     by_window = []
     for w in family:
-        f = fit if w == central else _nu_at(runs, t_eps_estimate, w, 0, seed)[0]
+        # Every window gets its own bootstrap, so the figure's error bars compare like with like.
+        f = fit if w == central else _nu_at(runs, t_eps_estimate, w, n_boot, seed)[0]
         by_window.append({"window": list(w), "nu": f.nu if f is not None else math.nan,
                           "stat": f.nu_err if f is not None else math.nan,
                           "n_points": int(np.sum((f.tau >= f.window[0]) & (f.tau <= f.window[1]))) if f else 0})  # fmt: skip

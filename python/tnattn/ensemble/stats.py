@@ -312,7 +312,10 @@ def protocol_cost(
         # No spread in n: the epoch cost is all per-member (a = 0).
         a, b = 0.0, float(dt[keep].sum() / max(n[keep].sum(), 1.0))
     else:
-        b, a = np.polyfit(n[keep], dt[keep], 1)
+        from scipy.stats import linregress
+
+        fit = linregress(n[keep], dt[keep])
+        a, b = fit.intercept, fit.slope
         a, b = float(max(a, 0.0)), float(max(b, 0.0))
     survival, tail = [], []
     for g in groups:

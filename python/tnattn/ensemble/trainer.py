@@ -538,6 +538,16 @@ class EnsembleTrainer:
         test_now = np.full(Ea, epoch % cfg.eval_every == 0)
         if cfg.eval_when_fit:
             test_now |= out["train_error"] == 0.0
+        k = cfg.eval_screen
+        if k > 0 and not test_now.all():
+            # Exact screen for t_eps (as in tnattn.train.Trainer): members error-free on the first
+            # k sequences of every test length get the full evaluation this epoch.
+            cand = np.nonzero(~test_now)[0]
+            Pc = P if cand.size == Ea else P.select(torch.as_tensor(cand, dtype=torch.long, device=self.device))
+            clean = np.ones(cand.size, dtype=bool)
+            for s in self.test_sets.values():
+                clean &= self._wrong_fraction(Pc, s.x[:k], s.y[:k]) == 0.0
+            test_now[cand[clean]] = True
         sel = np.nonzero(test_now)[0]
         for m in self.test_sets:
             out[f"test_error_{m}"] = np.full(Ea, np.nan)
@@ -574,6 +584,12 @@ class EnsembleTrainer:
                 self.t_train[e] = epoch
             if self.t_eps[e] < 0 and not np.isnan(tests[:, k]).any() and (tests[:, k] == 0.0).all():
                 self.t_eps[e] = epoch
+            if cfg.grokking_definition == "stays_zero":
+                # a measured nonzero error clears the time: the zero did not stay
+                if row["train_error"][k] > 0.0:
+                    self.t_train[e] = -1
+                if (np.nan_to_num(tests[:, k]) > 0.0).any():
+                    self.t_eps[e] = -1
             reason = None
             if not row["finite"][k]:
                 reason = "diverged"

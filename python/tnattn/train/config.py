@@ -143,11 +143,19 @@ class TrainConfig:
     # --- run control ---------------------------------------------------------------------------
     max_epochs: int = _f(2000, "maximum number of epochs", _RUN)
     stop_after_grok: int = _f(0, "stop this many epochs after t_eps (zero test error); -1 = never", _RUN)
+    grokking_definition: str = _f(
+        "first_zero", "t_train/t_eps: first epoch with zero error (the paper's) or first epoch from which it stays zero",
+        _RUN, ("first_zero", "stays_zero"),
+    )
     patience: int = _f(0, "stop when the loss has not improved for this many epochs; 0 = off", _RUN)
     min_delta: float = _f(0.0, "improvement of the loss that resets the patience counter", _RUN)
     eval_every: int = _f(10, "evaluate the test sets (and D_eff) every this many epochs", _RUN)
     eval_when_fit: bool = _f(
         True, "also evaluate the test sets at every epoch with zero training error (exact t_eps)", _RUN
+    )
+    eval_screen: int = _f(
+        4, "every epoch, test this many sequences per length; all error-free -> evaluate the full test sets "
+        "(t_eps exact to the epoch at a fraction of the cost); 0 = off", _RUN,
     )
     deff_probe: int = _f(256, "test sequences whose middle-site left contexts give D_eff; 0 = off", _RUN)
     seed: int = _f(0, "seed of the model initialisation, data order and crops", _RUN)
@@ -194,6 +202,7 @@ class TrainConfig:
         need(self.stop_after_grok >= -1, "stop_after_grok", f"must be >= -1, got {self.stop_after_grok}")
         need(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
         need(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
+        need(self.eval_screen >= 0, "eval_screen", f"must be >= 0, got {self.eval_screen}")
         need(self.deff_probe >= 0, "deff_probe", f"must be >= 0, got {self.deff_probe}")
         need(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
         need(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
@@ -209,6 +218,7 @@ class TrainConfig:
             "l2_mode": L2_MODES,
             "penalty_schedule": SCHEDULES,
             "device": ("cpu", "cuda", "auto"),
+            "grokking_definition": ("first_zero", "stays_zero"),
         }
         for name, allowed in checks.items():
             value = getattr(self, name)

@@ -15,8 +15,9 @@ measurements form one history row:
     Fraction of wrong sites on the uncropped training set after the epoch.
 ``test_error_<M>``
     Fraction of wrong sites on the test set of length M, on the *test epochs*: every
-    ``eval_every``-th epoch and (with ``eval_when_fit``) every epoch with zero training error, so
-    that t_eps is exact whenever it follows t_train; nan on the other epochs.
+    ``eval_every``-th epoch, (with ``eval_when_fit``) every epoch with zero training error, and
+    every epoch on which the first ``eval_screen`` sequences of every test length are error-free,
+    so that t_eps is exact to the epoch; nan on the other epochs.
 ``deff``
     Effective dimension (PCA entropy, SCIENCE.md section 5) of the left contexts at the middle site
     ``M // 2`` of the first ``deff_probe`` sequences of the shortest test set, on the test epochs.
@@ -34,7 +35,10 @@ measurements form one history row:
     differs between a resumed and an uninterrupted run.
 
 Grokking: ``t_train`` is the first epoch with zero training error, ``t_eps`` the first test epoch
-with zero error on every test length, ``t_G = t_eps - t_train``.
+with zero error on every test length (the paper's definition, arXiv:2210.15435, Sec. 3),
+``t_G = t_eps - t_train``. With ``grokking_definition="stays_zero"`` a later epoch with a nonzero
+error clears the time again, so it is the first epoch of the final zero stretch
+(:func:`tnattn.metrics.zero_times` gives both from a history).
 
 Interruption: SIGINT (Ctrl-C) and SIGTERM finish the current epoch, write a checkpoint and the
 summary, and return (a second Ctrl-C aborts at once). Resuming from a checkpoint restores model,
@@ -420,6 +424,15 @@ class Trainer:
         test_epoch = epoch % self.config.eval_every == 0 or (
             self.config.eval_when_fit and out["train_error"] == 0.0
         )
+        k = self.config.eval_screen
+        if not test_epoch and k > 0:
+            # Exact screen for t_eps: zero error on the full test sets implies zero error on their
+            # first k sequences, so a full evaluation whenever those are error-free misses no
+            # zero-error epoch (with eval_every = 10 alone, t_eps was late by up to 9 epochs).
+            test_epoch = all(
+                evaluate_error(self.model, LabelledSet(s.x[:k], s.y[:k]), self.device) == 0.0
+                for s in self.test_sets.values()
+            )
         for m, s in self.test_sets.items():
             out[f"test_error_{m}"] = evaluate_error(self.model, s, self.device) if test_epoch else math.nan
         out["deff"] = math.nan
@@ -452,6 +465,12 @@ class Trainer:
         tests = [row[f"test_error_{m}"] for m in self.test_sets]
         if self.t_eps is None and not any(math.isnan(v) for v in tests) and all(v == 0.0 for v in tests):
             self.t_eps = epoch
+        if self.config.grokking_definition == "stays_zero":
+            # A measured nonzero error after the zero epoch: the zero did not stay; wait for the next.
+            if row["train_error"] is not None and row["train_error"] > 0.0:
+                self.t_train = None
+            if any(v > 0.0 for v in tests if not math.isnan(v)):
+                self.t_eps = None
 
     # ------------------------------------------------------------------------------------------
     # the loop
