@@ -484,7 +484,7 @@ class FlowSimulation:
         Sample mean and smallest positive excess over ``eps`` of each data set.
     t_train, t_eps, t_grok : ndarray, shape (R,)
         First times from which training / test error stay zero until ``t_max`` (``nan`` if never);
-        ``t_grok = t_eps - t_train``. The bias relaxes monotonically (arXiv:2210.15435, Sec. 3.1),
+        ``t_grok = t_eps - t_train``. The bias relaxes monotonically (arXiv:2210.15435, Sec. 3),
         so both errors fall monotonically and this equals the paper's first zero: the two
         conventions of :func:`tnattn.metrics.zero_times` coincide here.
     final_bias, final_test_error : ndarray, shape (R,)
