@@ -10,6 +10,13 @@ comparison:
    from ``n_inits`` random initialisations; measured ``D_eff``, ``nu``, ``xi*``, ``eps`` and the
    grokking times, and the predicted ``xi = (D_eff - 2 nu + 1)/2`` of the D-ball model.
 
+Also printed and stored: the probability under both conventions for tensors whose dominant
+eigenvalue of ``A[0]`` is a complex pair (:data:`tnattn.scenario_b.PROBABILITY_CONVENTIONS`), the
+paired difference of every regularised setting to the unregularised one with the smallest
+difference the run can detect (:func:`probability_report`), and every analysed tensor under every
+estimator choice (:func:`sensitivity_table`; the headline choices are ``--deff-on``,
+``--xi-method``, ``--eps-method`` and ``--definition``).
+
 See :mod:`tnattn.scenario_b` for the pipeline and the documented choices (boundary vectors,
 stationary solutions, estimators).
 """
