@@ -574,3 +574,17 @@ def test_ensemble_trainer_grokking_definition(definition, expected):
         row = {"train_error": np.array([tr, 0.5]), "test_error_100": np.array([te, 0.5]), "finite": np.array([True, True])}
         EnsembleTrainer._update_members(fake, epoch, np.arange(2), row)
     assert (fake.t_train.tolist(), fake.t_eps.tolist()) == expected
+
+
+def test_ensemble_eval_screen_records_t_eps_to_the_epoch():
+    # As tnattn.train's screen test: testing every epoch and testing every 10th epoch with the
+    # default screen record the same t_eps per member; without the screen it is late.
+    base = dict(TINY, test_lengths=(40, 12), test_size=50, lr=0.05, max_epochs=100, eval_when_fit=False,
+                stop_after_grok=0, deff_probe=0)  # fmt: skip
+    every = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1}, eval_screen=0), [0, 3]).fit()
+    screened = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 10}), [0, 3]).fit()
+    sparse = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 10}, eval_screen=0), [0, 3]).fit()
+    assert np.isfinite(every.t_eps).any()
+    np.testing.assert_array_equal(screened.t_eps, every.t_eps)
+    ok = np.isfinite(every.t_eps) & (every.t_eps % 10 != 0)
+    assert ok.any() and np.all(sparse.t_eps[ok] > every.t_eps[ok])
