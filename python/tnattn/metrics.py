@@ -1,4 +1,4 @@
-"""Measurements on feature points and training histories (arXiv:2210.15435, Secs. 3 and 5).
+"""Measurements on feature points and training histories (arXiv:2210.15435: Sec. 3 and the TN-attention experiments).
 
 Every function here takes plain arrays (numpy arrays, torch tensors or nested lists) and returns
 numpy values, so the metrics serve any model, not only TN attention:
@@ -131,8 +131,8 @@ class GrokkingTimes(NamedTuple):
 def zero_times(err: Any, times: Any = None, *, tol: float = 0.0, definition: str = "first_zero") -> Any:
     """Time at which an error history reaches zero, under one of two conventions.
 
-    * ``"first_zero"`` (default, the paper's: arXiv:2210.15435, Sec. 3, "t_eps ... the time at
-      which the test error becomes zero"): the first record with ``err <= tol``;
+    * ``"first_zero"`` (default, the paper's: arXiv:2210.15435, Sec. 3, where t_eps is the time at
+      which the test error reaches zero): the first record with ``err <= tol``;
     * ``"stays_zero"``: the first record from which ``err <= tol`` holds for every later record
       (a loss spike that lifts the error again moves the time to the last entry into zero).
       Within a finite history this cannot see a return to nonzero error after the last record.
@@ -473,8 +473,8 @@ def fit_critical_exponent(
 ) -> CriticalExponentFit:
     """Critical exponent ``nu`` of ``E_test ~ (t_eps - t)^nu`` from many runs.
 
-    The paper's procedure (arXiv:2210.15435, Sec. 3, the critical exponent of the test error
-    near ``t_eps``; Sec. 5 / Table 1 and the Scenario A figures for its use on TN attention):
+    The paper's procedure (arXiv:2210.15435: the critical exponent of the test error near
+    ``t_eps`` of Sec. 3, measured on TN attention in Table 1 and the Scenario A results):
     every run is aligned at its own ``t_eps``; its measured error is interpolated onto a common
     log-spaced grid of ``tau = t_eps - t`` (log-log between positive records, exact for a power
     law; linear next to a zero); the errors are averaged over runs, and

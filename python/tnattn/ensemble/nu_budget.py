@@ -2,7 +2,8 @@
 
 :func:`nu_error_budget` measures ``nu`` of ``<E_test>(tau) ~ tau^nu``, ``tau = t_eps - t``, by the
 paper's procedure (Žunkovič & Ilievski, arXiv:2210.15435: the critical exponent of Sec. 3, measured
-on Scenario A runs aligned at their ``t_eps`` and averaged, Sec. 5) and attaches three errors:
+in its Scenario A experiments on runs aligned at their ``t_eps`` and averaged) and attaches three
+errors:
 
 ``stat``
     Statistical: the bootstrap standard error over runs (:func:`scipy.stats.bootstrap` through
