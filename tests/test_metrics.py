@@ -155,6 +155,7 @@ def test_fit_critical_exponent_short_run_contributes_only_where_it_has_data():
     both = metrics.fit_critical_exponent(errs, times, [100.0, 100.0], window=(1, 50), n_boot=0)
     assert one.nu == pytest.approx(2.0, abs=1e-6)
     assert both.nu == pytest.approx(one.nu, abs=1e-9)
+    assert both.fit_err < 1e-6  # an exact power law: no residuals
     # The short run counts on the grid points it covers (tau <= 10) and nowhere else.
     np.testing.assert_array_equal(both.count, np.where(both.tau <= 10.0, 2, 1))
 
@@ -173,6 +174,8 @@ def test_fit_critical_exponent_bootstrap_covers_truth():
     assert fit.nu_ci[0] <= 1.5 <= fit.nu_ci[1]
     assert 0.005 < fit.nu_err < 0.1
     assert abs(fit.nu - 1.5) < 3 * fit.nu_err
+    # the regression's own slope error, from the residuals of the noisy mean
+    assert 0 < fit.fit_err < 0.1
 
 
 def test_fit_critical_exponent_argument_errors():

@@ -400,6 +400,9 @@ class CriticalExponentFit:
         Runs that reached zero test error and entered the average.
     nu_ci : tuple of float
         95 % percentile bootstrap interval (``nan`` without a bootstrap).
+    fit_err : float
+        Standard error of the slope from the regression residuals: how far the aligned mean is
+        from a pure power law inside the window (a misfit the bootstrap over runs does not see).
     """
 
     nu: float
@@ -411,6 +414,7 @@ class CriticalExponentFit:
     count: np.ndarray
     n_runs: int
     nu_ci: tuple = (float("nan"), float("nan"))
+    fit_err: float = float("nan")
 
 
 def _bootstrap(n: int, statistic, n_boot: int, seed: int) -> tuple:
@@ -620,6 +624,7 @@ def fit_critical_exponent(
         count=count,
         n_runs=len(recs),
         nu_ci=ci,
+        fit_err=fit.exponent_err,
     )
 
 

@@ -760,7 +760,11 @@ class TensorAnalysis:
     D_eff : float
         Effective dimension of the feature points chosen by ``deff_on`` (:func:`analyse_tensor`).
     nu, nu_err : float
-        Critical exponent from runs aligned at ``t_eps``.
+        Critical exponent from runs aligned at ``t_eps`` and its bootstrap standard error over the
+        initialisations.
+    nu_fit_err : float
+        The regression standard error of that fit (power-law misfit inside the window; for one
+        tensor the runs share their data and scatter little, so this is usually the larger).
     xi_star : float
         Max over classes of ``xi_left + xi_right`` (estimator ``xi_method``).
     xi_per_class : dict
@@ -804,6 +808,7 @@ class TensorAnalysis:
     curves: dict = field(default_factory=dict)
     eps_spread: float = float("nan")
     eps: float = float("nan")
+    nu_fit_err: float = float("nan")
     variants: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
 
@@ -905,7 +910,7 @@ def analyse_tensor(
     grok = np.isfinite(t_eps) & (t_eps > 0)  # runs with a history before t_eps (for nu)
 
     # nu from runs aligned at t_eps.
-    nu = nu_err = jump = float("nan")
+    nu = nu_err = nu_fit_err = jump = float("nan")
     aligned_tau = aligned_mean = None
     if grok.sum() >= 2:
         if lambda1 == 0:
@@ -934,7 +939,7 @@ def analyse_tensor(
                     )
                 # else: the error never gets below max_error before t_eps (a jump, see
                 # error_jump); the fit over the whole tau range then reports nu ~ 0.
-                nu, nu_err = fit.nu, fit.nu_err
+                nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
                 aligned_tau, aligned_mean = fit.tau, fit.mean_error
             except ValueError:
                 pass
@@ -943,7 +948,7 @@ def analyse_tensor(
                 fit = metrics.fit_critical_exponent(
                     res["test_error"][torch.as_tensor(grok)].numpy(), times.numpy(), t_eps[grok], max_error=max_error
                 )
-                nu, nu_err = fit.nu, fit.nu_err
+                nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
                 aligned_tau, aligned_mean = fit.tau, fit.mean_error
             except ValueError:
                 pass
@@ -1000,6 +1005,7 @@ def analyse_tensor(
         curves=curves,
         eps_spread=float(epss["spread"]),
         eps=float(epss[eps_method]),
+        nu_fit_err=float(nu_fit_err),
         variants=variants,
         options={"deff_on": deff_on, "xi_method": xi_method, "eps_method": eps_method, "definition": definition},
     )

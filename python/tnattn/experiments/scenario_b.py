@@ -79,6 +79,7 @@ def _row(k: int, a: sb.TensorAnalysis) -> dict:
         "D_eff": a.D_eff,
         "nu": a.nu,
         "nu_err": a.nu_err,
+        "nu_fit_err": a.nu_fit_err,
         "xi_star": a.xi_star,
         "xi_predicted": a.xi_predicted,
         "xi_per_class": a.xi_per_class,
@@ -166,12 +167,12 @@ def probability_report(prob: dict) -> dict:
 
 def sensitivity_table(rows: list) -> str:
     """Markdown table of every analysed tensor under every estimator choice (Table-1 quantities)."""
-    lines = ["| A | nu | D_eff test / train / per class | xi* edges / max density | xi pred. (test / train / per class D_eff) | eps centroid / gap / spread |",
+    lines = ["| A | nu ± bootstrap (fit s.e.) | D_eff test / train / per class | xi* edges / max density | xi pred. (test / train / per class D_eff) | eps centroid / gap / spread |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         v = r["variants"]
         lines.append(
-            f"| A{r['tensor']} | {r['nu']:.2f} ± {r['nu_err']:.2f} | "
+            f"| A{r['tensor']} | {r['nu']:.3f} ± {r['nu_err']:.3f} ({r['nu_fit_err']:.3f}) | "
             + " / ".join(f"{v['D_eff'][k]:.2f}" for k in sb.DEFF_ON) + " | "
             + " / ".join(f"{v['xi_star'][k]:.2f}" for k in ("edges", "max_density")) + " | "
             + " / ".join(f"{v['xi_predicted'][k]:.2f}" for k in sb.DEFF_ON) + " | "
