@@ -577,14 +577,14 @@ def test_ensemble_trainer_grokking_definition(definition, expected):
 
 
 def test_ensemble_eval_screen_records_t_eps_to_the_epoch():
-    # As tnattn.train's screen test: testing every epoch and testing every 10th epoch with the
-    # default screen record the same t_eps per member; without the screen it is late.
+    # As tnattn.train's screen test: testing every epoch and, with the default screen, testing
+    # periodically only every 1000th epoch record the same t_eps per member; without the screen
+    # nothing is recorded within the 100 epochs.
     base = dict(TINY, test_lengths=(40, 12), test_size=50, lr=0.05, max_epochs=100, eval_when_fit=False,
                 stop_after_grok=0, deff_probe=0)  # fmt: skip
     every = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1}, eval_screen=0), [0, 3]).fit()
-    screened = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 10}), [0, 3]).fit()
-    sparse = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 10}, eval_screen=0), [0, 3]).fit()
+    screened = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1000}), [0, 3]).fit()
+    sparse = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1000}, eval_screen=0), [0, 3]).fit()
     assert np.isfinite(every.t_eps).any()
     np.testing.assert_array_equal(screened.t_eps, every.t_eps)
-    ok = np.isfinite(every.t_eps) & (every.t_eps % 10 != 0)
-    assert ok.any() and np.all(sparse.t_eps[ok] > every.t_eps[ok])
+    assert np.isnan(sparse.t_eps).all()
