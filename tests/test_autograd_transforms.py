@@ -233,3 +233,33 @@ def test_raw_ops_right_or_refused(name):
     # double backward: refused, naming the raw backward op
     with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name}_backward has no derivative"):
         _double_backward(raw, (A,))
+
+
+# transforms whose oracle is another transform of the reference (the reference's own symbol-range
+# check reads data, which make_fx tracing in linearize refuses; its indexing has no forward-mode
+# batching rule)
+PAIRED = {
+    "func.linearize": (
+        lambda f, a: torch.func.linearize(f, *a)[1](*_tangents(a)),
+        TRANSFORMS["func.jvp"],
+    ),
+    "functional.hessian_vectorize_forward": (
+        lambda f, a: torch.autograd.functional.hessian(_loss(f), a, vectorize=True, outer_jacobian_strategy="forward-mode"),
+        TRANSFORMS["functional.hessian"],
+    ),
+    "functional.jacobian_forward": (
+        lambda f, a: torch.autograd.functional.jacobian(f, a, vectorize=True, strategy="forward-mode"),
+        TRANSFORMS["functional.jacobian"],
+    ),
+}
+
+
+@pytest.mark.parametrize("transform", list(PAIRED))
+@pytest.mark.parametrize("case", ["tn_attention", "contexts_ensemble", "tn_attention_ensemble_embeddings"])
+def test_paired_transform_matches_reference(case, transform):
+    op, ref, args = CASES[case]
+    t_op, t_ref = PAIRED[transform]
+    got, want = _flat(t_op(op, args)), _flat(t_ref(ref, args))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
