@@ -245,7 +245,7 @@ def _tn_attention_backward_impl(grad_W, x, A_left, A_right, C, u, v, needs):
 def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
     """Normalised left (or right) contexts of a batch of sequences (op ``tnattn::contexts``).
 
-    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): ``A`` is the site
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, the TN-attention model): ``A`` is the site
     tensor of a uniform matrix product state (MPS) with physical dimension d and bond dimension D,
     ``A[s]`` is the transfer matrix of symbol s, and the contexts are the normalised left (right)
     environments of each site, i.e. the boundary vector contracted with the transfer matrices of the
@@ -288,7 +288,7 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
 def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
     """TN-attention local maps, fused (op ``tnattn::tn_attention``).
 
-    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): the left and right
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, the TN-attention model): the left and right
     environments of a uniform MPS (site tensors ``A_left``/``A_right``, bond dimension D) are
     contracted with the classification tensor ``C`` at every site, giving the site's local map
     (the paper's attention weights) from symbols to outputs.

@@ -35,7 +35,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
     ``W_i[s, o] = sum_{a,b} l_i[a] C[s, a, b, o] r_i[b]`` and the output for the actual input is
     ``W_i[x_i, :]`` (one-hot input) or ``sum_s x[i, s] W_i[s, :]`` (real embeddings).
 
-    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, section 2): ``A_left`` and
+    In tensor-network terms (Žunkovič & Ilievski, arXiv:2210.15435, the TN-attention model): ``A_left`` and
     ``A_right`` are the site tensors of uniform matrix product states (MPS) with physical dimension
     d and bond dimension D; ``A[s]`` is the transfer matrix of symbol s; the contexts ``l_i`` and
     ``r_i`` are the normalised left and right environments of site i (the boundary vector
