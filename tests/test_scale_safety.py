@@ -110,3 +110,35 @@ def test_ensemble_head_zero_map_and_matches_normalise_then_gather_at_scale():
         torch.testing.assert_close(z, z1, rtol=1e-13, atol=1e-15)
         torch.testing.assert_close(gW * s, gW1, rtol=1e-12, atol=1e-14)
         torch.testing.assert_close(gs, gs1, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_ensemble_head_mixed_scales_in_one_batch(monkeypatch, sync_free):
+    """Maps of norms from 1e-35 to 1e35 (float32) side by side: logits equal those of the unscaled
+    maps and gradients scale by 1/s, on the CPU path (one reduction decides) and on the sync-free
+    path the accelerators take; a map below float32's normal range still gives finite logits."""
+    from tnattn.ensemble import model as ens_model
+
+    if sync_free:
+        monkeypatch.setattr(ens_model, "_host_sync_is_cheap", lambda t: False)
+    g = torch.Generator().manual_seed(4)
+    E, N, M, d, c = 2, 3, 5, 2, 2
+    W = torch.randn(E, N, M, d, c, generator=g, dtype=F32)
+    s = 10.0 ** torch.randint(-35, 36, (E, N, M, 1, 1), generator=g).double()
+    s[0, 0, 0] = 1e-42  # subnormal entries
+    Ws = (W.double() * s).float()
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    scale = torch.tensor([1.5, -0.5])
+    gz = torch.randn(E, N, M, c, generator=g, dtype=F32)
+    z0, saved0 = symbol_head_forward(W, x, scale)
+    gW0, gs0 = symbol_head_backward(saved0, gz)
+    z, saved = symbol_head_forward(Ws, x, scale)
+    gW, gs = symbol_head_backward(saved, gz)
+    assert torch.isfinite(z).all()
+    torch.testing.assert_close(z[:, 1:], z0[:, 1:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z[0, 0, 1:], z0[0, 0, 1:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z[0, 0, 0], z0[0, 0, 0], rtol=2e-2, atol=1e-3)  # subnormal: few digits
+    normal = (s.view(E, N, M) > 1e-35).clone()
+    normal[0, 0, 0] = False
+    torch.testing.assert_close((gW.double() * s)[normal], gW0.double()[normal], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gs, gs0, rtol=1e-3, atol=1e-3)  # d logits / d scale = z / scale

@@ -106,7 +106,9 @@ def symbol_head_forward(W: Tensor, x: Tensor, scale: Optional[Tensor]) -> tuple[
 
     The same arithmetic as normalising the whole map with :func:`tnattn.reference.normalize`,
     scaling and gathering the symbol's row (TNAttention's). Exact-zero rule: a map with norm
-    exactly 0 gives logits 0 (and zero gradient in :func:`symbol_head_backward`). Why by hand: on
+    exactly 0 gives logits 0 (and zero gradient in :func:`symbol_head_backward`). Scale-safe: maps
+    whose squared norm would over- or underflow are rescaled first (see
+    :func:`_rescale_out_of_range`), so logits and gradients stay finite and exact at any scale. Why by hand: on
     the CPU, reductions over a trailing dimension of size d*c, ``torch.where`` and gathers through
     autograd each cost several contiguous elementwise passes, so the norm is a chain of
     multiply-adds over the (strided) entries, the symbol's row one ``gather`` (exact, unlike a
@@ -129,26 +131,55 @@ def symbol_head_forward(W: Tensor, x: Tensor, scale: Optional[Tensor]) -> tuple[
     """
     E, N, M, d, c = W.shape
     K = N * M
-    flat = W.reshape(E, K, d * c)
-    # Scale-safe norm (BLAS nrm2): divide by the largest |entry| first, so that squares of entries
-    # beyond ~1e19 do not overflow and those below ~1e-19 do not underflow (float32); W/m has
-    # entries in [-1, 1] and |W/m| in [1, sqrt(d*c)].
-    m = flat[..., 0].abs()
+    W = W.contiguous()
+    flat = W.view(E, K, d * c)
+    sq = flat[..., 0] * flat[..., 0]
     for k in range(1, d * c):
-        m = torch.maximum(m, flat[..., k].abs())
-    r = m.reciprocal().nan_to_num_(nan=float("nan"), posinf=0.0)  # 1/m, 0 for a zero map (E, K)
-    Wn = flat * r.unsqueeze(-1)  # W/m
-    sq = Wn[..., 0] * Wn[..., 0]
-    for k in range(1, d * c):
-        sq = torch.addcmul(sq, Wn[..., k], Wn[..., k])
-    # rho = m/|W| = 1/|W/m|, and 0 where W = 0 (1/0 = inf becomes 0; a NaN stays NaN)
-    rho = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
+        sq = torch.addcmul(sq, flat[..., k], flat[..., k])
+    rescaled = _rescale_out_of_range(flat, sq)  # None when every norm is in range (the usual case)
+    r = None
+    if rescaled is not None:
+        m, r = rescaled
+        flat = flat / m.unsqueeze(-1)  # W/m on the rescaled maps, W elsewhere (m = 1)
+        W = flat.view(E, N, M, d, c)
+    # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN); on rescaled maps m/|W|
+    inv = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
     # index of the symbol's row; a batch shared by all members stays un-expanded (stride 0)
     idx = x.reshape(E if x.dim() == 3 else 1, K, 1, 1).long().expand(E, K, 1, c)
-    sel = Wn.view(E, K, d, c).gather(2, idx).view(E, K, c)  # W[x, :]/m
-    fac = rho if scale is None else rho * scale.view(E, 1)
+    sel = W.view(E, K, d, c).gather(2, idx).view(E, K, c)
+    fac = inv if scale is None else inv * scale.view(E, 1)
     z = sel[..., 0] * fac if c == 1 else sel * fac.unsqueeze(-1)
-    return z.view(E, N, M, c), (Wn.view(E, N, M, d, c), idx, r, rho, fac, sel)
+    return z.view(E, N, M, c), (W, idx, inv, fac, sel, r)
+
+
+def _host_sync_is_cheap(t: Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
+def _rescale_out_of_range(flat: Tensor, sq: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+    """Per-map divisors ``m`` and factors ``r = 1/m`` (E, K) that make the head's arithmetic safe,
+    or None when all are 1.
+
+    ``sq`` (the squared norms, updated in place) is trusted where it is well inside the range:
+    not below ``tiny**0.8`` (about 1e-30 in float32, 1e-246 in float64), where the backward's
+    ``1/|W|^2`` factor would come within reach of overflow and the squares lose digits or
+    underflow, and finite. Elsewhere (rare: maps of norm below ~1e-15 or above ~1e19 in float32)
+    the map is divided by its largest |entry| m, as BLAS ``nrm2`` does, and ``sq`` becomes
+    ``|W/m|^2`` in [1, d*c] (an all-zero map keeps m = 1). On the CPU one reduction decides whether
+    any map needs it; on accelerators the factors are computed for every map (no host
+    synchronisation). In-range results are bitwise those of the plain formula.
+    """
+    fi = torch.finfo(sq.dtype)
+    if _host_sync_is_cheap(sq):
+        lo, hi = sq.aminmax()
+        if not (bool(lo < fi.tiny**0.8) or bool(hi > fi.max)):
+            return None
+    bad = (sq < fi.tiny**0.8) | (sq > fi.max)
+    big = flat.abs().amax(-1)
+    m = torch.where(bad & (big > 0), big, torch.ones_like(big))
+    w = flat / m.unsqueeze(-1)  # division: also exact for subnormal m, whose reciprocal overflows
+    sq.copy_(torch.where(bad, (w * w).sum(-1), sq))
+    return m, m.reciprocal()
 
 
 def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tuple[Tensor, Optional[Tensor]]:
@@ -159,21 +190,25 @@ def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tu
     gW : Tensor, shape (E, N, M, d, c), contiguous
     g_scale : Tensor, shape (E,), or None (without ``need_scale``)
     """
-    Wn, idx, r, rho, fac, sel = saved  # W/m, row index, 1/m, m/|W|, rho*scale, W[x, :]/m
-    E, N, M, d, c = Wn.shape
+    W, idx, inv, fac, sel, r = saved  # on rescaled maps (r != 1): W/m, m/|W|, sel/m
+    E, N, M, d, c = W.shape
     K = N * M
     g = g.reshape(E, K, c)
-    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o] / m
+    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o]
     for o in range(1, c):
         t = torch.addcmul(t, g[..., o], sel[..., o])
-    # z = scale W[x]/|W| gives dL/dW_k = fac/m (g_k [k in row x] - t rho^2 W_k/m) with
-    # fac = scale rho and 1/|W| = rho/m: every factor stays below 1/m (the unscaled formula's
-    # 1/|W|^3 overflowed to inf for |W| below ~1e-19 in float32).
-    u = t * rho  # sum_o g_o z_o / scale: also d logits / d scale, summed
+    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (t inv fac inv) W_k; the symbol's entry
+    # also gets g fac (added after the product: the same rounding as g fac - q W_k). On a rescaled
+    # map every quantity is that of W/m, and the chain rule through W/m multiplies by r = 1/m.
+    u = t * inv  # also d logits / d scale, summed
     g_scale = u.sum(1) if need_scale else None
-    neg_q = (u * fac).mul_(rho).mul_(r).neg_()
-    gW = Wn.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
-    gW.scatter_add_(2, idx, (g * (fac * r).unsqueeze(-1)).view(E, K, 1, c))
+    neg_q = (u * fac).mul_(inv).neg_()
+    fac_x = fac
+    if r is not None:
+        neg_q.mul_(r)
+        fac_x = fac * r
+    gW = W.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
+    gW.scatter_add_(2, idx, (g * fac_x.unsqueeze(-1)).view(E, K, 1, c))
     return gW.view(E, N, M, d, c), g_scale
 
 
