@@ -41,3 +41,9 @@ def test_bench_training_quick_with_processes(tmp_path, capsys):
     two = rows[-1]
     assert two["E"] == 4 and two["member_token_steps"] == rows[2]["member_token_steps"]
     assert "full D=6 protocol" in capsys.readouterr().out
+
+
+def test_bench_model_checks_prints_its_row(capsys):
+    _load("bench_model_checks").main(["--N", "3", "--M", "4", "--D", "2", "--number", "5"])
+    out = capsys.readouterr().out
+    assert "N=3 M=4 D=2" in out and "checks" in out and "% of the forward" in out
