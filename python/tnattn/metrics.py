@@ -431,9 +431,13 @@ def _bootstrap(n: int, statistic, n_boot: int, seed: int) -> tuple:
 
     res = bootstrap((np.arange(n),), stat, vectorized=False, n_resamples=n_boot, method="percentile",
                     random_state=np.random.default_rng(seed))  # fmt: skip
-    dist = np.asarray(res.bootstrap_distribution, dtype=float)
-    dist = dist[np.isfinite(dist)]
-    se = float(np.std(dist, ddof=1)) if dist.size > 1 else float("nan")
+    dist = getattr(res, "bootstrap_distribution", None)  # scipy >= 1.10
+    if dist is None:
+        se = float(res.standard_error)
+    else:
+        dist = np.asarray(dist, dtype=float)
+        dist = dist[np.isfinite(dist)]
+        se = float(np.std(dist, ddof=1)) if dist.size > 1 else float("nan")
     ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
     return se, ci
 
