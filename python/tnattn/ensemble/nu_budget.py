@@ -7,7 +7,8 @@ errors:
 
 ``stat``
     Statistical: the bootstrap standard error over runs (:func:`scipy.stats.bootstrap` through
-    :func:`tnattn.metrics.fit_critical_exponent`).
+    :func:`tnattn.metrics.fit_critical_exponent`; with the interpolated ``t*`` the crossings are
+    estimated once and held fixed in the resamples).
 ``window``
     Systematic, fit window: half the spread (max - min) / 2 of nu over a stated family of windows
     (:data:`WINDOW_FAMILY` by default). The paper does not publish its window, and the asymptotic
