@@ -1,8 +1,8 @@
 """Atomic result files: nothing half-written survives a crash.
 
-Every writer here writes to a temporary file in the destination folder and then ``os.replace``s
-it into place, which is atomic on POSIX filesystems: a reader sees either the old file or the new
-one, never a truncated mix.
+Every writer here writes to a temporary file in the destination folder and then moves it into
+place with ``os.replace``, which is atomic on POSIX filesystems: a reader sees either the old file
+or the new one, never a truncated mix.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Plain-PyTorch reference implementations of the tnattn ops.
 
 These are the oracle for the tests and the baselines for the benchmarks. They follow the
-definitions of SCIENCE.md section 2 literally and get their gradients from torch autograd.
+definitions of the paper's TN-attention model (documentation: Science, "The student") literally
+and get their gradients from torch autograd.
 
 Two families live here:
 

@@ -1,6 +1,7 @@
 """Scenario B: frozen random context tensors, only the classification tensor C is learned.
 
-SCIENCE.md sections 2-3 and 5. With the context tensor ``A`` fixed, every site ``i`` of every
+Paper: the fixed-attention scenario and Table 1 (documentation: Science, "The two training
+scenarios" and "Measurements"). With the context tensor ``A`` fixed, every site ``i`` of every
 sequence maps to the feature ``f_i = l_i (x) e_{x_i} (x) r_i`` in ``R^{d D^2}`` and learning ``C`` is
 a perceptron (no bias) on those points. This module runs the whole pipeline on an *ensemble* of
 ``E`` tensors at once (thousands at ``D = 2``):

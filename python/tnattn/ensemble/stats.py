@@ -1,4 +1,4 @@
-"""Statistics over the members of an ensemble (SCIENCE.md section 5).
+"""Statistics over the members of an ensemble (documentation: Science, "Measurements").
 
 * :func:`grokking_time_histogram` -- the probability density of the grokking time t_G;
 * :func:`member_records` -- one member's measured (epoch, value) pairs of a column (the history

@@ -1,12 +1,13 @@
 """Experiment ``scenario-a``: all tensors trained end to end, statistics over many initialisations.
 
-The paper's protocol (SCIENCE.md sections 3 and 5): rule 30, Adam lr 0.005, MSE on a sigmoid, batch
-128 of all length-10 strings cropped to random lengths 6-10, bond dimension D in {10, 20, 40},
-regularisation none / L2 1e-4 (Adam weight decay) / L1 1e-3, about 1000 random initialisations per
-setting, up to 7000 epochs. For every D one ensemble holds ``members`` runs per regulariser (the
-same run seeds under each regulariser: the same initial models and batches, so the regularisers are
-compared on paired runs) and is trained by :class:`tnattn.ensemble.EnsembleTrainer`, sharded over
-the ranks of ``torchrun`` when launched with it (:mod:`tnattn.ensemble.distributed`).
+The paper's protocol (documentation: Science, "The two training scenarios" and "Measurements"): rule
+30, Adam lr 0.005, MSE on a sigmoid, batch 128 of all length-10 strings cropped to random lengths
+6-10, bond dimension D in {10, 20, 40}, regularisation none / L2 1e-4 (Adam weight decay) / L1 1e-3,
+about 1000 random initialisations per setting, up to 7000 epochs. For every D one ensemble holds
+``members`` runs per regulariser (the same run seeds under each regulariser: the same initial models
+and batches, so the regularisers are compared on paired runs) and is trained by
+:class:`tnattn.ensemble.EnsembleTrainer`, sharded over the ranks of ``torchrun`` when launched with
+it (:mod:`tnattn.ensemble.distributed`).
 
 Measured per (D, regulariser):
 
@@ -55,7 +56,7 @@ from tnattn.train.config import TrainConfig
 
 NAME = "scenario-a"
 
-#: Paper, Scenario A: nu for D = 10 / 20 / 40 (SCIENCE.md section 5), for the printed comparison.
+#: The paper's Scenario A results: nu for D = 10 / 20 / 40, for the printed comparison.
 PAPER_NU = {
     "none": {10: 1.99, 20: 2.81, 40: 2.80},
     "l2": {10: 1.09, 20: 0.82, 40: 0.87},
@@ -246,7 +247,7 @@ def format_table(rows: list) -> str:
     return "\n".join(lines)
 
 
-# The protocol the issue sizes (SCIENCE.md section 3): about 1000 runs per setting, up to 7000 epochs.
+# The protocol the issue sizes (the paper's Scenario A): about 1000 runs per setting, up to 7000 epochs.
 FULL_MEMBERS, FULL_EPOCHS = 1000, 7000
 
 

@@ -1,6 +1,6 @@
 """Experiment ``structure``: structure formation, loss spikes, regularisation schedules, spike guard.
 
-Two modes (SCIENCE.md section 6, the seed post's second half):
+Two modes (documentation: Science, "Loss spikes"):
 
 ``--mode figure`` (default)
     Two D = 3 runs from the same seed, L1 (``--l1``) and no regularisation, trained for a fixed

@@ -3,7 +3,8 @@
 For a K-local rule over d symbols the left context of site i can be the one-hot vector of the
 K preceding symbols (a shift register with d^K states) and the right context that of the K
 following symbols. Then the feature ``f_i`` is one-hot in the whole (2K+1)-window, so any truth
-table is linearly separable and training only ``C`` learns the rule exactly (SCIENCE.md §2).
+table is linearly separable and training only ``C`` learns the rule exactly (documentation:
+Science, "The student").
 
 Construction (states are base-d numbers, most recent symbol least significant on the left side,
 nearest symbol most significant on the right side):

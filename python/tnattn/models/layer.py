@@ -1,4 +1,6 @@
-"""The uniform TN-attention layer (SCIENCE.md section 2) as a ``torch.nn.Module``.
+"""The uniform TN-attention layer as a ``torch.nn.Module``.
+
+The paper's model; see the documentation's Science page, "The student".
 
 Shapes: N batch, M length, d alphabet (input embedding size), D bond dimension, c outputs.
 """
@@ -400,7 +402,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         return ops.contexts(self.A_left, x, self.u), ops.contexts(self.A_right, x, self.v, reverse=True)
 
     def features(self, x: Tensor) -> Tensor:
-        """Feature vectors ``f_i = l_i (x) phi(x_i) (x) r_i`` (SCIENCE.md section 2).
+        """Feature vectors ``f_i = l_i (x) phi(x_i) (x) r_i`` (documentation: Science, "The student").
 
         Parameters
         ----------

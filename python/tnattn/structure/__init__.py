@@ -1,4 +1,6 @@
-"""Structure formation during training (SCIENCE.md section 6).
+"""Structure formation during training.
+
+See the documentation: Science, "Loss spikes", and Experiments, "Structure formation".
 
 - :mod:`~tnattn.structure.snapshots`: record the context point clouds of a fixed probe set during
   training (:class:`SnapshotRecorder`), store them compactly and reload them;

@@ -1,6 +1,6 @@
 """The spike guard: revert a loss spike when it raised the effective dimension (opt-in callback).
 
-The paper's conjecture (seed post, SCIENCE.md section 6): loss spikes coincide with structural
+The paper's author's conjecture (documentation: Science, "Loss spikes"): loss spikes coincide with structural
 rearrangements of the feature space; rearrangements that *lower* D_eff are progress (structure
 forms), those that *raise* it undo structure. :class:`SpikeGuard` acts on that: when the trainer
 flags a loss-spike onset at epoch ``t`` (the ``spike`` column, :func:`tnattn.metrics.detect_loss_spikes`),

@@ -1,4 +1,6 @@
-"""Perceptron grokking theory (SCIENCE.md section 4): closed forms and vectorised simulators.
+"""Perceptron grokking theory (paper, Section 3): closed forms and vectorised simulators.
+
+See also the documentation: Science, "Perceptron grokking theory".
 
 * :mod:`tnattn.theory.perceptron_1d` -- the 1D exponential model (bias-only perceptron);
 * :mod:`tnattn.theory.ball` -- the D-dimensional ball model (weights only, no bias).

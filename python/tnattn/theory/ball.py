@@ -1,4 +1,6 @@
-"""The D-dimensional ball perceptron grokking model (SCIENCE.md section 4).
+"""The D-dimensional ball perceptron grokking model (paper, Section 3).
+
+See also the documentation: Science, "The D-dimensional ball model".
 
 Data: ``n`` positives uniform in the unit D-ball shifted by ``+eps e_1`` and ``n`` negatives
 shifted by ``-eps e_1`` (labels ``+-1``; separable by a hyperplane through 0 iff ``eps >= 1``). The
@@ -19,7 +21,7 @@ perpendicular part ``w_perp(0) ~ N(0, sigma0^2 I_{D-1})`` (``init="perp"``),
 ``w_1(t) = w1* (1 - e^{-k1 t})`` with ``w1* = eps/k1`` and ``w_perp(t) = w_perp(0) e^{-k t}``; ``h``
 rises monotonically and the misclassified sets shrink (are nested), so a training set of ``2n``
 points independent of the trajectory is classified correctly at time ``t`` with probability
-``(1 - E(t))^{2n}``:
+``(1 - E(t))^{2n}``::
 
     P(t_G >= s | p0) = (1 - E(h(t_eps - s)))^{2n},      p0 = |w_perp(0)|.
 
@@ -30,7 +32,7 @@ mixture has two branches: if ``p0 < p_c = sqrt(eps^2 - 1) w1*`` the test error v
 ``w_perp`` to decay at the slow rate ``k = lambda_{2,D}``, and then ``h(t_eps - s) =
 eps / sqrt(1 + (eps^2 - 1) e^{2 k s})`` does not depend on ``p0``: the slow branch has a universal
 density (:func:`slow_branch_pdf`) whose scale shrinks with ``n`` like ``n^{-2/(D+1)}``.
-SCIENCE.md quotes the paper's slow-branch time ``ln(eps^4/(eps^4 - 1)) / (2 lambda_{2,D})``
+The paper gives the slow-branch time ``ln(eps^4/(eps^4 - 1)) / (2 lambda_{2,D})``
 (:func:`paper_slow_branch_time`); our finite-``n`` cap law does not reduce to it, and the
 perceptron-ball experiment plots both against simulation.
 """
@@ -137,7 +139,7 @@ def predicted_xi(D_eff: Any, nu: Any) -> Any:
 
 
 def paper_slow_branch_time(eps: float, D: int, lambda2: float = 0.0) -> float:
-    """The paper's slow-branch grokking time as restated in SCIENCE.md section 4.
+    """The paper's slow-branch grokking time (paper, Section 3).
 
     ``t_G = ln(eps^4 / (eps^4 - 1)) / (2 lambda_{2,D})`` with ``lambda_{2,D} = lambda2 + 1/(D+2)``.
     Kept for comparison; see the module docstring for the finite-``n`` law we derive and test.

@@ -1,4 +1,4 @@
-"""The 1D exponential perceptron grokking model (SCIENCE.md section 4).
+"""The 1D exponential perceptron grokking model (paper, Section 3; documentation: Science, "The 1D model").
 
 Model: ``yhat = x - b`` (weight fixed to 1, only the bias ``b`` is trained), labels ``+-1``;
 ``n`` positives ``x = eps + Exp(1)`` and ``n`` negatives ``x = -(eps + Exp(1))`` (``n`` samples per

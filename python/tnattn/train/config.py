@@ -58,7 +58,7 @@ class TrainConfig:
     ``"decoupled"`` (AdamW)
         ``theta <- theta * (1 - lr * l2)`` before the optimiser step, independent of Adam's scaling.
     ``"penalty"``
-        ``(l2 / 2) * sum theta^2`` is added to the loss (SCIENCE.md section 4); the gradient is the
+        ``(l2 / 2) * sum theta^2`` is added to the loss (paper, Section 3); the gradient is the
         same as ``"coupled"``, but the penalty also appears in the reported ``penalty`` column.
 
     L1 is always a penalty ``l1 * sum |theta|`` added to the loss. Both act on every trainable

@@ -19,8 +19,9 @@ measurements form one history row:
     every epoch on which the first ``eval_screen`` sequences of every test length are error-free,
     so that t_eps is exact to the epoch; nan on the other epochs.
 ``deff``
-    Effective dimension (PCA entropy, SCIENCE.md section 5) of the left contexts at the middle site
-    ``M // 2`` of the first ``deff_probe`` sequences of the shortest test set, on the test epochs.
+    Effective dimension (PCA entropy; documentation: Science, "Effective dimension") of the left
+    contexts at the middle site ``M // 2`` of the first ``deff_probe`` sequences of the shortest
+    test set, on the test epochs.
 ``spike``
     1.0 at the onset of a loss spike (:func:`tnattn.metrics.detect_loss_spikes`, trailing window
     of 20 epochs), else 0.0.
