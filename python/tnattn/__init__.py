@@ -43,7 +43,7 @@ from tnattn.train import (  # noqa: E402
     train,
 )
 
-_LAZY_MODULES = ("metrics", "theory", "experiments", "plots", "scenario_b", "structure", "ensemble", "bench", "io")
+_LAZY_MODULES = ("metrics", "theory", "experiments", "plots", "scenario_b", "structure", "ensemble", "bench", "io", "loggers")
 
 __all__ = [
     "__version__",

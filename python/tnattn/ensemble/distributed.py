@@ -164,6 +164,7 @@ def run_ensemble(
     shared_data: bool = False,
     resume: bool = True,
     on_epoch: Optional[Callable] = None,
+    callbacks: Sequence = (),
 ) -> Optional[MergedResult]:
     """Train the members ``seeds`` sharded over the ranks of the process group; rank 0 merges.
 
@@ -183,6 +184,10 @@ def run_ensemble(
         Reuse finished shards and continue from checkpoints (True), or start every shard afresh.
     on_epoch : callable, optional
         ``on_epoch(trainer, epoch)`` on every rank after every epoch.
+    callbacks : sequence, optional
+        Per-epoch callbacks of this rank's :class:`EnsembleTrainer` (such as a logger of
+        :mod:`tnattn.loggers`); they see this rank's shard, whose member ``k`` is the k-th of
+        :func:`shard_members`. A shard that resumes as finished runs no epochs and calls nothing.
 
     Returns
     -------
@@ -207,7 +212,7 @@ def run_ensemble(
             cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
             trainer = EnsembleTrainer(
                 cfg, mine, lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data, run_dir=sdir,
-                on_epoch=on_epoch,
+                on_epoch=on_epoch, callbacks=callbacks,
             )  # fmt: skip
             result = trainer.fit()
             if any(m["stop_reason"] == "interrupted" for m in result.members):

@@ -172,6 +172,11 @@ class EnsembleTrainer:
         Default: ``config.device`` resolved as in :func:`tnattn.train.train`.
     on_epoch : callable, optional
         ``on_epoch(trainer, epoch)`` after every epoch (after any checkpoint of that epoch).
+    callbacks : sequence, optional
+        Objects with an ``on_ensemble_epoch(trainer, epoch)`` method, called after every epoch
+        (after ``on_epoch``), and optionally ``on_ensemble_end(trainer)``, called when :meth:`fit`
+        ends, also after an interruption; e.g. the loggers of :mod:`tnattn.loggers`. The epoch's
+        values are in ``trainer.history`` by then.
     kernel_threads : int, optional
         Threads of the fused kernels during :meth:`fit` (default ``config.threads``, or torch's
         thread count when that is 0).
@@ -196,6 +201,7 @@ class EnsembleTrainer:
         run_dir: str | os.PathLike | None = None,
         device=None,
         on_epoch: Optional[Callable] = None,
+        callbacks: Sequence = (),
         kernel_threads: Optional[int] = None,
         elementwise_threads: Optional[int] = 1,
     ):
@@ -220,6 +226,10 @@ class EnsembleTrainer:
         self.data_seed = seeds[0] if data_seed is None else int(data_seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.on_epoch = on_epoch
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            if not callable(getattr(cb, "on_ensemble_epoch", None)):
+                raise TypeError(f"callbacks must have an on_ensemble_epoch(trainer, epoch) method, got {type(cb).__name__}")
         if kernel_threads is None:
             kernel_threads = config.threads if config.threads > 0 else torch.get_num_threads()
         for name, n in (("kernel_threads", kernel_threads), ("elementwise_threads", elementwise_threads)):
@@ -683,6 +693,8 @@ class EnsembleTrainer:
                     bar.update(1)
                 if self.on_epoch is not None:
                     self.on_epoch(self, epoch)
+                for cb in self.callbacks:
+                    cb.on_ensemble_epoch(self, epoch)
             self._scatter()
             for e in range(self.E):
                 if self.stop_reason[e] is None:
@@ -694,6 +706,10 @@ class EnsembleTrainer:
                 bar.close()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            for cb in self.callbacks:
+                end = getattr(cb, "on_ensemble_end", None)
+                if end is not None:
+                    end(self)
         return self._finish()
 
     @torch.no_grad()
