@@ -63,9 +63,10 @@ def test_manylinux_wheel_installs_without_a_compiler(tmp_path):
     _run([sys.executable, "-m", "venv", venv], timeout=600)
     py = venv / "bin" / "python"
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (site / "_tnattn_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = _no_compiler_env(venv / "bin")
     _run([py, "-m", "pip", "install", "--no-deps", "--no-index", wheel], env=env, cwd=tmp_path, timeout=600)
+    # Only now the dependencies (written before, they would show pip our own tnattn as installed).
+    (site / "_tnattn_test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
     out = _run([py, ROOT / "scripts" / "wheel_smoke.py"], env=env, cwd=tmp_path, timeout=600).stdout
     assert "wheel_smoke:" in out and str(site) in out, out
