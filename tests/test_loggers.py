@@ -162,3 +162,54 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
         time.sleep(0.5)
     assert [r["_step"] for r in rows] == [1, 2, 3]
     np.testing.assert_allclose([r["run/loss"] for r in rows], result.history.column("loss"), rtol=1e-6)
+
+
+# -- the command line: --logger --------------------------------------------------------------------
+from tnattn import cli  # noqa: E402
+from tnattn.train import read_history_csv  # noqa: E402
+
+TINY_FLAGS = ["--D", "4", "--train-length", "6", "--crop-min", "3", "--crop-max", "6", "--batch-size", "16",
+              "--test-lengths", "30,12", "--test-size", "20", "--no-progress", "--no-plots", "--threads", "1"]  # fmt: skip
+
+
+def test_cli_train_logger_tensorboard(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_FLAGS, "--max-epochs", "4", "--logger", "tensorboard", "--out", str(out)]) == 0
+    events = _read_events(out / "logs")
+    loss = [r["loss"] for r in read_history_csv(out / "history.csv")]
+    assert [s for s, _ in events["run/loss"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in events["run/loss"]], loss, rtol=1e-6)
+
+
+def test_cli_resume_may_add_a_logger(tmp_path, capsys):
+    # Loggers only observe: a run started without one resumes with one (and the reverse).
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_FLAGS, "--max-epochs", "2", "--out", str(out)]) == 0
+    assert cli.main(["train", "--resume", "--out", str(out), "--max-epochs", "4", "--logger", "tensorboard",
+                     "--no-progress"]) == 0  # fmt: skip
+    assert [s for s, _ in _read_events(out / "logs")["run/loss"]] == [3, 4]
+    assert len(read_history_csv(out / "history.csv")) == 4
+
+
+def test_cli_experiment_logger_per_rank(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "study"
+    argv = ["experiment", "scenario-a", "--out", str(out), "--D-values", "3", "--members", "2", "--max-epochs", "3",
+            "--train-length", "6", "--crop-min", "3", "--crop-max", "6", "--batch-size", "16", "--test-lengths", "20",
+            "--test-size", "10", "--deff-probe", "4", "--no-progress", "--logger", "tensorboard"]  # fmt: skip
+    assert cli.main(argv) == 0
+    events = _read_events(out / "D3" / "shards" / "rank000-of001" / "logs")
+    assert [s for s, _ in events["ensemble/active"]] == [1, 2, 3]
+    assert all(v == 6.0 for _, v in events["ensemble/active"])  # 2 members x 3 regularisers, none stopped
+    assert {"member/0/loss", "member/5/loss", "ensemble/grokked_fraction"} <= set(events)
+
+
+def test_cli_missing_logger_backend_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # import wandb now raises ImportError
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", *TINY_FLAGS, "--logger", "wandb", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    assert 'pip install "tnattn[wandb]"' in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

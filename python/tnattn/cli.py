@@ -2,12 +2,16 @@
 
 Subcommands
 -----------
-``tnattn train [--preset NAME] [--FIELD VALUE ...]``
+``tnattn train [--preset NAME | --config FILE] [--print-config] [--FIELD VALUE ...]``
     Train one TN-attention student (:func:`tnattn.train.train`); one flag per
     :class:`~tnattn.train.TrainConfig` field. ``--resume --out DIR`` continues the run in ``DIR``
     with its saved config (flags given alongside override it).
-``tnattn experiment NAME [--FIELD VALUE ...]``
+``tnattn experiment NAME [--config FILE] [--print-config] [--FIELD VALUE ...]``
     Run an experiment of :mod:`tnattn.experiments`; one flag per field of its ``Config``.
+
+``--config FILE`` starts from a JSON or TOML config file (a run's ``config.json`` or an
+experiment's ``results.json`` included, see :mod:`tnattn._configfile`); flags given alongside
+override it. ``--print-config`` prints the full config as JSON and exits.
 ``tnattn bench [ARGS ...]``
     Benchmarks (:mod:`tnattn.bench`, when installed).
 
@@ -34,6 +38,9 @@ examples:
   tnattn train --seed 3 --l1 1e-3 --out runs/l1
   tnattn train --preset author-example        # the author's published example run
   tnattn train --resume --out runs/l1         # continue a stopped or killed run
+  tnattn train --print-config > c.json        # the full config as JSON (edit it, then:)
+  tnattn train --config c.json --seed 4       # run a config file; flags override it
+  tnattn train --config runs/l1/config.json --out runs/l1-again   # rerun a saved run
 
 Booleans are --flag / --no-flag; lists are comma-separated (--test-lengths 1000,100).
 The run directory holds config.json, history.csv, history.jsonl, checkpoint.pt, summary.json and
@@ -68,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "author-example: rule 30 applied twice, D=40, batch 128, crops 6-10 of all length-10 strings, "
         "Adam 0.005, up to 7000 epochs",
     )
+    _add_config_file_arguments(p_train)
     add_config_arguments(p_train, TrainConfig)
     p_train.set_defaults(_parser=p_train)
 
@@ -88,6 +96,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="start from this JSON or TOML config file (a run's config.json or an experiment's results.json "
+        "too); flags given alongside override it",
+    )  # fmt: skip
+    parser.add_argument("--print-config", action="store_true", help="print the full config as JSON and exit")
+
+
+def _file_config(cls: type, path: str, parser: argparse.ArgumentParser):
+    """``cls`` with the fields of config file ``path`` (a usage error when the file is bad)."""
+    from tnattn._configfile import config_from_mapping, read_config_file
+
+    try:
+        return cls(**config_from_mapping(cls, read_config_file(path), source=f"config file {path}"))
+    except (ValueError, TypeError) as exc:
+        parser.error(str(exc) if str(path) in str(exc) else f"config file {path}: {exc}")
+
+
+def _check_logger(config, parser: argparse.ArgumentParser) -> None:
+    """A missing logger backend is a usage error before any work starts."""
+    kind = getattr(config, "logger", "none")
+    if kind != "none":
+        from tnattn.loggers import check_backend
+
+        try:
+            check_backend(kind)
+        except (ImportError, ValueError) as exc:
+            parser.error(str(exc))
+
+
 def _experiment_names() -> list[str]:
     from tnattn.experiments import EXPERIMENTS
 
@@ -106,7 +145,13 @@ def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
         if getattr(ns, "resume", False) and out and (Path(out) / "config.json").exists():
             if ns.preset is not None:
                 parser.error("--preset cannot be combined with --resume (the run's saved config is used)")
+            if ns.config is not None:
+                parser.error("--config cannot be combined with --resume (the run's saved config is used)")
             base = load_run_config(out)
+        elif ns.config is not None:
+            if ns.preset is not None:
+                parser.error("--preset and --config cannot be combined: put the preset's fields in the file")
+            base = _file_config(TrainConfig, ns.config, parser)
         elif ns.preset is not None:
             base = preset(ns.preset)
         else:
@@ -120,6 +165,12 @@ def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from tnattn.train.run import train
 
     config = _train_config(ns, parser)
+    if ns.print_config:
+        from tnattn._configfile import config_to_json
+
+        print(config_to_json(config))
+        return 0
+    _check_logger(config, parser)
     result = train(config)
     s = result.summary
     print()
@@ -172,12 +223,20 @@ def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         prog=f"tnattn experiment {ns.name}",
         description=doc[0] if doc else None,
     )
+    _add_config_file_arguments(p)
     add_config_arguments(p, config_cls)
     sub_ns = p.parse_args(ns.args)
+    base = _file_config(config_cls, sub_ns.config, p) if sub_ns.config is not None else None
     try:
-        config = config_from_namespace(config_cls, sub_ns)
+        config = config_from_namespace(config_cls, sub_ns, base)
     except (ValueError, TypeError) as exc:
         p.error(str(exc))
+    if sub_ns.print_config:
+        from tnattn._configfile import config_to_json
+
+        print(config_to_json(config))
+        return 0
+    _check_logger(config, p)
     run(config)
     out = getattr(config, "out", None)
     if out:

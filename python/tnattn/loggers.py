@@ -26,6 +26,7 @@ for those steps (TensorBoard shows the later one on top).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -35,7 +36,7 @@ import numpy as np
 
 from tnattn.train.callbacks import Callback
 
-__all__ = ["Logger", "TensorBoardLogger", "WandbLogger", "LOGGERS", "make_logger", "ensemble_scalars"]
+__all__ = ["Logger", "TensorBoardLogger", "WandbLogger", "LOGGERS", "make_logger", "check_backend", "ensemble_scalars"]
 
 #: Names accepted by :func:`make_logger` (and ``--logger``).
 LOGGERS = ("none", "tensorboard", "wandb")
@@ -117,6 +118,8 @@ class Logger(Callback):
     member_columns : sequence of str
         Ensembles: history columns (or prefixes) logged per member.
     """
+
+    checkpointed = False  # an observer: a run may resume with or without it
 
     def __init__(self, *, max_members: Optional[int] = 16, member_columns: Sequence[str] = _MEMBER_COLUMNS):
         if max_members is not None and (isinstance(max_members, bool) or not isinstance(max_members, int) or max_members < 0):
@@ -254,6 +257,27 @@ class WandbLogger(Logger):
 
     def close(self) -> None:
         self._run.finish()
+
+
+def check_backend(kind: str) -> None:
+    """Raise unless logger ``kind`` can be created here (its package imports).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``kind``.
+    ImportError
+        When the backend's package is missing; the message names the extra to install.
+    """
+    if kind not in LOGGERS:
+        raise ValueError(f"logger must be one of {', '.join(LOGGERS)}; got {kind!r}")
+    package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(kind)
+    if package is None:
+        return
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise ImportError(f'--logger {kind} needs the {package} package: pip install "tnattn[{kind}]"') from None
 
 
 def make_logger(kind: str, log_dir: str | os.PathLike, *, config: Optional[dict] = None, **kwargs) -> Optional[Logger]:

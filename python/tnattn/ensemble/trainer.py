@@ -176,7 +176,8 @@ class EnsembleTrainer:
         Objects with an ``on_ensemble_epoch(trainer, epoch)`` method, called after every epoch
         (after ``on_epoch``), and optionally ``on_ensemble_end(trainer)``, called when :meth:`fit`
         ends, also after an interruption; e.g. the loggers of :mod:`tnattn.loggers`. The epoch's
-        values are in ``trainer.history`` by then.
+        values are in ``trainer.history`` by then. ``config.logger`` adds one such logger writing
+        into ``run_dir/logs`` (with a ``run_dir`` only).
     kernel_threads : int, optional
         Threads of the fused kernels during :meth:`fit` (default ``config.threads``, or torch's
         thread count when that is 0).
@@ -635,11 +636,21 @@ class EnsembleTrainer:
         old_threads = torch.get_num_threads()
         if self.elementwise_threads is not None:
             torch.set_num_threads(self.elementwise_threads)
+        # config.logger: a logger of tnattn.loggers in <run_dir>/logs for this fit.
+        logger = None
+        if self.config.logger != "none" and self.run_dir is not None:
+            from tnattn.loggers import make_logger
+
+            logger = make_logger(self.config.logger, self.run_dir / "logs", config=self.config.to_dict())
+            self.callbacks.append(logger)
         try:
             with kernel_threads(self.kernel_threads):
                 return self._fit()
         finally:
             torch.set_num_threads(old_threads)
+            if logger is not None:
+                self.callbacks.remove(logger)
+                logger.close()
 
     def _fit(self) -> EnsembleResult:
         cfg = self.config

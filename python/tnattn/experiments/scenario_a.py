@@ -109,6 +109,10 @@ class Config:
     checkpoint_every: int = _f(100, "checkpoint each shard every this many epochs (and when runs finish)")
     resume: bool = _f(True, "reuse finished shards and continue checkpoints found in out")
     progress: bool = _f(True, "show a progress bar per shard")
+    logger: str = _f(
+        "none", "experiment logger per rank, in out/D<D>/shards/<rank>/logs: tensorboard, or wandb (offline unless "
+        "WANDB_MODE=online); see tnattn.loggers", choices=("none", "tensorboard", "wandb"),
+    )  # fmt: skip
 
     def __post_init__(self):
         self.D_values = tuple(int(v) for v in self.D_values)
@@ -128,6 +132,7 @@ def train_config(config: Config, D: int) -> TrainConfig:
         l2_mode="coupled", max_epochs=config.max_epochs, stop_after_grok=config.stop_after_grok,
         eval_every=config.eval_every, eval_when_fit=True, deff_probe=config.deff_probe, dtype=config.dtype,
         device=config.device, checkpoint_every=config.checkpoint_every, progress=config.progress, plots=False,
+        logger=config.logger,
     )  # fmt: skip
 
 
@@ -141,6 +146,8 @@ def _validate(config: Config) -> None:
             raise ValueError(f"regularisers must be among {REGULARISERS}, got {reg!r}")
     if len(set(config.regularisers)) != len(config.regularisers) or not config.regularisers:
         raise ValueError("regularisers must be distinct and at least one")
+    if config.logger not in ("none", "tensorboard", "wandb"):
+        raise ValueError(f"logger must be one of none, tensorboard, wandb; got {config.logger!r}")
     if config.members < 1:
         raise ValueError(f"members must be >= 1, got {config.members}")
     if not config.D_values or min(config.D_values) < 1:

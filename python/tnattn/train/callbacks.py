@@ -34,7 +34,17 @@ __all__ = ["Callback", "StopAfterGrokking", "Patience", "ProgressBar"]
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    Attributes
+    ----------
+    checkpointed : bool
+        True (default): the callback's :meth:`state_dict` is saved in checkpoints and a resumed
+        run must be given the same callbacks. False: an observer that does not change the run
+        (a logger); it may be added or left out when a run resumes.
+    """
+
+    checkpointed = True
 
     def columns(self) -> list[str]:
         """Extra history columns this callback fills in :meth:`on_epoch_end` (default none)."""

@@ -166,6 +166,10 @@ class TrainConfig:
     resume: bool = _f(False, "continue the run in --out from its last checkpoint", _RUN)
     progress: bool = _f(True, "show a progress bar", _RUN)
     plots: bool = _f(True, "write PNG plots into the run directory at the end", _RUN)
+    logger: str = _f(
+        "none", "experiment logger writing into <run directory>/logs: tensorboard, or wandb (offline unless "
+        "WANDB_MODE=online); see tnattn.loggers", _RUN, ("none", "tensorboard", "wandb"),
+    )  # fmt: skip
 
     def __post_init__(self):
         def need(cond: bool, name: str, msg: str):
@@ -219,6 +223,7 @@ class TrainConfig:
             "penalty_schedule": SCHEDULES,
             "device": ("cpu", "cuda", "auto"),
             "grokking_definition": ("first_zero", "stays_zero"),
+            "logger": ("none", "tensorboard", "wandb"),
         }
         for name, allowed in checks.items():
             value = getattr(self, name)
@@ -228,7 +233,7 @@ class TrainConfig:
         object.__setattr__(self, "rule_table", tuple(int(v) for v in self.rule_table))
 
     # Fields that only steer the run (not its trajectory): they may differ on --resume.
-    RUN_CONTROL = ("max_epochs", "out", "checkpoint_every", "resume", "progress", "plots", "threads")
+    RUN_CONTROL = ("max_epochs", "out", "checkpoint_every", "resume", "progress", "plots", "threads", "logger")
 
     def to_dict(self) -> dict:
         """Plain-JSON dict of the fields (tuples become lists)."""

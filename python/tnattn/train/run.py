@@ -89,17 +89,27 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainRe
     from tnattn import __version__
 
     write_json(run_dir / "config.json", {"tnattn_version": __version__, "config": config})
-    trainer = Trainer(
-        model,
-        problem.batches,
-        config,
-        train_set=problem.train_set.to(device),
-        test_sets=test_sets,
-        run_dir=run_dir,
-        callbacks=callbacks,
-        device=device,
-    )
-    return trainer.fit()
+    logger = None
+    if config.logger != "none":
+        from tnattn.loggers import make_logger
+
+        logger = make_logger(config.logger, run_dir / "logs", config=config.to_dict())
+        callbacks = [*callbacks, logger]
+    try:
+        trainer = Trainer(
+            model,
+            problem.batches,
+            config,
+            train_set=problem.train_set.to(device),
+            test_sets=test_sets,
+            run_dir=run_dir,
+            callbacks=callbacks,
+            device=device,
+        )
+        return trainer.fit()
+    finally:
+        if logger is not None:
+            logger.close()
 
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:

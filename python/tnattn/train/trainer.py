@@ -238,10 +238,11 @@ class Trainer:
             builtin.append(StopAfterGrokking(config.stop_after_grok))
         if config.patience > 0:
             builtin.append(Patience(config.patience, config.min_delta))
-        # Stateful callbacks (checkpointed); the progress bar is display only, so that resuming
-        # with or without --progress is the same run.
-        self.callbacks: list[Callback] = builtin + list(callbacks)
-        self._hooks: list[Callback] = self.callbacks + ([ProgressBar()] if config.progress else [])
+        # Stateful callbacks (checkpointed); the progress bar and observers such as loggers
+        # (checkpointed = False) only watch, so that resuming with or without them is the same run.
+        self.callbacks: list[Callback] = builtin + [cb for cb in callbacks if cb.checkpointed]
+        observers = [cb for cb in callbacks if not cb.checkpointed]
+        self._hooks: list[Callback] = self.callbacks + observers + ([ProgressBar()] if config.progress else [])
 
         smallest = min(self.test_sets)
         probe = self.test_sets[smallest].x[: config.deff_probe] if config.deff_probe > 0 else None
