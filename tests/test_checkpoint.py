@@ -62,7 +62,8 @@ def test_save_and_load_with_weights_only(tmp_path):
     assert loaded["epoch"] == 3 and torch.equal(loaded["t"], torch.arange(4))
     assert loaded["nested"]["a"] == [1.5, None, "x", (2, 3)]
     assert load_checkpoint(path)["epoch"] == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+    # no temporary file left behind: the checkpoint and its SHA-256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "c.pt.sha256"]
 
 
 def test_save_rejects_objects_that_weights_only_cannot_load(tmp_path):

@@ -23,7 +23,44 @@ import types
 import typing
 from typing import Any, Callable
 
-__all__ = ["add_config_arguments", "config_from_namespace", "flag_name", "parse_value"]
+__all__ = [
+    "add_config_arguments",
+    "config_from_namespace",
+    "flag_name",
+    "parse_value",
+    "ArgumentParser",
+    "one_line",
+    "flag_message",
+]
+
+
+def flag_message(message: object, cls: type) -> str:
+    """A config error message for the command line: :func:`one_line`, and field names of
+    dataclass ``cls`` that start the message or a clause (``"lr must be ..."``,
+    ``"...; out: ..."``) become their flags (``"--lr must be ..."``)."""
+    import re
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    text = one_line(message)
+    return re.sub(r"(^|; |and )([a-zA-Z_][a-zA-Z0-9_]*)\b",
+                  lambda m: m.group(1) + (flag_name(m.group(2)) if m.group(2) in names else m.group(2)), text)
+
+
+def one_line(message: object) -> str:
+    """``message`` as a single line (line breaks become ``"; "``), for CLI error messages."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose usage errors are one line on stderr and exit status 2.
+
+    ``argparse`` prints the whole usage block before the error; for a command with dozens of
+    flags that buries the one line that matters, so this prints only
+    ``PROG: error: MESSAGE (see PROG --help)``. Subparsers made with ``add_subparsers`` inherit it.
+    """
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def flag_name(field_name: str) -> str:
@@ -167,6 +204,11 @@ def config_from_namespace(cls: type, namespace: argparse.Namespace, base: Any = 
         shared with other arguments is fine.
     base : cls instance, optional
         Values for the fields not given on the command line; defaults to ``cls()``.
+
+    Raises
+    ------
+    ValueError
+        From the dataclass's own validation (``tnattn.errors.ConfigError`` for tnattn's configs).
     """
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     given = {k: v for k, v in vars(namespace).items() if k in names}

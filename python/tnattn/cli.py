@@ -16,6 +16,12 @@ override it. ``--print-config`` prints the full config as JSON and exits.
     Benchmarks (:mod:`tnattn.bench`, when installed).
 
 The CLI only parses flags into configs; all the work happens in the library.
+
+Errors: a flag that does not parse, a setting the config's validation refuses
+(:class:`tnattn.errors.ConfigError`) and a run directory that refuses the request (it holds a run
+already, holds none to resume, is in use by another process, has no intact checkpoint:
+:class:`tnattn.errors.UserError` and its subclasses) end in one line on stderr and exit status 2,
+never in a traceback.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from tnattn._cliconfig import add_config_arguments, config_from_namespace
+from tnattn._cliconfig import ArgumentParser, add_config_arguments, config_from_namespace, flag_message
+from tnattn.errors import UserError
 
 __all__ = ["main", "build_parser"]
 
@@ -38,6 +45,7 @@ examples:
   tnattn train --seed 3 --l1 1e-3 --out runs/l1
   tnattn train --preset author-example        # the author's published example run
   tnattn train --resume --out runs/l1         # continue a stopped or killed run
+  tnattn train --overwrite --out runs/l1      # replace the run in runs/l1 (deletes it)
   tnattn train --print-config > c.json        # the full config as JSON (edit it, then:)
   tnattn train --config c.json --seed 4       # run a config file; flags override it
   tnattn train --config runs/l1/config.json --out runs/l1-again   # rerun a saved run
@@ -45,6 +53,9 @@ examples:
 Booleans are --flag / --no-flag; lists are comma-separated (--test-lengths 1000,100).
 The run directory holds config.json, history.csv, history.jsonl, checkpoint.pt, summary.json and
 training.png. Ctrl-C or SIGTERM stops after the current epoch and writes a checkpoint.
+--out naming a directory that already holds a run is refused unless --resume (continue it) or
+--overwrite (replace it) is given; --resume on a directory without a run is an error. A run
+directory is locked while a process trains in it.
 """
 
 
@@ -53,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tnattn import __version__
     from tnattn.train.config import PRESETS, TrainConfig
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="tnattn",
         description="Tensor-network attention students that learn local rules, and their grokking.",
     )
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="start from a named preset (flags given alongside override it); "
         "author-example: rule 30 applied twice, D=40, batch 128, crops 6-10 of all length-10 strings, "
-        "Adam 0.005, up to 7000 epochs",
+        "Adam 0.005, no L1/L2 (as published), up to 7000 epochs",
     )
     _add_config_file_arguments(p_train)
     add_config_arguments(p_train, TrainConfig)
@@ -142,7 +153,7 @@ def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
 
     out = getattr(ns, "out", "")
     try:
-        if getattr(ns, "resume", False) and out and (Path(out) / "config.json").exists():
+        if getattr(ns, "resume", False) and out and (Path(out) / "config.json").is_file():
             if ns.preset is not None:
                 parser.error("--preset cannot be combined with --resume (the run's saved config is used)")
             if ns.config is not None:
@@ -158,7 +169,7 @@ def _train_config(ns: argparse.Namespace, parser: argparse.ArgumentParser):
             base = TrainConfig()
         return config_from_namespace(TrainConfig, ns, base)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(flag_message(exc, TrainConfig))
 
 
 def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -182,6 +193,8 @@ def _cmd_train(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"not grokked after {s['epochs']} epochs (zero training error: {t_train})")
     errors = ", ".join(f"M={m}: {e:.3g}" for m, e in s["final_test_errors"].items())
     per_epoch = 1000 * s["wall_time_s"] / max(s["epochs"], 1)
+    if s.get("stop_message"):
+        print(f"stopped: {s['stop_message']}")
     print(f"final test errors: {errors}; stop: {s['stop_reason']}; "
           f"wall time {s['wall_time_s']:.1f} s ({per_epoch:.0f} ms/epoch over {s['epochs']} epochs)")
     run_dir = result.run_dir
@@ -219,7 +232,7 @@ def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"tnattn experiment: module {module.__name__} lacks Config or run()", file=sys.stderr)
         return 2
     doc = (module.__doc__ or "").strip().splitlines()
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=f"tnattn experiment {ns.name}",
         description=doc[0] if doc else None,
     )
@@ -230,14 +243,18 @@ def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     try:
         config = config_from_namespace(config_cls, sub_ns, base)
     except (ValueError, TypeError) as exc:
-        p.error(str(exc))
+        p.error(flag_message(exc, config_cls))
     if sub_ns.print_config:
         from tnattn._configfile import config_to_json
 
         print(config_to_json(config))
         return 0
     _check_logger(config, p)
-    run(config)
+    try:
+        run(config)
+    except UserError as exc:
+        print(f"{p.prog}: error: {flag_message(exc, config_cls)}", file=sys.stderr)
+        return 2
     out = getattr(config, "out", None)
     if out:
         print(f"results in: {out}")
@@ -276,11 +293,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 2
-    if ns.command == "train":
-        return _cmd_train(ns, ns._parser)
-    if ns.command == "experiment":
-        return _cmd_experiment(ns, ns._parser)
-    return _cmd_bench(ns.args)
+    try:
+        if ns.command == "train":
+            return _cmd_train(ns, ns._parser)
+        if ns.command == "experiment":
+            return _cmd_experiment(ns, ns._parser)
+        return _cmd_bench(ns.args)
+    except UserError as exc:
+        # A refused request, not a bug: one line, no traceback (the library raised it on purpose).
+        from tnattn.train.config import TrainConfig
+
+        print(f"{ns._parser.prog}: error: {flag_message(exc, TrainConfig)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

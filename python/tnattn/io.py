@@ -3,6 +3,8 @@
 Every writer here writes to a temporary file in the destination folder and then moves it into
 place with ``os.replace``, which is atomic on POSIX filesystems: a reader sees either the old file
 or the new one, never a truncated mix.
+The file gets the permissions ``open()`` would give it (``0o666`` less the process umask), not
+the private ``0o600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -12,10 +14,28 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "result_envelope"]
+__all__ = ["atomic_write", "write_json", "read_json", "to_jsonable", "result_envelope", "current_umask"]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it; set it straight back
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "w") -> Path:
@@ -40,6 +60,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())

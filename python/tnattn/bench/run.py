@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,6 +13,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from tnattn._cliconfig import ArgumentParser
+from tnattn._fields import require
 from tnattn.bench.machine import format_header, gemm_gflops, machine_header
 from tnattn.bench.ops import IMPLS, OpCase, available_impls, bench_case, matvecs_per_token
 
@@ -52,6 +56,25 @@ class BenchConfig:
     repeats: int = 20
     budget_s: float = 2.0
     gemm_n: int = 2048
+
+    def __post_init__(self):
+        """Checks every setting up front (:class:`~tnattn.errors.ConfigError`), so that a bad one
+        fails before minutes of benchmarks, not after."""
+        for s in self.sections:
+            require(s in SECTIONS, "sections", f"must be among {SECTIONS}, got {s!r}")
+        require(self.device in ("cpu", "cuda") or self.device.startswith("cuda:"), "device",
+                f"must be cpu or cuda, got {self.device!r}")
+        if self.device.startswith("cuda"):
+            require(torch.cuda.is_available(), "device", f"{self.device!r} requested, but torch sees no CUDA device here")
+        require(self.threads is None or (isinstance(self.threads, int) and self.threads >= 1), "threads",
+                f"must be >= 1, got {self.threads!r}")
+        for name in ("scaling_M", "scaling_D", "training_E"):
+            require(all(isinstance(v, int) and v >= 1 for v in getattr(self, name)), name,
+                    f"must hold integers >= 1, got {getattr(self, name)!r}")
+        for name in ("scaling_M_N", "max_baseline_M", "training_epochs", "repeats", "gemm_n"):
+            v = getattr(self, name)
+            require(isinstance(v, int) and v >= 1, name, f"must be an integer >= 1, got {v!r}")
+        require(math.isfinite(self.budget_s) and self.budget_s > 0, "budget_s", f"must be > 0, got {self.budget_s!r}")
 
     @classmethod
     def quick(cls, **kw) -> "BenchConfig":
@@ -121,16 +144,8 @@ def run(config: BenchConfig, *, verbose: bool = True) -> dict:
         ``roofline`` (best tnattn % of peak), ``training`` (rows).
     """
     say = _say if verbose else (lambda *_: None)
-    for s in config.sections:
-        if s not in SECTIONS:
-            raise ValueError(f"unknown section {s!r}; choose from {SECTIONS}")
-    if config.device not in ("cpu", "cuda") and not config.device.startswith("cuda:"):
-        raise ValueError(f"device must be cpu or cuda, got {config.device!r}")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
+    config.__post_init__()  # (again: the fields may have been changed after construction)
     if config.threads is not None:
-        if config.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {config.threads}")
         torch.set_num_threads(config.threads)
 
     dev = config.device
@@ -241,7 +256,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of ``tnattn bench`` / ``python -m tnattn.bench``."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="tnattn bench",
         description="Contraction-speed benchmarks: tnattn against the reference loop, a vectorised "
         "baseline, opt_einsum and TensorKrowch; scaling in M, D and threads; roofline; training throughput.",
@@ -274,11 +289,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for flag, name in (("scaling_M", "scaling_M"), ("scaling_D", "scaling_D"), ("training_E", "training_E"), ("repeats", "repeats")):
         if getattr(args, flag) is not None:
             over[name] = getattr(args, flag)
-    config = BenchConfig.quick(**over) if args.quick else BenchConfig(**over)
     try:
-        results = run(config)
+        config = BenchConfig.quick(**over) if args.quick else BenchConfig(**over)
     except ValueError as exc:
         parser.error(str(exc))
+    # Output paths are checked before the benchmarks run, not when their results are written.
+    for flag, path, want_dir in (("--json", args.json_path, False), ("--plots", args.plots_dir, True)):
+        if path is None:
+            continue
+        if want_dir and os.path.exists(path) and not os.path.isdir(path):
+            parser.error(f"argument {flag}: {path} is a file, not a folder")
+        if not want_dir and os.path.isdir(path):
+            parser.error(f"argument {flag}: {path} is a folder, not a file")
+        parent = os.path.dirname(os.path.abspath(path)) if not want_dir else os.path.abspath(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+            parser.error(f"argument {flag}: cannot write under {parent}")
+    results = run(config)
     if args.json_path:
         from tnattn.io import result_envelope, write_json
 

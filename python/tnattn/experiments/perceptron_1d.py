@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tnattn._fields import check_fields, check_ranges, require
 from tnattn.io import result_envelope, write_json
 from tnattn.theory import perceptron_1d as p1
 
@@ -40,6 +41,14 @@ class Config:
     dt: float = field(default=0.005, metadata={"help": "Euler step of the simulated flows"})
     t_max: float = field(default=15.0, metadata={"help": "horizon of the simulated flows"})
 
+    def __post_init__(self):
+        self.n_values = tuple(self.n_values)
+        check_fields(self)
+        check_ranges(self, positive=("n_values", "eps_max", "prob_datasets", "n", "eps", "time_datasets", "dt"),
+                     nonnegative=("seed", "lambda1", "lambda2"), above={"n_eps": 1})
+        require(len(self.n_values) >= 1, "n_values", "must name at least one sample count")
+        require(self.t_max > self.dt, "t_max", f"must be > dt ({self.dt}), got {self.t_max}")
+
 
 def _tqdm(it, progress, desc):
     if not progress:
@@ -51,8 +60,7 @@ def _tqdm(it, progress, desc):
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``perceptron_1d.png``; return the results."""
-    if config.n_eps < 2 or config.prob_datasets < 1 or config.time_datasets < 1:
-        raise ValueError("n_eps must be >= 2 and the data-set counts >= 1")
+    config.__post_init__()  # (again: the fields may have been changed after construction)
     t_start = time.time()
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)

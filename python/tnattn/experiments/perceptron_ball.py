@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tnattn import metrics
+from tnattn._fields import check_fields, check_ranges, require
 from tnattn.io import result_envelope, write_json
 from tnattn.theory import ball as B
 
@@ -49,6 +50,17 @@ class Config:
     time_lambda2: float = field(default=0.01, metadata={"help": "lambda2 of the grokking-time runs"})
     time_runs: int = field(default=1500, metadata={"help": "simulated flows for the grokking-time histogram"})
 
+    def __post_init__(self):
+        self.D_values, self.prob_D = tuple(self.D_values), tuple(self.prob_D)
+        self.prob_lambda1 = tuple(self.prob_lambda1)
+        check_fields(self)
+        check_ranges(self, positive=("D_values", "n", "runs", "sigma0", "cap_points", "prob_n", "prob_D",
+                                     "prob_datasets", "time_D", "time_sigma0", "time_runs", "prob_eps"),
+                     nonnegative=("seed", "lambda2", "prob_lambda1", "time_lambda2"),
+                     above={"eps": 1.0, "time_eps": 1.0})
+        for name in ("D_values", "prob_D", "prob_lambda1"):
+            require(len(getattr(self, name)) >= 1, name, "must hold at least one value")
+
 
 def _tqdm(it, progress, desc):
     if not progress:
@@ -60,8 +72,7 @@ def _tqdm(it, progress, desc):
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``perceptron_ball.png``; return the results."""
-    if config.eps <= 1 or config.time_eps <= 1:
-        raise ValueError("eps and time_eps must be > 1 (separable classes)")
+    config.__post_init__()  # (again: the fields may have been changed after construction)
     t_start = time.time()
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)

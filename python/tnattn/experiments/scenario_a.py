@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tnattn._fields import check_fields, check_ranges, require
 from tnattn.ensemble.distributed import init_distributed, run_ensemble
 from tnattn.ensemble.nu_budget import T_EPS_ESTIMATES, format_budget, nu_error_budget
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
@@ -119,6 +120,7 @@ class Config:
         self.regularisers = tuple(str(r) for r in self.regularisers)
         self.test_lengths = tuple(int(v) for v in self.test_lengths)
         self.nu_window = tuple(float(v) for v in self.nu_window)
+        check_fields(self)
         _validate(self)
 
 
@@ -141,25 +143,27 @@ def _strengths(config: Config, reg: str) -> tuple[float, float]:
 
 
 def _validate(config: Config) -> None:
+    """Every check of :class:`Config` (:class:`~tnattn.errors.ConfigError`); the training settings are
+    checked by building each D's :class:`TrainConfig`, so a study never fails after it started."""
     for reg in config.regularisers:
-        if reg not in REGULARISERS:
-            raise ValueError(f"regularisers must be among {REGULARISERS}, got {reg!r}")
-    if len(set(config.regularisers)) != len(config.regularisers) or not config.regularisers:
-        raise ValueError("regularisers must be distinct and at least one")
-    if config.logger not in ("none", "tensorboard", "wandb"):
-        raise ValueError(f"logger must be one of none, tensorboard, wandb; got {config.logger!r}")
-    if config.members < 1:
-        raise ValueError(f"members must be >= 1, got {config.members}")
-    if not config.D_values or min(config.D_values) < 1:
-        raise ValueError(f"D_values must be positive, got {config.D_values}")
-    if config.deff_before < 0 or config.deff_after < 0:
-        raise ValueError("deff_before and deff_after must be >= 0")
-    if config.t_eps_estimate not in T_EPS_ESTIMATES:
-        raise ValueError(f"t_eps_estimate must be one of {T_EPS_ESTIMATES}, got {config.t_eps_estimate!r}")
-    if config.n_boot < 0:
-        raise ValueError(f"n_boot must be >= 0, got {config.n_boot}")
-    if config.nu_window and (len(config.nu_window) != 2 or not 0 < config.nu_window[0] < config.nu_window[1]):
-        raise ValueError(f"nu_window must be empty or (tau_lo, tau_hi) with 0 < tau_lo < tau_hi, got {config.nu_window}")
+        require(reg in REGULARISERS, "regularisers", f"must be among {REGULARISERS}, got {reg!r}")
+    require(len(set(config.regularisers)) == len(config.regularisers) and bool(config.regularisers),
+            "regularisers", "must be distinct and at least one")
+    require(config.logger in ("none", "tensorboard", "wandb"), "logger",
+            f"must be one of none, tensorboard, wandb; got {config.logger!r}")
+    require(config.members >= 1, "members", f"must be >= 1, got {config.members}")
+    require(bool(config.D_values) and min(config.D_values) >= 1, "D_values", f"must be positive, got {config.D_values}")
+    require(len(set(config.D_values)) == len(config.D_values), "D_values", f"must not repeat, got {config.D_values}")
+    check_ranges(config, nonnegative=("deff_before", "deff_after", "l1", "l2", "seed"), positive=("max_error",))
+    require(0.0 <= config.span_quantile <= 1.0, "span_quantile", f"must be in [0, 1], got {config.span_quantile}")
+    require(config.t_eps_estimate in T_EPS_ESTIMATES, "t_eps_estimate",
+            f"must be one of {T_EPS_ESTIMATES}, got {config.t_eps_estimate!r}")
+    require(config.n_boot >= 0, "n_boot", f"must be >= 0, got {config.n_boot}")
+    if config.nu_window:
+        require(len(config.nu_window) == 2 and 0 < config.nu_window[0] < config.nu_window[1], "nu_window",
+                f"must be empty or (tau_lo, tau_hi) with 0 < tau_lo < tau_hi, got {config.nu_window}")
+    for D in config.D_values:
+        train_config(config, D)  # raises ConfigError naming the field (same names as here)
 
 
 def _t_G_edges(t_G: np.ndarray, n_log: int = 20) -> np.ndarray:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from tnattn import scenario_b as sb
+from tnattn._fields import check_fields, check_ranges
 from tnattn.io import result_envelope, write_json
 
 NAME = "scenario-b"
@@ -70,6 +71,12 @@ class Config:
             if val not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
         check_definition(self.definition)
+
+    def __post_init__(self):
+        self.lambda1_values, self.lambda2_values = tuple(self.lambda1_values), tuple(self.lambda2_values)
+        check_fields(self)
+        check_ranges(self, positive=("n_tensors", "test_sequences", "test_length", "chunk", "analysis_sequences"),
+                     nonnegative=("seed", "lambda1_values", "lambda2_values", "n_analyse"), above={"n_inits": 1})
 
 
 def _row(k: int, a: sb.TensorAnalysis) -> dict:
@@ -183,8 +190,7 @@ def sensitivity_table(rows: list) -> str:
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``scenario_b.png``; return the results."""
-    if config.n_tensors < 1 or config.n_inits < 2:
-        raise ValueError("n_tensors must be >= 1 and n_inits >= 2")
+    config.__post_init__()  # (again: the fields may have been changed after construction)
     t_start = time.time()
     out = Path(config.out)
     l1 = [0.0] + [float(v) for v in config.lambda1_values] + [0.0] * len(config.lambda2_values)

@@ -27,6 +27,11 @@ Both modes test on ``--test-size`` random sequences of length ``--test-length`` 
 ``--eval-every`` epochs (smaller than the trainer's default test sets, so that D_eff and the test
 error can be followed every epoch at low cost; an exact zero on that set is "grokked").
 
+Rerunning into the same ``--out`` continues: every member resumes the run in its directory (a
+finished member is not trained again; a larger ``--epochs`` continues the members to the new
+limit), and a member whose training settings changed is refused with a one-line error: choose
+another ``--out`` for other settings.
+
 Examples::
 
     tnattn experiment structure --mode figure --out results/structure-figure
@@ -45,6 +50,8 @@ from typing import Literal
 
 import numpy as np
 
+from tnattn._fields import check_fields, check_ranges
+from tnattn.errors import ConfigError
 from tnattn.io import result_envelope, write_json
 
 NAME = "structure"
@@ -96,27 +103,31 @@ class Config:
     guard_lookback: int = _f(1, "compare: the guard reverts to the start of epoch (spike - lookback) (+guard)")
 
     def __post_init__(self):
+        self.times, self.settings = tuple(self.times), tuple(self.settings)
+        check_fields(self)
+        check_ranges(self, positive=("lr",), nonnegative=("seed", "merge", "tolerance", "guard_lookback", "times"))
         if self.mode not in ("figure", "compare"):
-            raise ValueError(f"mode must be 'figure' or 'compare', got {self.mode!r}")
+            raise ConfigError(f"mode must be 'figure' or 'compare', got {self.mode!r}")
         if self.dense_until < 0 or self.after_spike < 0:
-            raise ValueError("dense_until and after_spike must be >= 0")
+            raise ConfigError("dense_until and after_spike must be >= 0")
         for name in ("D", "test_length", "test_size", "eval_every", "workers", "snapshot_every", "probe_sequences",
                      "probe_length", "frames", "seeds", "schedule_epochs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+            raise ConfigError(f"epochs must be >= 0, got {self.epochs}")
         if self.l1 < 0 or self.l1_early < 0 or self.schedule_factor < 0:
-            raise ValueError("l1, l1_early and schedule_factor must be >= 0")
+            raise ConfigError("l1, l1_early and schedule_factor must be >= 0")
         if self.fps <= 0:
-            raise ValueError(f"fps must be > 0, got {self.fps}")
+            raise ConfigError(f"fps must be > 0, got {self.fps}")
         from tnattn.structure.compare import parse_setting
 
         self.settings = tuple(self.settings)
         for s in self.settings:
             parse_setting(s)
         if len(set(self.settings)) != len(self.settings):
-            raise ValueError("settings must not repeat")
+            raise ConfigError("settings must not repeat")
+        _base_config(self)  # the training settings (rule, lr, ...): TrainConfig's checks
 
     @property
     def n_epochs(self) -> int:
@@ -131,6 +142,17 @@ def _base_config(config: Config):
         eval_every=config.eval_every, test_lengths=(config.test_length,), test_size=config.test_size,
         progress=False, plots=False, checkpoint_every=max(config.n_epochs, 1), threads=1,
     )
+
+
+def _resumable(member):
+    """A member continues the run already in its directory (finished runs are not trained again;
+    runs stopped by the epoch limit continue to a larger ``--epochs``; other changed settings are
+    refused by :func:`tnattn.train.train`)."""
+    import dataclasses
+
+    from tnattn.train.run import holds_run
+
+    return dataclasses.replace(member, resume=holds_run(member.out))
 
 
 def _analysis(config: Config) -> dict:
@@ -169,7 +191,7 @@ def _run_figure(config: Config, out: Path) -> dict:
                  "seed": 2024, "epochs": tuple(range(2, config.dense_until + 1, 2)), "after_spike": config.after_spike}
     runs = [("l1", "C1", config.l1), ("none", "0.45", 0.0)]
     jobs = [
-        {"config": dataclasses.replace(base, seed=config.seed, l1=lam, out=str(out / "runs" / label)),
+        {"config": _resumable(dataclasses.replace(base, seed=config.seed, l1=lam, out=str(out / "runs" / label))),
          "analysis": _analysis(config), "snapshots": snap_opts}
         for label, _, lam in runs
     ]
@@ -263,6 +285,7 @@ def _run_compare(config: Config, out: Path) -> dict:
             cfg = member_config(base, s, seed, l1=config.l1, l1_early=config.l1_early,
                                 schedule_epochs=config.schedule_epochs, factor=config.schedule_factor,
                                 out=str(out / "members" / name.replace("+", "_") / f"seed{seed}"))
+            cfg = _resumable(cfg)
             lookback = config.guard_lookback if s.guard_lookback is None else s.guard_lookback
             jobs.append({"config": cfg, "guard": s.guard, "guard_lookback": lookback,
                          "analysis": _analysis(config)})

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tnattn.data import LabelledSet, MiniBatches, all_sequences, make_test_sets, random_sequences
+from tnattn.errors import ConfigError
 from tnattn.rules import elementary, from_truth_table, random_rule
 from tnattn.train.config import TrainConfig
 
@@ -29,11 +30,17 @@ def split_seed(seed: int) -> tuple[int, int]:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda if available else cpu; ``"cuda"`` without CUDA raises ValueError."""
+    """``"auto"`` -> cuda if available else cpu.
+
+    Raises
+    ------
+    ConfigError
+        ``"cuda"`` on a machine where torch sees no CUDA device.
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but torch.cuda.is_available() is False")
+        raise ConfigError("device 'cuda' requested, but torch sees no CUDA device here; use device 'cpu' or 'auto'")
     return torch.device(device)
 
 

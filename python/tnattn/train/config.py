@@ -10,12 +10,18 @@ Presets (:data:`PRESETS`) are named sets of overrides on top of the defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tnattn._fields import check_fields
+from tnattn.errors import ConfigError
 from tnattn.models.init import INITS
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES"]
+__all__ = ["TrainConfig", "PRESETS", "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES", "teacher_shape"]
+
+# Most training strings ``train_size = 0`` may enumerate (as tnattn.data.all_sequences).
+_MAX_ENUMERATED = 2**26
 
 LOSSES = ("mse", "hinge", "logistic", "ce")
 OPTIMIZERS = ("adam", "gd")
@@ -163,7 +169,10 @@ class TrainConfig:
     threads: int = _f(0, "CPU threads for torch; 0 = torch's default", _RUN)
     out: str = _f("", "run directory; empty = runs/<rule>-D<D>-seed<seed>-<time>", _RUN)
     checkpoint_every: int = _f(50, "write a checkpoint every this many epochs (and always at exit)", _RUN)
-    resume: bool = _f(False, "continue the run in --out from its last checkpoint", _RUN)
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint (an error if --out holds no run)", _RUN)
+    overwrite: bool = _f(
+        False, "replace the run already in --out (its checkpoints, history and summary are deleted)", _RUN
+    )
     progress: bool = _f(True, "show a progress bar", _RUN)
     plots: bool = _f(True, "write PNG plots into the run directory at the end", _RUN)
     logger: str = _f(
@@ -172,68 +181,14 @@ class TrainConfig:
     )  # fmt: skip
 
     def __post_init__(self):
-        def need(cond: bool, name: str, msg: str):
-            if not cond:
-                raise ValueError(f"{name} {msg}")
-
-        need(0 <= self.rule <= 255, "rule", f"must be in [0, 255], got {self.rule}")
-        need(self.rule_steps >= 1, "rule_steps", f"must be >= 1, got {self.rule_steps}")
-        need(self.random_k >= 0, "random_k", f"must be >= 0, got {self.random_k}")
-        need(self.alphabet >= 2, "alphabet", f"must be >= 2, got {self.alphabet}")
-        need(self.train_length >= 1, "train_length", f"must be >= 1, got {self.train_length}")
-        need(self.train_size >= 0, "train_size", f"must be >= 0, got {self.train_size}")
-        need(self.crop_min >= 0, "crop_min", f"must be >= 0, got {self.crop_min}")
-        if self.crop_min > 0:
-            need(
-                self.crop_min <= min(self.crop_max, self.train_length),
-                "crop_min",
-                f"must be <= min(crop_max, train_length); got crop_min={self.crop_min}, "
-                f"crop_max={self.crop_max}, train_length={self.train_length}",
-            )
-        need(self.batch_size >= 0, "batch_size", f"must be >= 0, got {self.batch_size}")
-        need(len(self.test_lengths) >= 1, "test_lengths", "must name at least one length")
-        need(all(m >= 1 for m in self.test_lengths), "test_lengths", f"must be >= 1, got {self.test_lengths}")
-        need(len(set(self.test_lengths)) == len(self.test_lengths), "test_lengths", "must not repeat a length")
-        need(self.test_size >= 1, "test_size", f"must be >= 1, got {self.test_size}")
-        need(self.D >= 1, "D", f"must be >= 1, got {self.D}")
-        need(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
-        need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        need(self.l1 >= 0, "l1", f"must be >= 0, got {self.l1}")
-        need(self.l2 >= 0, "l2", f"must be >= 0, got {self.l2}")
-        need(self.schedule_epochs >= 1, "schedule_epochs", f"must be >= 1, got {self.schedule_epochs}")
-        need(self.schedule_factor >= 0, "schedule_factor", f"must be >= 0, got {self.schedule_factor}")
-        need(self.max_epochs >= 1, "max_epochs", f"must be >= 1, got {self.max_epochs}")
-        need(self.stop_after_grok >= -1, "stop_after_grok", f"must be >= -1, got {self.stop_after_grok}")
-        need(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
-        need(self.eval_every >= 1, "eval_every", f"must be >= 1, got {self.eval_every}")
-        need(self.eval_screen >= 0, "eval_screen", f"must be >= 0, got {self.eval_screen}")
-        need(self.deff_probe >= 0, "deff_probe", f"must be >= 0, got {self.deff_probe}")
-        need(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
-        need(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
-        checks = {
-            "boundary": ("open", "periodic"),
-            "boundary_vectors": ("e1", "eig", "random"),
-            "init": INITS,
-            "activation": ("sigmoid", "none"),
-            "backend": ("ops", "reference", "vectorized"),
-            "dtype": ("float32", "float64"),
-            "optimizer": OPTIMIZERS,
-            "loss": LOSSES,
-            "l2_mode": L2_MODES,
-            "penalty_schedule": SCHEDULES,
-            "device": ("cpu", "cuda", "auto"),
-            "grokking_definition": ("first_zero", "stays_zero"),
-            "logger": ("none", "tensorboard", "wandb"),
-        }
-        for name, allowed in checks.items():
-            value = getattr(self, name)
-            need(value in allowed, name, f"must be one of {allowed}, got {value!r}")
         # Tuples may arrive as lists (from JSON); store tuples so configs compare and hash.
-        object.__setattr__(self, "test_lengths", tuple(int(m) for m in self.test_lengths))
-        object.__setattr__(self, "rule_table", tuple(int(v) for v in self.rule_table))
+        object.__setattr__(self, "test_lengths", tuple(self.test_lengths))
+        object.__setattr__(self, "rule_table", tuple(self.rule_table))
+        _validate(self)
 
     # Fields that only steer the run (not its trajectory): they may differ on --resume.
-    RUN_CONTROL = ("max_epochs", "out", "checkpoint_every", "resume", "progress", "plots", "threads", "logger")
+    RUN_CONTROL = ("max_epochs", "out", "checkpoint_every", "resume", "overwrite", "progress", "plots", "threads",
+                   "logger")
 
     def to_dict(self) -> dict:
         """Plain-JSON dict of the fields (tuples become lists)."""
@@ -249,9 +204,122 @@ class TrainConfig:
         return cls(**data)
 
 
+def _need(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name} {msg}")
+
+
+def teacher_shape(config: "TrainConfig") -> tuple[int, int]:
+    """``(K, d)`` of the teacher ``config`` describes, computed without building it.
+
+    ``K`` is the radius of the (iterated) rule's window, ``d`` its input alphabet. The rule table's
+    length must be ``d**(2K+1)`` (checked by :class:`TrainConfig`).
+    """
+    if config.rule_table:
+        d, n, window = config.alphabet, len(config.rule_table), 1
+        while d**window < n:
+            window += 2
+        K = (window - 1) // 2
+    elif config.random_k > 0:
+        K, d = config.random_k, config.alphabet
+    else:
+        K, d = 1, 2
+    return K * config.rule_steps, d
+
+
+def _validate(c: "TrainConfig") -> None:
+    """Every check of :class:`TrainConfig`, raising :class:`~tnattn.errors.ConfigError`.
+
+    The one place where settings are checked: the CLI, presets, saved configs and the experiments
+    all build a TrainConfig, so a setting that cannot work fails here, before any file is written.
+    """
+    check_fields(c)
+    _need(0 <= c.rule <= 255, "rule", f"must be in [0, 255], got {c.rule}")
+    _need(c.rule_steps >= 1, "rule_steps", f"must be >= 1, got {c.rule_steps}")
+    _need(c.random_k >= 0, "random_k", f"must be >= 0, got {c.random_k}")
+    _need(c.alphabet >= 2, "alphabet", f"must be >= 2, got {c.alphabet}")
+    for name in ("rule_seed", "seed", "test_seed"):
+        _need(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
+    if c.rule_table:
+        d, n = c.alphabet, len(c.rule_table)
+        K = 0
+        while d ** (2 * K + 1) < n:
+            K += 1
+        _need(d ** (2 * K + 1) == n, "rule_table",
+              f"must have d**(2K+1) entries for alphabet d={d} "
+              f"({', '.join(str(d ** (2 * k + 1)) for k in range(3))}, ...), got {n}")
+        _need(min(c.rule_table) >= 0, "rule_table", f"entries must be >= 0, got {min(c.rule_table)}")
+        if c.rule_steps > 1:
+            _need(max(c.rule_table) < d, "rule_table",
+                  f"entries must be < alphabet ({d}) to apply the rule {c.rule_steps} times, got {max(c.rule_table)}")
+    _need(c.train_length >= 1, "train_length", f"must be >= 1, got {c.train_length}")
+    _need(c.train_size >= 0, "train_size", f"must be >= 0, got {c.train_size}")
+    K, d = teacher_shape(c)
+    if c.train_size == 0:
+        _need(d**c.train_length <= _MAX_ENUMERATED, "train_length",
+              f"{c.train_length} with train_size 0 (all strings) means {d}**{c.train_length} training strings, "
+              f"more than {_MAX_ENUMERATED}; set train_size to draw random ones")
+    _need(c.crop_min >= 0, "crop_min", f"must be >= 0, got {c.crop_min}")
+    if c.crop_min > 0:
+        _need(
+            c.crop_min <= min(c.crop_max, c.train_length),
+            "crop_min",
+            f"must be <= min(crop_max, train_length); got crop_min={c.crop_min}, "
+            f"crop_max={c.crop_max}, train_length={c.train_length}",
+        )
+    _need(c.batch_size >= 0, "batch_size", f"must be >= 0, got {c.batch_size}")
+    _need(len(c.test_lengths) >= 1, "test_lengths", "must name at least one length")
+    _need(all(m >= 1 for m in c.test_lengths), "test_lengths", f"must be >= 1, got {c.test_lengths}")
+    _need(len(set(c.test_lengths)) == len(c.test_lengths), "test_lengths", "must not repeat a length")
+    _need(c.test_size >= 1, "test_size", f"must be >= 1, got {c.test_size}")
+    _need(c.D >= 1, "D", f"must be >= 1, got {c.D}")
+    _need(c.init_std > 0, "init_std", f"must be > 0, got {c.init_std}")
+    _need(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
+    _need(c.l1 >= 0, "l1", f"must be >= 0, got {c.l1}")
+    _need(c.l2 >= 0, "l2", f"must be >= 0, got {c.l2}")
+    _need(c.schedule_epochs >= 1, "schedule_epochs", f"must be >= 1, got {c.schedule_epochs}")
+    _need(c.schedule_factor >= 0, "schedule_factor", f"must be >= 0, got {c.schedule_factor}")
+    _need(c.max_epochs >= 1, "max_epochs", f"must be >= 1, got {c.max_epochs}")
+    _need(c.stop_after_grok >= -1, "stop_after_grok", f"must be >= -1, got {c.stop_after_grok}")
+    _need(c.patience >= 0, "patience", f"must be >= 0, got {c.patience}")
+    _need(c.min_delta >= 0, "min_delta", f"must be >= 0, got {c.min_delta}")
+    _need(c.eval_every >= 1, "eval_every", f"must be >= 1, got {c.eval_every}")
+    _need(c.eval_screen >= 0, "eval_screen", f"must be >= 0, got {c.eval_screen}")
+    _need(c.deff_probe >= 0, "deff_probe", f"must be >= 0, got {c.deff_probe}")
+    _need(c.threads >= 0, "threads", f"must be >= 0, got {c.threads}")
+    _need(c.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {c.checkpoint_every}")
+    checks = {
+        "boundary": ("open", "periodic"),
+        "boundary_vectors": ("e1", "eig", "random"),
+        "init": INITS,
+        "activation": ("sigmoid", "none"),
+        "backend": ("ops", "reference", "vectorized"),
+        "dtype": ("float32", "float64"),
+        "optimizer": OPTIMIZERS,
+        "loss": LOSSES,
+        "l2_mode": L2_MODES,
+        "penalty_schedule": SCHEDULES,
+        "device": ("cpu", "cuda", "auto"),
+        "grokking_definition": ("first_zero", "stays_zero"),
+    }
+    for name, allowed in checks.items():
+        value = getattr(c, name)
+        _need(value in allowed, name, f"must be one of {allowed}, got {value!r}")
+    _need(c.train_contexts or c.train_classifier, "train_contexts",
+          "and train_classifier are both off: nothing would train (turn one of them on)")
+    if c.exact:
+        need_D = 2 * d**K if c.shared else d**K
+        _need(c.D >= need_D, "D",
+              f"must be >= {need_D} for exact contexts of a K={K}, d={d} teacher "
+              f"({'2 d^K shared' if c.shared else 'd^K separate'}), got {c.D}")
+    _need(not (c.resume and c.overwrite), "resume",
+          "and overwrite contradict each other: resume continues the run in out, overwrite replaces it")
+
+
 #: Named overrides of the defaults. ``author-example`` is the author's published example run:
-#: rule 30 applied twice (open boundary), D = 40, Adam lr 0.005, batch 128, random crops of length
-#: 6-10 of all 1024 length-10 strings, up to 7000 epochs, tested on 1000 random sequences of
+#: rule 30 applied twice (open boundary), D = 40, Adam lr 0.005, no regularisation (L1 = L2 = 0, as
+#: in the published command; our default L1 of 1e-3 is switched off), batch 128, random crops of
+#: length 6-10 of all 1024 length-10 strings, up to 7000 epochs, tested on 1000 random sequences of
 #: lengths 1000 and 100.
 PRESETS: dict[str, dict[str, Any]] = {
     "author-example": dict(
@@ -266,6 +334,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         crop_max=10,
         optimizer="adam",
         lr=0.005,
+        l1=0.0,
+        l2=0.0,
         loss="mse",
         activation="sigmoid",
         normalize_map=True,

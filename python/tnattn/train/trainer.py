@@ -35,6 +35,11 @@ measurements form one history row:
     Seconds since the start of the run (summed over resumed segments). The only column that
     differs between a resumed and an uninterrupted run.
 
+Dead models: a model whose probe contexts (the D_eff probe, on test epochs) are all exactly zero,
+or whose objective had an exactly zero gradient on every batch of an epoch with a non-zero loss,
+cannot learn any more; the run stops with ``stop_reason = "dead"``, a ``stop_message`` saying which
+and a :class:`~tnattn.errors.DeadModelWarning`, instead of running to ``max_epochs``.
+
 Grokking: ``t_train`` is the first epoch with zero training error, ``t_eps`` the first test epoch
 with zero error on every test length (the paper's definition, arXiv:2210.15435, Sec. 3),
 ``t_G = t_eps - t_train``. With ``grokking_definition="stays_zero"`` a later epoch with a nonzero
@@ -54,6 +59,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -64,7 +70,16 @@ import torch
 from tnattn.data import LabelledSet, MiniBatches
 from tnattn.io import result_envelope, write_json
 from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
-from tnattn.train.checkpoint import CHECKPOINT_NAME, FORMAT_VERSION, load_checkpoint, save_checkpoint
+from tnattn.errors import DeadModelWarning, RunDirectoryError
+from tnattn.locks import lock_directory
+from tnattn.train.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT_VERSION,
+    checkpoint_exists,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from tnattn.train.config import TrainConfig
 from tnattn.train.history import History, HistoryFiles
 from tnattn.train.losses import make_loss
@@ -78,7 +93,9 @@ _EVAL_ELEMENTS = 1 << 23
 # Trailing window (epochs) of the loss-spike detector.
 _SPIKE_WINDOW = 20
 # Stop reasons after which resuming has nothing left to do.
-_FINAL_REASONS = ("grokked", "patience", "callback")
+_FINAL_REASONS = ("grokked", "patience", "callback", "dead")
+# Files of a run the trainer writes (besides the checkpoints and the plot).
+_RUN_OUTPUTS = ("summary.json", "history.csv", "history.jsonl")
 
 
 def _predict_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -263,6 +280,8 @@ class Trainer:
         self.t_train: Optional[int] = None
         self.t_eps: Optional[int] = None
         self.stop_reason: Optional[str] = None
+        self.stop_message: Optional[str] = None
+        self._contexts_vanished = False
         self.train_sites = 0
         self.train_seconds = 0.0
         self.wall_before = 0.0  # wall time of earlier (resumed) segments
@@ -310,6 +329,7 @@ class Trainer:
             "t_train": self.t_train,
             "t_eps": self.t_eps,
             "stop_reason": self.stop_reason,
+            "stop_message": self.stop_message,
             "train_sites": self.train_sites,
             "train_seconds": self.train_seconds,
             "wall_time": self._wall(),
@@ -336,6 +356,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.t_train, self.t_eps = state["t_train"], state["t_eps"]
         self.stop_reason = state["stop_reason"]
+        self.stop_message = state.get("stop_message")
         self.train_sites = int(state["train_sites"])
         self.train_seconds = float(state["train_seconds"])
         self.wall_before = float(state["wall_time"])
@@ -438,9 +459,12 @@ class Trainer:
         for m, s in self.test_sets.items():
             out[f"test_error_{m}"] = evaluate_error(self.model, s, self.device) if test_epoch else math.nan
         out["deff"] = math.nan
+        self._contexts_vanished = False
         if test_epoch and self.probe is not None and hasattr(self.model, "contexts"):
             L, _ = self.model.contexts(self.probe.to(self.device))
-            out["deff"] = _effective_dimension(L[:, L.shape[1] // 2].detach().double().cpu())
+            middle = L[:, L.shape[1] // 2].detach()
+            self._contexts_vanished = not bool(middle.any())
+            out["deff"] = _effective_dimension(middle.double().cpu())
         for name, p in self.model.named_parameters():
             out[f"norm_{name.replace('.', '_')}"] = float(torch.linalg.vector_norm(p.detach()))
         return out
@@ -459,6 +483,23 @@ class Trainer:
             return 0.0
         onsets = detect_loss_spikes(np.asarray(tail, dtype=float), window=_SPIKE_WINDOW)
         return 1.0 if len(onsets) and int(onsets[-1]) == len(tail) - 1 else 0.0
+
+    def _dead(self, row: dict) -> Optional[str]:
+        """Why the model can no longer learn, or None.
+
+        Dead means: the left contexts at the middle site of every probe sequence are exactly zero
+        (the output no longer depends on the input: what vanishing or overflowing norms leave), or
+        the gradient of the objective was exactly zero on every batch of the epoch while the loss
+        is not (no optimiser step can change anything).
+        """
+        if self._contexts_vanished:
+            return ("dead model: the contexts of every probe sequence are exactly zero, so the output no longer "
+                    "depends on the input (check init_std and the parameter norms)")
+        loss = row["loss"]
+        if row["grad_norm"] == 0.0 and math.isfinite(loss) and loss > 0.0:
+            return (f"dead model: the gradient was exactly zero on every batch while the loss is {loss:.4g}, "
+                    "so no optimiser step can change the model")
+        return None
 
     def _update_grokking(self, row: dict) -> None:
         epoch = row["epoch"]
@@ -490,28 +531,57 @@ class Trainer:
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
-    def fit(self) -> TrainResult:
-        """Train until a stopping rule fires, ``max_epochs`` is reached or a signal arrives.
+    def fit(self, resume_from: Optional[dict] = None) -> TrainResult:
+        """Train until a stopping rule fires, ``max_epochs`` is reached, the model is found dead,
+        or a signal arrives.
 
-        With ``config.resume`` and an existing checkpoint in the run directory, the run continues
-        from it; otherwise it starts fresh (old history files in the run directory are replaced).
+        Parameters
+        ----------
+        resume_from : dict, optional
+            A checkpoint state (:meth:`state_dict`) to continue from. Without it, ``config.resume``
+            continues from the run directory's checkpoint when there is one.
+
+        The run directory is locked while the run lasts (:mod:`tnattn.locks`). A fresh run refuses
+        a directory that already holds a run's checkpoint, history or summary unless
+        ``config.overwrite`` is set (then those files are replaced).
+
+        Raises
+        ------
+        RunDirectoryError, RunLockedError
+            See above.
         """
+        if self.run_dir is None:
+            return self._fit(resume_from)
+        with lock_directory(self.run_dir, "run directory"):
+            return self._fit(resume_from)
+
+    def _fit(self, resume_from: Optional[dict]) -> TrainResult:
         cfg = self.config
         resumed = False
+        if resume_from is not None:
+            self.load_state_dict(resume_from)
+            resumed = True
         if self.run_dir is not None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.resume and self.checkpoint_path.exists():
+            if not resumed and cfg.resume and checkpoint_exists(self.checkpoint_path):
                 self.load_state_dict(load_checkpoint(self.checkpoint_path))
                 resumed = True
-            else:
-                # A fresh run must never resume, or be summarised by, an older run's files.
-                for name in (CHECKPOINT_NAME, "summary.json", "training.png"):
+            elif not resumed:
+                # A fresh run must never resume, or be summarised by, an older run's files. (With
+                # resume but no checkpoint yet, the run restarts from epoch 0: same trajectory.)
+                old = [n for n in _RUN_OUTPUTS if (self.run_dir / n).exists()] + (
+                    [CHECKPOINT_NAME] if checkpoint_exists(self.checkpoint_path) else [])
+                if old and not (cfg.overwrite or cfg.resume):
+                    raise RunDirectoryError(
+                        f"run directory {self.run_dir} already holds a run ({', '.join(old)}); resume it or set overwrite"
+                    )
+                for name in _RUN_OUTPUTS + ("training.png",):
                     (self.run_dir / name).unlink(missing_ok=True)
+                remove_checkpoint(self.checkpoint_path)
             self._files.rewrite(self.history)
         self._t0 = time.perf_counter()
         if resumed and self.stop_reason in _FINAL_REASONS:
             return self._finish(run_loop=False)
-        self.stop_reason = None
+        self.stop_reason = self.stop_message = None
         previous = self._install_signals()
         try:
             for cb in self._hooks:
@@ -534,8 +604,12 @@ class Trainer:
                 self.history.append(row)
                 if self._files is not None:
                     self._files.append(self.history[-1])
+                dead = self._dead(row)
                 if self._signal is not None:
                     self.stop_reason = "interrupted"
+                elif dead is not None:
+                    self.stop_reason, self.stop_message = "dead", dead
+                    warnings.warn(f"training stopped at epoch {epoch}: {dead}", DeadModelWarning, stacklevel=2)
                 elif self._stop_request is not None:
                     self.stop_reason = self._stop_request
                 elif self.epoch >= self.max_epochs:
@@ -575,6 +649,7 @@ class Trainer:
         return {
             "epochs": self.epoch,
             "stop_reason": self.stop_reason,
+            "stop_message": self.stop_message,
             "signal": self._signal,
             "t_train": self.t_train,
             "t_eps": self.t_eps,
