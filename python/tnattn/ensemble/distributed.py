@@ -19,6 +19,16 @@ Files under ``out``
     their files (the histories can be large, and files survive a crash that a collective would
     not), so all ranks must see the same ``out`` folder: one machine, or a shared filesystem.
 
+Locks: while a study runs, each rank holds the lock of its shard directory and rank 0 also that of
+``out`` (:mod:`tnattn.locks`); if any rank finds its directory in use by another process, every
+rank raises :class:`~tnattn.errors.RunLockedError` (they agree through one all-reduce), so a second
+launch on the same folder stops at once instead of mixing its files with the first one's.
+
+Reruns: a finished shard is reused as it is, unless ``max_epochs`` changed: then the shard's
+trainer resumes from its checkpoint, members stopped by the old limit continue to the new one
+(a limit below the epochs already trained is refused), and the shard's results are rewritten. Any
+other changed training setting is refused with :class:`~tnattn.errors.RunDirectoryError`.
+
 Fault tolerance: each rank only ever writes its own shard directory. A rerun (``resume=True``)
 loads finished shards without training them again and continues unfinished ones from their last
 checkpoint, so a rank that dies loses at most the epochs since its last checkpoint, and never the
@@ -29,9 +39,11 @@ number of ranks to resume.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -41,11 +53,13 @@ import torch
 
 from tnattn.ensemble.history import EnsembleHistory
 from tnattn.ensemble.trainer import EnsembleTrainer, MemberTimes
+from tnattn.errors import CheckpointError, CheckpointWarning, RunLockedError
 from tnattn.io import atomic_write, result_envelope, write_json
+from tnattn.locks import lock_directory
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
 from tnattn.train.config import TrainConfig
 
-__all__ = ["init_distributed", "shard_members", "run_ensemble", "MergedResult", "load_merged"]
+__all__ = ["init_distributed", "shard_members", "run_ensemble", "MergedResult", "load_merged", "lock_for_ranks"]
 
 SHARD_FILE = "shard.pt"
 SHARD_FORMAT = 1
@@ -88,6 +102,40 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+@contextlib.contextmanager
+def lock_for_ranks(directories: Sequence[str | os.PathLike], what: str = "directory"):
+    """Lock this rank's ``directories`` (:func:`tnattn.locks.lock_directory`), agreeing with the
+    other ranks of the process group: if any rank's lock fails, every rank raises.
+
+    Every rank of the group must call it (with its own, possibly empty, list of directories).
+
+    Raises
+    ------
+    RunLockedError
+        On every rank, when some rank's directory is in use by another process.
+    """
+    import torch.distributed as dist
+
+    rank, world = _world()
+    with contextlib.ExitStack() as stack:
+        failure = None
+        try:
+            for d in directories:
+                stack.enter_context(lock_directory(d, what))
+        except RunLockedError as exc:
+            failure = exc
+            stack.close()
+        if world > 1:
+            device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+            flag = torch.tensor([1.0 if failure is not None else 0.0], device=device)
+            dist.all_reduce(flag)
+            if failure is None and float(flag) > 0:
+                failure = RunLockedError(f"another rank's {what} is in use by another process (rank {rank} stops too)")
+        if failure is not None:
+            raise failure
+        yield
 
 
 def shard_members(E: int, world: int, rank: int) -> list[int]:
@@ -142,7 +190,12 @@ def _load_shard(path: Path, index: list, seeds: list, config: TrainConfig) -> Op
     """A finished shard's results, or None if absent or produced by another study."""
     if not path.exists():
         return None
-    state = load_checkpoint(path)
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as exc:
+        # The shard's results can be rebuilt from its trainer checkpoint: do that, loudly.
+        warnings.warn(f"{exc}; the shard is resumed from its training checkpoint", CheckpointWarning, stacklevel=2)
+        return None
     if state.get("shard_format") != SHARD_FORMAT or list(state["seeds"]) != seeds:
         return None
     if list(state["members_index"]) != list(index):
@@ -204,27 +257,32 @@ def run_ensemble(
         if v is not None and len(v) != E:
             raise ValueError(f"{name} must hold one value per member ({E}), got {len(v)}")
     pick = (lambda v: None if v is None else [list(v)[i] for i in index])  # noqa: E731
-    if index:
-        sdir = _shard_dir(out, rank, world)
-        mine = pick(seeds)
-        done = _load_shard(sdir / SHARD_FILE, index, mine, config) if resume else None
-        if done is None:
-            cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
-            trainer = EnsembleTrainer(
-                cfg, mine, lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data, run_dir=sdir,
-                on_epoch=on_epoch, callbacks=callbacks,
-            )  # fmt: skip
-            result = trainer.fit()
-            if any(m["stop_reason"] == "interrupted" for m in result.members):
-                return None  # a signal: the checkpoint is saved; do not wait for the others
-            save_checkpoint(sdir / SHARD_FILE, _shard_state(trainer, result, index))
-    if world > 1:
-        import torch.distributed as dist
+    sdir = _shard_dir(out, rank, world)
+    with lock_for_ranks(([out] if rank == 0 else []) + ([sdir] if index else []), "ensemble directory"):
+        if index:
+            mine = pick(seeds)
+            done = _load_shard(sdir / SHARD_FILE, index, mine, config) if resume else None
+            if done is not None and done["config"].get("max_epochs") != config.max_epochs:
+                # Finished under another epoch limit: the trainer's checkpoint continues the members
+                # stopped by the limit (or refuses a limit below the epochs trained).
+                done = None
+            if done is None:
+                cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
+                trainer = EnsembleTrainer(
+                    cfg, mine, lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data, run_dir=sdir,
+                    on_epoch=on_epoch, callbacks=callbacks,
+                )  # fmt: skip
+                result = trainer.fit()
+                if any(m["stop_reason"] == "interrupted" for m in result.members):
+                    return None  # a signal: the checkpoint is saved; do not wait for the others
+                save_checkpoint(sdir / SHARD_FILE, _shard_state(trainer, result, index), keep_previous=False)
+        if world > 1:
+            import torch.distributed as dist
 
-        dist.barrier()
-    if rank != 0:
-        return None
-    return _merge(out, seeds, config, world)
+            dist.barrier()
+        if rank != 0:
+            return None
+        return _merge(out, seeds, config, world)
 
 
 def _merge(out: Path, seeds: list, config: TrainConfig, world: int) -> MergedResult:
@@ -274,7 +332,7 @@ def _merge(out: Path, seeds: list, config: TrainConfig, world: int) -> MergedRes
     write_json(out / "ensemble.json", result_envelope("ensemble", config, {"summary": summary, "members": members}))
     arrays = merged.arrays()
     atomic_write(out / "histories.npz", lambda h: np.savez_compressed(h, **arrays), mode="wb")
-    save_checkpoint(out / "params.pt", {"format": 1, "params": params, "seeds": seeds})
+    save_checkpoint(out / "params.pt", {"format": 1, "params": params, "seeds": seeds}, keep_previous=False)
     return result
 
 

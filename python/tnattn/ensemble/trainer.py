@@ -16,6 +16,9 @@ What differs from the single-model trainer
   member).
 * A member whose parameters become non-finite stops with ``stop_reason = "diverged"`` (its
   single-model run would raise :class:`~tnattn.models.NonFiniteParameterError`); the others go on.
+* A dead member (its D_eff probe contexts all exactly zero on a test epoch, or an exactly zero
+  gradient on every batch of an epoch with a non-zero loss) stops with ``stop_reason = "dead"`` and
+  a :class:`~tnattn.errors.DeadModelWarning`, as its single-model run would; the others go on.
 * ``spike`` is computed when the run ends, from each member's loss curve
   (:func:`tnattn.metrics.detect_loss_spikes` is causal, so the onsets equal the online ones).
 * ``wall_time`` is one value per epoch for the whole ensemble.
@@ -28,17 +31,21 @@ the inputs shared in the kernel): faster, but then members are not independent r
 
 Run directory (optional): ``checkpoint.pt`` (atomic, ``weights_only``), ``summary.json`` and
 ``histories.npz`` (every column as an (E, T) array). ``config.resume`` continues from the
-checkpoint; members stopped by ``max_epochs`` resume when ``max_epochs`` grew.
+checkpoint (two generations with SHA-256 checksums, :mod:`tnattn.train.checkpoint`); members
+stopped by ``max_epochs`` resume when ``max_epochs`` grew, and a ``max_epochs`` below the epochs
+already trained is refused. The run directory is locked while :meth:`EnsembleTrainer.fit` runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -65,7 +72,15 @@ from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
-from tnattn.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from tnattn.errors import DeadModelWarning, RunDirectoryError
+from tnattn.locks import lock_directory
+from tnattn.train.checkpoint import (
+    FORMAT_VERSION,
+    checkpoint_exists,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from tnattn.train.config import TrainConfig
 from tnattn.train.losses import compute_loss, member_losses_and_grads
 from tnattn.train.penalties import PenaltySchedule
@@ -79,7 +94,7 @@ ENSEMBLE_FORMAT = 1
 _EVAL_ELEMENTS = 1 << 22
 _SPIKE_WINDOW = 20  # as the single-model trainer
 # Stop reasons after which a member never trains again.
-_FINAL = ("grokked", "patience", "diverged")
+_FINAL = ("grokked", "patience", "diverged", "dead")
 _PARAM_ORDER = ("A_left", "A_right", "C", "u", "v", "scale")
 
 
@@ -563,6 +578,7 @@ class EnsembleTrainer:
         for m in self.test_sets:
             out[f"test_error_{m}"] = np.full(Ea, np.nan)
         out["deff"] = np.full(Ea, np.nan)
+        out["contexts_zero"] = np.zeros(Ea, dtype=bool)
         if sel.size:
             rows = torch.as_tensor(sel, dtype=torch.long, device=self.device)
             Ps = P if sel.size == Ea else P.select(rows)
@@ -576,6 +592,7 @@ class EnsembleTrainer:
                 L = contexts_ensemble(Ps.A_left, self.probe[..., : mid + 1], Ps.u)
                 pts = L[:, :, mid].double().cpu()
                 out["deff"][sel] = effective_dimension(pts.numpy()) if pts.shape[1] >= 2 else np.nan
+                out["contexts_zero"][sel] = ~pts.reshape(pts.shape[0], -1).ne(0).any(1).numpy()
         for n in self.param_names:
             t = getattr(P, n).detach()
             out[f"norm_{n}"] = torch.linalg.vector_norm(t.reshape(Ea, -1).double(), dim=1).cpu().numpy()
@@ -602,8 +619,12 @@ class EnsembleTrainer:
                 if (np.nan_to_num(tests[:, k]) > 0.0).any():
                     self.t_eps[e] = -1
             reason = None
+            loss = row["loss"][k]
             if not row["finite"][k]:
                 reason = "diverged"
+            elif row["contexts_zero"][k] or (row["grad_norm"][k] == 0.0 and np.isfinite(loss) and loss > 0.0):
+                # dead: see the single-model trainer (tnattn.train.trainer, "Dead models")
+                reason = "dead"
             elif cfg.stop_after_grok >= 0 and self.t_eps[e] >= 0 and epoch >= self.t_eps[e] + cfg.stop_after_grok:
                 reason = "grokked"
             elif cfg.patience > 0:
@@ -644,7 +665,9 @@ class EnsembleTrainer:
             logger = make_logger(self.config.logger, self.run_dir / "logs", config=self.config.to_dict())
             self.callbacks.append(logger)
         try:
-            with kernel_threads(self.kernel_threads):
+            with kernel_threads(self.kernel_threads), contextlib.ExitStack() as stack:
+                if self.run_dir is not None:
+                    stack.enter_context(lock_directory(self.run_dir, "ensemble run directory"))
                 return self._fit()
         finally:
             torch.set_num_threads(old_threads)
@@ -656,11 +679,17 @@ class EnsembleTrainer:
         cfg = self.config
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.resume and self.checkpoint_path.exists():
+            if cfg.resume and checkpoint_exists(self.checkpoint_path):
                 self.load_state_dict(load_checkpoint(self.checkpoint_path))
+                if self.epoch > cfg.max_epochs:
+                    raise RunDirectoryError(
+                        f"cannot resume: {self.run_dir} already holds {self.epoch} epochs, more than "
+                        f"max_epochs={cfg.max_epochs}; give max_epochs >= {self.epoch}"
+                    )
             else:
-                for name in (CHECKPOINT_NAME, "summary.json", "histories.npz"):
+                for name in ("summary.json", "histories.npz"):
                     (self.run_dir / name).unlink(missing_ok=True)
+                remove_checkpoint(self.checkpoint_path)
         # Members stopped only by max_epochs continue when max_epochs grew (as a resumed single run).
         for e in range(self.E):
             if self.stop_reason[e] in ("max_epochs", "interrupted") and self.epoch < cfg.max_epochs:
@@ -684,6 +713,13 @@ class EnsembleTrainer:
                 row["finite"] = self._finite()
                 self.epoch = epoch
                 self._update_members(epoch, ids, row)
+                dead = [int(e) for e in ids if self.stop_reason[e] == "dead"]
+                if dead:
+                    warnings.warn(
+                        f"ensemble epoch {epoch}: member(s) {dead} stopped dead (their probe contexts are all "
+                        "exactly zero, or their gradient was exactly zero with a non-zero loss)",
+                        DeadModelWarning, stacklevel=2,
+                    )
                 values = {c: row[c] for c in self.columns if c in row}
                 self.history.record(epoch, ids, values, self._wall())
                 stopped = [e for e in ids if self.stop_reason[e] is not None]

@@ -9,6 +9,14 @@ Every experiment module defines
 
 So the same experiment runs from Python, from the CLI (``tnattn experiment NAME``) and from the
 tests (with a tiny config).
+
+Settings are checked when the ``Config`` is built (:class:`~tnattn.errors.ConfigError`, one line
+and exit status 2 on the command line), so a study never fails on a bad value after it started.
+An experiment folder is locked while an experiment runs in it (:mod:`tnattn.locks`). Reruns into
+the same folder: ``perceptron-1d``, ``perceptron-ball`` and ``scenario-b`` keep no training state
+and recompute everything (``results.json`` carries the new settings); ``scenario-a`` and
+``structure`` continue their training state, allow only output and analysis settings to change and
+the epoch limit to grow, and refuse any other change (:mod:`tnattn.experiments._rerun`).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 from tnattn import metrics
 from tnattn._fields import check_fields, check_ranges, require
 from tnattn.io import result_envelope, write_json
+from tnattn.locks import lock_directory
 from tnattn.theory import ball as B
 
 NAME = "perceptron-ball"
@@ -73,6 +74,12 @@ def _tqdm(it, progress, desc):
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``perceptron_ball.png``; return the results."""
     config.__post_init__()  # (again: the fields may have been changed after construction)
+    # Nothing is resumed (a rerun recomputes everything); the lock keeps two runs from writing one folder.
+    with lock_directory(config.out, "experiment directory"):
+        return _run(config)
+
+
+def _run(config: Config) -> dict:
     t_start = time.time()
     rng = np.random.default_rng(config.seed)
     out = Path(config.out)

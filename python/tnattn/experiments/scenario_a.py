@@ -35,7 +35,10 @@ t_eps. Runs whose aligned history is shorter than the window are left out (see
 
 Writes ``results.json`` (nu table, PDFs, D_eff curves, aligned errors, timing) and
 ``scenario_a.png`` into ``out``; each D's ensemble lives in ``out/D<D>`` (shards, checkpoints,
-merged histories), so a rerun resumes an interrupted study.
+merged histories), so a rerun resumes an interrupted study. Reruns into the same ``out`` continue
+the study: a larger ``--max-epochs`` continues the members the old limit stopped (their histories
+grow to the new limit), analysis flags may change, and any other changed training flag is refused
+with a one-line error (see :func:`run`). ``study.json`` holds the settings a rerun is checked against.
 """
 
 from __future__ import annotations
@@ -48,11 +51,13 @@ from pathlib import Path
 import numpy as np
 
 from tnattn._fields import check_fields, check_ranges, require
-from tnattn.ensemble.distributed import init_distributed, run_ensemble
+from tnattn.ensemble.distributed import init_distributed, lock_for_ranks, run_ensemble
 from tnattn.ensemble.nu_budget import T_EPS_ESTIMATES, format_budget, nu_error_budget
+from tnattn.experiments._rerun import check_rerun, save_study
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
 from tnattn.metrics import zero_times
 from tnattn.io import result_envelope, write_json
+from tnattn.train.build import resolve_device
 from tnattn.train.config import TrainConfig
 
 NAME = "scenario-a"
@@ -289,11 +294,43 @@ def format_cost(timing: dict) -> str:
     )
 
 
+#: Settings a rerun into the same ``out`` may change (output and analysis only); ``max_epochs`` may
+#: grow (members stopped by the old limit continue to the new one). See
+#: :mod:`tnattn.experiments._rerun`.
+RERUN_FREE = ("out", "resume", "progress", "checkpoint_every", "D_values", "deff_before", "deff_after",
+              "nu_window", "max_error", "span_quantile", "t_eps_estimate", "n_boot")
+RERUN_GROW = ("max_epochs",)
+
+
 def run(config: Config) -> dict:
     """Run the study; rank 0 writes ``results.json`` and ``scenario_a.png`` and returns the results
-    (other ranks of a torchrun launch return an empty dict)."""
+    (other ranks of a torchrun launch return an empty dict).
+
+    Rerunning into the same ``out`` (with ``resume``, the default) continues the study: finished
+    ensembles are reused, interrupted ones continue from their checkpoints, a larger ``max_epochs``
+    continues the members its old value stopped, and the analysis settings (:data:`RERUN_FREE`)
+    may change. Any other changed setting is refused before training, naming the fields
+    (:class:`~tnattn.errors.RunDirectoryError`). With ``resume=False`` the study starts over.
+
+    Raises
+    ------
+    RunDirectoryError
+        A rerun with changed training settings, or a smaller ``max_epochs``.
+    RunLockedError
+        Another process is running a study in ``out``.
+    """
     _validate(config)  # (again: the fields may have been changed after construction)
+    resolve_device(config.device)  # no GPU for device 'cuda': refuse before any file is written
     rank, world = init_distributed(config.device)
+    with lock_for_ranks([config.out] if rank == 0 else [], "experiment directory"):
+        if config.resume:
+            check_rerun(config.out, NAME, config, free=RERUN_FREE, grow=RERUN_GROW)
+        if rank == 0:
+            save_study(config.out, NAME, config)
+        return _run(config, rank, world)
+
+
+def _run(config: Config, rank: int, world: int) -> dict:
     t0 = time.time()
     out = Path(config.out)
     regs = list(config.regularisers)

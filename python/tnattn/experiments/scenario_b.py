@@ -33,6 +33,7 @@ import numpy as np
 from tnattn import scenario_b as sb
 from tnattn._fields import check_fields, check_ranges
 from tnattn.io import result_envelope, write_json
+from tnattn.locks import lock_directory
 
 NAME = "scenario-b"
 
@@ -191,6 +192,12 @@ def sensitivity_table(rows: list) -> str:
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``scenario_b.png``; return the results."""
     config.__post_init__()  # (again: the fields may have been changed after construction)
+    # Nothing is resumed (a rerun recomputes everything); the lock keeps two runs from writing one folder.
+    with lock_directory(config.out, "experiment directory"):
+        return _run(config)
+
+
+def _run(config: Config) -> dict:
     t_start = time.time()
     out = Path(config.out)
     l1 = [0.0] + [float(v) for v in config.lambda1_values] + [0.0] * len(config.lambda2_values)

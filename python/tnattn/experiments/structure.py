@@ -52,7 +52,9 @@ import numpy as np
 
 from tnattn._fields import check_fields, check_ranges
 from tnattn.errors import ConfigError
+from tnattn.experiments._rerun import check_rerun, save_study
 from tnattn.io import result_envelope, write_json
+from tnattn.locks import lock_directory
 
 NAME = "structure"
 
@@ -329,9 +331,14 @@ def _analyse_compare(config: Config, members: dict, out: Path) -> dict:
 def reanalyse(out: str | Path) -> dict:
     """Redo the compare-mode analysis (table, figure, ``results.json``) from ``out/members.json``
     without retraining (e.g. after changing an analysis setting in the saved config)."""
+    out = Path(out)
+    with lock_directory(out, "experiment directory"):
+        return _reanalyse(out)
+
+
+def _reanalyse(out: Path) -> dict:
     from tnattn.io import read_json
 
-    out = Path(out)
     data = read_json(out / "members.json")
     config = Config(**{**data["config"], "out": str(out)})
     if config.mode != "compare":
@@ -347,9 +354,21 @@ def run(config: Config) -> dict:
     """Run the experiment in ``config.mode``; write its files into ``config.out``; return the results."""
     if not isinstance(config, Config):
         raise TypeError(f"config must be a structure.Config, got {type(config).__name__}")
+    with lock_directory(config.out, "experiment directory"):
+        check_rerun(config.out, NAME, config, free=RERUN_FREE, grow=("epochs",))
+        save_study(config.out, NAME, config)
+        return _run(config)
+
+
+#: Settings a rerun into the same ``out`` may change (output, parallelism, analysis and drawing);
+#: ``epochs`` may grow. See :mod:`tnattn.experiments._rerun`.
+RERUN_FREE = ("out", "progress", "workers", "merge", "tolerance", "times", "frames", "fps", "projection",
+              "color_by")
+
+
+def _run(config: Config) -> dict:
     t0 = time.time()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     results = _run_figure(config, out) if config.mode == "figure" else _run_compare(config, out)
     if "table_text" in results:
         print(results["table_text"])

@@ -10,7 +10,6 @@ Presets (:data:`PRESETS`) are named sets of overrides on top of the defaults.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
