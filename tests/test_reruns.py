@@ -138,3 +138,20 @@ def test_dead_ensemble_member_with_a_penalty_is_caught_by_its_contexts():
         result = trainer.fit()
     assert [m["stop_reason"] for m in result.members] == ["dead", "max_epochs"]
     assert result.history.column("grad_norm")[0, 0] > 0  # the L1 gradient of C is not zero
+
+
+def test_structure_rerun_continues_to_more_epochs_and_refuses_other_settings(tmp_path):
+    from tnattn.experiments import structure as exp
+
+    base = dict(mode="compare", out=str(tmp_path), seeds=1, settings=("none",), test_length=20, test_size=10,
+                workers=1, progress=False)
+    first = exp.run(exp.Config(**base, epochs=6))
+    assert first["members"]["none"][0]["epochs"] == 6
+    again = exp.run(exp.Config(**base, epochs=9))
+    assert again["members"]["none"][0]["epochs"] == 9
+    history = (tmp_path / "members" / "none" / "seed2" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 9  # header + epochs 1..9, none twice
+    with pytest.raises(RunDirectoryError, match=r"lr \(saved 0.005, now 0.01\)"):
+        exp.run(exp.Config(**base, epochs=9, lr=0.01))
+    with pytest.raises(RunDirectoryError, match="may only grow"):
+        exp.run(exp.Config(**base, epochs=7))
