@@ -14,7 +14,6 @@ from tnattn import cli
 from tnattn.errors import DeadModelWarning, RunDirectoryError, RunLockedError
 from tnattn.ensemble import EnsembleTrainer
 from tnattn.ensemble.distributed import load_merged, run_ensemble
-from tnattn.experiments import scenario_a
 from tnattn.io import read_json
 from tnattn.train import TrainConfig
 

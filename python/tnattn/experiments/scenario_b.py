@@ -32,6 +32,7 @@ import numpy as np
 
 from tnattn import scenario_b as sb
 from tnattn._fields import check_fields, check_ranges
+from tnattn.errors import ConfigError
 from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
 
@@ -67,17 +68,15 @@ class Config:
     def __post_init__(self):
         from tnattn.metrics import EPS_METHODS, XI_METHODS, check_definition
 
-        for name, val, allowed in (("deff_on", self.deff_on, sb.DEFF_ON), ("xi_method", self.xi_method, XI_METHODS),
-                                   ("eps_method", self.eps_method, EPS_METHODS)):  # fmt: skip
-            if val not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {val!r}")
-        check_definition(self.definition)
-
-    def __post_init__(self):
         self.lambda1_values, self.lambda2_values = tuple(self.lambda1_values), tuple(self.lambda2_values)
         check_fields(self)
         check_ranges(self, positive=("n_tensors", "test_sequences", "test_length", "chunk", "analysis_sequences"),
                      nonnegative=("seed", "lambda1_values", "lambda2_values", "n_analyse"), above={"n_inits": 1})
+        for name, val, allowed in (("deff_on", self.deff_on, sb.DEFF_ON), ("xi_method", self.xi_method, XI_METHODS),
+                                   ("eps_method", self.eps_method, EPS_METHODS)):  # fmt: skip
+            if val not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {val!r}")
+        check_definition(self.definition)
 
 
 def _row(k: int, a: sb.TensorAnalysis) -> dict:
