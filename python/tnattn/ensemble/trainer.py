@@ -619,11 +619,9 @@ class EnsembleTrainer:
                 if (np.nan_to_num(tests[:, k]) > 0.0).any():
                     self.t_eps[e] = -1
             reason = None
-            loss = row["loss"][k]
             if not row["finite"][k]:
                 reason = "diverged"
-            elif row["contexts_zero"][k] or (row["grad_norm"][k] == 0.0 and np.isfinite(loss) and loss > 0.0):
-                # dead: see the single-model trainer (tnattn.train.trainer, "Dead models")
+            elif _dead(row, k):
                 reason = "dead"
             elif cfg.stop_after_grok >= 0 and self.t_eps[e] >= 0 and epoch >= self.t_eps[e] + cfg.stop_after_grok:
                 reason = "grokked"
@@ -912,6 +910,19 @@ class EnsembleTrainer:
             arrays = self.history.arrays()
             atomic_write(self.run_dir / "histories.npz", lambda h: np.savez_compressed(h, **arrays), mode="wb")
         return EnsembleResult(self.history, summary, members, self.model, self.run_dir)
+
+
+def _dead(row: dict, k: int) -> bool:
+    """Whether active member ``k`` of an epoch's measurements is dead (as the single-model trainer,
+    :mod:`tnattn.train.trainer`): its probe contexts are all exactly zero, or its gradient was
+    exactly zero on every batch while its loss is not. Measurements absent from ``row`` count as
+    alive."""
+    if "contexts_zero" in row and row["contexts_zero"][k]:
+        return True
+    if "grad_norm" in row and "loss" in row:
+        loss = row["loss"][k]
+        return bool(row["grad_norm"][k] == 0.0 and np.isfinite(loss) and loss > 0.0)
+    return False
 
 
 def _rowwise(values: Tensor, like: Tensor) -> Tensor:
