@@ -114,3 +114,46 @@ def test_killed_rank_resumes_without_losing_finished_members(tmp_path, single_pr
     resumed = _epochs(second, 1)
     assert resumed[0] == 25 and resumed[-1] == 35  # continued from the epoch-24 checkpoint
     _assert_same(single_process, load_merged(out))
+
+
+def _lock_worker(rank, world, port, out, result_dir):
+    import torch.distributed as dist
+
+    from tnattn.errors import RunLockedError
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    init_distributed("cpu", timeout_s=120)
+    try:
+        run_ensemble(TrainConfig(**CONFIG), SEEDS, out)
+        Path(result_dir, f"r{rank}-ran").touch()
+    except RunLockedError:
+        Path(result_dir, f"r{rank}-refused").touch()
+    dist.destroy_process_group()
+
+
+def test_a_locked_shard_stops_every_rank(tmp_path):
+    """Rank 1's shard is in use by another process: both ranks refuse, neither trains or hangs."""
+    import subprocess
+    import sys
+    import textwrap
+
+    hold = textwrap.dedent('''
+        import sys, time
+        from tnattn.locks import lock_directory
+        with lock_directory(sys.argv[1]):
+            print("locked", flush=True)
+            time.sleep(120)
+    ''')
+    out, results = tmp_path / "out", tmp_path / "results"
+    results.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", hold, str(out / "shards" / "rank001-of002")],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        mp.spawn(_lock_worker, args=(2, _free_port(), str(out), str(results)), nprocs=2, join=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(p.name for p in results.iterdir()) == ["r0-refused", "r1-refused"]
+    assert not (out / "shards" / "rank000-of002" / "ensemble_checkpoint.pt").exists()

@@ -68,10 +68,10 @@ import numpy as np
 import torch
 
 from tnattn.data import LabelledSet, MiniBatches
-from tnattn.io import result_envelope, write_json
-from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
 from tnattn.errors import DeadModelWarning, RunDirectoryError
+from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
+from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
 from tnattn.train.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
@@ -535,15 +535,19 @@ class Trainer:
         """Train until a stopping rule fires, ``max_epochs`` is reached, the model is found dead,
         or a signal arrives.
 
+        The run directory is locked while the run lasts (:mod:`tnattn.locks`). A fresh run refuses
+        a directory that already holds a run's checkpoint, history or summary unless
+        ``config.overwrite`` is set (then those files are replaced).
+
         Parameters
         ----------
         resume_from : dict, optional
             A checkpoint state (:meth:`state_dict`) to continue from. Without it, ``config.resume``
             continues from the run directory's checkpoint when there is one.
 
-        The run directory is locked while the run lasts (:mod:`tnattn.locks`). A fresh run refuses
-        a directory that already holds a run's checkpoint, history or summary unless
-        ``config.overwrite`` is set (then those files are replaced).
+        Returns
+        -------
+        TrainResult
 
         Raises
         ------
