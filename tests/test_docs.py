@@ -74,3 +74,12 @@ def test_docs_build_with_warnings_as_errors(tmp_path):
     # The API reference is generated from the docstrings.
     ops = _text(out / "api" / "ops.html")
     assert "tn_attention" in ops and "Parameters" in ops
+
+
+def test_readme_keeps_the_two_setup_commands_ci_runs():
+    # CI runs the README's test command verbatim (.ci/run); the README must still show both.
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    test_cmd = ci[ci.index("# The README's test command, verbatim:") + 1]
+    assert test_cmd in readme
+    assert "python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 . && .venv/bin/tnattn train" in readme
