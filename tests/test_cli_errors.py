@@ -84,6 +84,14 @@ def test_existing_run_is_refused_without_overwrite_and_replaced_with_it(capsys, 
     assert saved["lr"] == 0.02 and saved["overwrite"] is False and saved["max_epochs"] == 2
 
 
+def test_experiment_out_naming_a_file(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    rc, err = _main(["experiment", "perceptron-1d", "--out", str(f), "--no-progress"], capsys)
+    _one_line_error(rc, err, "is a file")
+    assert f.read_text() == "keep me"
+
+
 def test_resume_on_a_directory_without_a_run_is_an_error(capsys, tmp_path):
     rc, err = _main(["train", *TINY, "--resume", "--out", str(tmp_path / "nothing")], capsys)
     _one_line_error(rc, err, "holds no run")

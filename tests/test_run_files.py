@@ -157,6 +157,7 @@ def _holder(path):
 
 def test_a_directory_locked_by_another_process_is_refused_and_freed_when_it_is_killed(tmp_path):
     run_dir = tmp_path / "run"
+    train(TrainConfig(**BASE, max_epochs=2, out=str(run_dir)))
     proc = _holder(run_dir)
     try:
         assert is_locked(run_dir)
@@ -164,13 +165,14 @@ def test_a_directory_locked_by_another_process_is_refused_and_freed_when_it_is_k
             with lock_directory(run_dir):
                 pass
         with pytest.raises(RunLockedError):
-            train(TrainConfig(**BASE, max_epochs=1, out=str(run_dir)))
+            train(TrainConfig(**BASE, max_epochs=3, out=str(run_dir), resume=True))
     finally:
         proc.kill()  # like kill -9: the process cannot clean up
         proc.wait()
     assert (run_dir / LOCK_NAME).exists()  # the stale file stays, the lock does not
     assert not is_locked(run_dir)
-    train(TrainConfig(**BASE, max_epochs=1, out=str(run_dir)))
+    resumed = train(TrainConfig(**BASE, max_epochs=3, out=str(run_dir), resume=True))  # the stale lock does not block
+    assert resumed.summary["epochs"] == 3
 
 
 def test_lock_is_reentrant_in_a_thread_and_exclusive_across_threads(tmp_path):
