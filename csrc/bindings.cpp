@@ -7,7 +7,9 @@
 #include <pybind11/pybind11.h>
 
 #include <cstdint>
+#include <string>
 
+#include "cpu/isa.h"
 #include "tnattn/cpu.h"
 
 #ifdef TNATTN_WITH_CUDA
@@ -159,6 +161,19 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.def("has_cuda", []() { return false; }, "True when the extension was built with the CUDA kernels (TNATTN_CUDA).");
 #endif
+  m.def("cpu_isa", []() { return std::string(tnattn::cpu::cpu_isa()); },
+        "Name of the instruction-set copy of the CPU kernels in use: 'baseline', 'avx2' or 'avx512'.");
+  m.def("cpu_isas_compiled", []() { return std::string(tnattn::cpu::cpu_isas_compiled()); },
+        "Comma-separated instruction-set copies compiled into this build, worst to best.");
+  m.def("cpu_isas_supported", []() { return std::string(tnattn::cpu::cpu_isas_supported()); },
+        "Comma-separated compiled copies that this CPU can run, worst to best.");
+  m.def("set_cpu_isa", [](const std::string& name) { return tnattn::cpu::set_cpu_isa(name.c_str()); },
+        py::arg("name"),
+        "Use the named instruction-set copy from now on (process-wide). Returns False, changing nothing, when "
+        "it is not compiled or this CPU cannot run it.");
+  m.attr("BUILD_COMPILER") = TNATTN_BUILD_COMPILER;
+  m.attr("BUILD_FLAGS") = TNATTN_BUILD_FLAGS;
+  m.attr("BUILD_NATIVE") = bool(TNATTN_BUILD_NATIVE);
   m.attr("X_UINT8") = int(tnattn::cpu::kUInt8);
   m.attr("X_INT32") = int(tnattn::cpu::kInt32);
   m.attr("X_INT64") = int(tnattn::cpu::kInt64);

@@ -40,6 +40,9 @@ TINY = dict(
     threads=1,
 )
 
+# Every test here runs once per CPU instruction-set path this machine supports (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_isa")
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -15,6 +15,9 @@ from tnattn.train.losses import member_losses_and_grads
 F64, F32 = torch.float64, torch.float32
 NAMES = ("A_left", "A_right", "C", "u", "v", "scale")
 
+# Every test here runs once per CPU instruction-set path this machine supports (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_isa")
+
 
 def make(E, N, M, d, D, *, dtype=F64, seed=0, shared_x=False, shared_A=False, scale=True, per_batch=False):
     g = torch.Generator().manual_seed(seed)

@@ -14,6 +14,9 @@ from tnattn import reference as ref
 F64 = torch.float64
 F32 = torch.float32
 
+# Every test here runs once per CPU instruction-set path this machine supports (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("cpu_isa")
+
 
 def make_inputs(N, M, d, D, c=1, *, dtype=F64, real=False, xdtype=torch.int64, u_pb=False, v_pb=True, seed=0):
     """Random parameters and inputs (leaf tensors requiring grad)."""
@@ -97,8 +100,10 @@ def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=Fals
         (9, 7, 2, 8, False, True),  # two blocks of sequences, padded size exactly D
         (5, 6, 3, 5, True, True),  # padding 5 -> 8
         (2, 5, 2, 13, False, False),  # padding 13 -> 16
-        (2, 4, 2, 20, True, False),  # padding 20 -> 32
-        (2, 4, 3, 33, False, True),  # generic runtime-D path
+        (2, 4, 2, 20, True, False),  # padding 20 -> a multiple of the register lanes
+        (2, 4, 3, 33, False, True),  # several registers per vector
+        (1, 3, 2, 64, False, False),  # the largest padded size
+        (2, 3, 2, 65, True, True),  # generic runtime-D path (D > 64)
     ],
 )
 @pytest.mark.parametrize("dtype", [F64, F32])
@@ -116,6 +121,9 @@ def test_contexts_matches_reference(N, M, d, D, real, per_batch, reverse, dtype)
         (5, 6, 3, 6, 2, True, True, True, True),
         (3, 5, 2, 16, 3, False, False, True, False),
         (2, 3, 2, 33, 2, True, False, False, False),
+        (3, 4, 2, 40, 1, False, True, False, True),
+        (1, 3, 2, 64, 1, False, False, True, False),
+        (2, 2, 2, 67, 1, True, False, False, False),  # generic runtime-D path (D > 64)
     ],
 )
 @pytest.mark.parametrize("dtype", [F64, F32])
@@ -128,7 +136,7 @@ def test_tn_attention_matches_reference(N, M, d, D, c, real, shared_A, u_pb, v_p
     N=st.integers(1, 11),
     M=st.integers(1, 9),
     d=st.integers(2, 4),
-    D=st.integers(1, 10),
+    D=st.integers(1, 64),
     c=st.integers(1, 3),
     real=st.booleans(),
     shared_A=st.booleans(),
@@ -145,7 +153,7 @@ def test_tn_attention_hypothesis(N, M, d, D, c, real, shared_A, u_pb, v_pb, seed
     N=st.integers(1, 11),
     M=st.integers(1, 9),
     d=st.integers(2, 4),
-    D=st.integers(1, 10),
+    D=st.integers(1, 64),
     reverse=st.booleans(),
     real=st.booleans(),
     per_batch=st.booleans(),

@@ -1,24 +1,8 @@
-// CPU-only machinery shared by contexts.cpp and tn_attention.cpp: threads, work blocks, symbol
+// CPU-only machinery shared by contexts.inc and tn_attention.inc: threads, work blocks, symbol
 // staging, the block scans (several sequences advanced in lockstep) and deterministic reductions.
-#pragma once
+// Included inside an instruction-set namespace after simd.h (see isa_unit.cpp).
 
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-#include <exception>
-#include <stdexcept>
-#include <thread>
-#include <type_traits>
-#include <vector>
-
-#include "pool.h"
-#include "simd.h"
-#include "tnattn/common.h"
-#include "tnattn/cpu.h"
-
-namespace tnattn {
-namespace cpu {
-namespace detail {
+using tnattn::cpu::detail::pool_run;
 
 // Sequences advanced in lockstep by one thread. One sequence's scan is a chain of dependent
 // mat-vecs (latency bound); interleaving kBlock independent chains lets the out-of-order core
@@ -76,11 +60,11 @@ void parallel_ranges(int64_t total, int nthreads, F&& fn) {
 
 // Work units are (group e, block b) pairs, b over ceil(N / kBlock) blocks of sequences.
 struct Blocks {
-  int64_t N, nb;
-  explicit Blocks(int64_t N_) : N(N_), nb((N_ + kBlock - 1) / kBlock) {}
+  int64_t N, bs, nb;  // bs sequences per block (kBlock, or the lane count of the SoA path)
+  explicit Blocks(int64_t N_, int bs_ = kBlock) : N(N_), bs(bs_), nb((N_ + bs_ - 1) / bs_) {}
   int64_t e(int64_t unit) const { return unit / nb; }
-  int64_t n0(int64_t unit) const { return (unit % nb) * kBlock; }
-  int np(int64_t unit) const { return static_cast<int>(std::min<int64_t>(kBlock, N - n0(unit))); }
+  int64_t n0(int64_t unit) const { return (unit % nb) * bs; }
+  int np(int64_t unit) const { return static_cast<int>(std::min<int64_t>(bs, N - n0(unit))); }
 };
 
 // Per-thread partial sums of a per-group gradient (size `size` per group), accumulated in double
@@ -313,23 +297,52 @@ void c_to_ct(const T* C, T* Ct, int d, int D, int c, int Dp, bool transpose) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Bond dimension dispatch: padded SIMD paths for D <= 32, the runtime-D path above.
+// Bond dimension dispatch. D is padded to a multiple of the lane count W of the widest register of
+// this instruction set (kNativeBytes), held in P registers; small D use narrower registers (down to
+// 4 lanes) rather than wasting most of a wide one. D beyond 64 (or beyond 16 registers) takes the
+// runtime-D path. Instantiating only these (W, P) pairs bounds the compile time.
 template <typename T, class F>
 auto dispatch_dim(int D, F&& f) {
-  switch (padded_dim(D)) {
-    case 4: return f(StepOps<T, 4>(D));
-    case 8: return f(StepOps<T, 8>(D));
-    case 16: return f(StepOps<T, 16>(D));
-    case 32: return f(StepOps<T, 32>(D));
-    default: return f(StepOps<T, 0>(D));
+  constexpr int NW = kNativeBytes / int(sizeof(T));  // lanes of one native register
+  constexpr int W4 = NW < 4 ? NW : 4;
+  constexpr int W8 = NW < 8 ? NW : 8;
+  if (D <= W4) return f(StepOps<T, W4, 1>(D));
+  if (NW > W4 && D <= W8) return f(StepOps<T, W8, 1>(D));
+  const int P = (D + NW - 1) / NW;
+  // The next supported register count at or above P, only where NW * P <= 64.
+  auto pick = [&](auto Pc) -> bool { return P <= decltype(Pc)::value && NW * decltype(Pc)::value <= 64; };
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I3 = std::integral_constant<int, 3>;
+  using I4 = std::integral_constant<int, 4>;
+  using I5 = std::integral_constant<int, 5>;
+  using I6 = std::integral_constant<int, 6>;
+  using I8 = std::integral_constant<int, 8>;
+  using I10 = std::integral_constant<int, 10>;
+  using I12 = std::integral_constant<int, 12>;
+  using I16 = std::integral_constant<int, 16>;
+  if (NW > W8 && pick(I1{})) return f(StepOps<T, NW, 1>(D));
+  if (pick(I2{})) return f(StepOps<T, NW, 2>(D));
+  if (pick(I3{})) return f(StepOps<T, NW, 3>(D));
+  if (pick(I4{})) return f(StepOps<T, NW, 4>(D));
+  if constexpr (NW * 5 <= 64) {
+    if (pick(I5{})) return f(StepOps<T, NW, 5>(D));
+    if (pick(I6{})) return f(StepOps<T, NW, 6>(D));
   }
+  if constexpr (NW * 8 <= 64) {
+    if (pick(I8{})) return f(StepOps<T, NW, 8>(D));
+  }
+  if constexpr (NW * 10 <= 64) {
+    if (pick(I10{})) return f(StepOps<T, NW, 10>(D));
+    if (pick(I12{})) return f(StepOps<T, NW, 12>(D));
+  }
+  if constexpr (NW * 16 <= 64) {
+    if (pick(I16{})) return f(StepOps<T, NW, 16>(D));
+  }
+  return f(StepOps<T, 0, 0>(D));
 }
 
 inline void check_dims(const Dims& dm) {
-  if (dm.D > StepOps<float, 0>::kMaxGenericD)
+  if (dm.D > StepOps<float, 0, 0>::kMaxGenericD)
     throw std::invalid_argument("tnattn: bond dimension D above 1024 is not supported by the CPU kernels");
 }
-
-}  // namespace detail
-}  // namespace cpu
-}  // namespace tnattn

@@ -21,6 +21,7 @@ import importlib
 __version__ = "0.1.0"
 
 from tnattn import data, ops, reference, rules  # noqa: E402
+from tnattn.buildinfo import build_info  # noqa: E402
 from tnattn.data import all_sequences, make_test_sets, random_sequences, site_error  # noqa: E402
 from tnattn.models import (  # noqa: E402
     NonFiniteParameterError,
@@ -47,6 +48,7 @@ _LAZY_MODULES = ("metrics", "theory", "experiments", "plots", "scenario_b", "str
 
 __all__ = [
     "__version__",
+    "build_info",
     # ops
     "contexts",
     "tn_attention",

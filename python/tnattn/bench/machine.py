@@ -77,15 +77,20 @@ def machine_header(device: str = "cpu") -> dict:
     Returns
     -------
     dict
-        CPU model, SIMD flags, logical CPUs, torch threads, load average (other jobs on the same
+        CPU model, SIMD flags, the kernels' instruction-set path in use and those this CPU runs,
+        the build (compiler, -march=native or not, CUDA), logical CPUs, torch threads, load average (other jobs on the same
         cores slow the measurements down), torch version and BLAS, CUDA version and GPU if any,
         Python and tnattn versions, date.
     """
     import tnattn
 
+    info = tnattn.build_info()
     return {
         "cpu": cpu_model(),
         "simd": cpu_simd_flags(),
+        "cpu_isa": info["cpu_isa"],
+        "cpu_isas": ",".join(info["cpu_isas"]),
+        "build": f"{info['compiler']}; native={info['native']}; cuda={info['cuda']}",
         "logical_cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "load_average": _load_average(),

@@ -20,7 +20,7 @@ from tnattn.bench.ops import IMPLS, OpCase, available_impls, bench_case, matvecs
 
 __all__ = ["SECTIONS", "BenchConfig", "run", "main", "build_parser", "format_rows"]
 
-SECTIONS = ("ops", "peers", "scaling", "training")
+SECTIONS = ("kernels", "ops", "peers", "scaling", "training")
 
 #: Default op grid: a base point, then one of D, (N, M), d, dtype varied at a time. Sized so that
 #: the whole default run takes minutes on 2 busy cores (the baselines take seconds per call).
@@ -56,6 +56,11 @@ class BenchConfig:
     repeats: int = 20
     budget_s: float = 2.0
     gemm_n: int = 2048
+    kernels_D: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
+    long_M: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+    long_D: int = 8
+    memory_D: int = 64
+    memory_M: int = 1_000_000
 
     def __post_init__(self):
         """Checks every setting up front (:class:`~tnattn.errors.ConfigError`), so that a bad one
@@ -83,6 +88,7 @@ class BenchConfig:
             ops=QUICK_OPS, peers=QUICK_PEERS, scaling_M=(10, 100), max_baseline_M=100, scaling_D=(2, 4),
             threads_list=(1,), training_setting="default", training_E=(2,), training_epochs=1,
             training_overrides=dict(train_length=4, crop_min=0, D=3), repeats=3, budget_s=0.05, gemm_n=256,
+            kernels_D=(2, 5), long_M=(100, 1000), long_D=4, memory_D=4, memory_M=1000,
         )  # fmt: skip
         return cls(**{**base, **kw})
 
@@ -181,6 +187,18 @@ def run(config: BenchConfig, *, verbose: bool = True) -> dict:
             rows += new
         return rows
 
+    if "kernels" in config.sections and dev == "cpu":
+        from tnattn.bench import kernels
+
+        say(f"\n## D sweep: tn_attention float32, effective flops {kernels.EFF_FLOPS_FWD} D^2 (fwd) and "
+            f"{kernels.EFF_FLOPS_FWD_BWD} D^2 (fwd+bwd) per token, vs sgemm {peak['float32']:.1f} GFLOP/s")  # fmt: skip
+        rows_K = kernels.d_sweep(config.kernels_D, sgemm_GFLOP_s=peak["float32"], repeats=config.repeats,
+                                 budget_s=config.budget_s, say=say)  # fmt: skip
+        say(f"\n## one long sequence (N=1, D={config.long_D}) vs the batched forward; peak memory in a child process")
+        long = kernels.long_sequence(config.long_M, D=config.long_D, memory_D=config.memory_D,
+                                     memory_M=config.memory_M, repeats=min(config.repeats, 5),
+                                     budget_s=config.budget_s, say=say)  # fmt: skip
+        results["kernels"] = {"D": rows_K, "long": long}
     if "ops" in config.sections:
         say("\n## op throughput: tnattn vs reference loop vs vectorised baseline")
         results["ops"] = grid(config.ops, config.ops_impls, "ops")
@@ -275,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling-D", type=_ints, default=None, help="bond dimensions for the D scaling")
     p.add_argument("--training-E", type=_ints, default=None, help="ensemble sizes for the training throughput")
     p.add_argument("--repeats", type=int, default=None, help="most timed repeats of tnattn (baselines: 3)")
+    p.add_argument("--kernels-D", type=_ints, default=None, help="bond dimensions of the kernels D sweep")
+    p.add_argument("--long-M", type=_ints, default=None, help="lengths of the one-long-sequence rows")
     return p
 
 
@@ -286,7 +306,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if s not in SECTIONS:
             parser.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
     over = {"sections": tuple(args.sections) or SECTIONS, "device": args.device, "threads": args.threads}
-    for flag, name in (("scaling_M", "scaling_M"), ("scaling_D", "scaling_D"), ("training_E", "training_E"), ("repeats", "repeats")):
+    for flag, name in (("scaling_M", "scaling_M"), ("scaling_D", "scaling_D"), ("training_E", "training_E"),
+                       ("repeats", "repeats"), ("kernels_D", "kernels_D"), ("long_M", "long_M")):  # fmt: skip
         if getattr(args, flag) is not None:
             over[name] = getattr(args, flag)
     try:
