@@ -16,6 +16,17 @@
 #include "cuda/register.h"  // submodule tnattn._C.cuda: the same entry points on CUDA devices
 #endif
 
+// Set by CMake (tnattn.build_info()); defaults for builds that do not go through it.
+#ifndef TNATTN_BUILD_COMPILER
+#define TNATTN_BUILD_COMPILER "unknown"
+#endif
+#ifndef TNATTN_BUILD_FLAGS
+#define TNATTN_BUILD_FLAGS "unknown"
+#endif
+#ifndef TNATTN_BUILD_NATIVE
+#define TNATTN_BUILD_NATIVE 0
+#endif
+
 namespace py = pybind11;
 using tnattn::cpu::Dims;
 using tnattn::cpu::XArg;

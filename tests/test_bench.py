@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+import tnattn
 from tnattn import reference
 from tnattn.bench import BenchConfig, main, run
 from tnattn.bench.ops import OpCase, bench_case, matvecs_per_token
@@ -113,3 +114,26 @@ def test_tensorkrowch_peer_is_the_periodic_ring():
             expect[n, i] = torch.einsum("sabo,ba->so", C, P)  # trace(C_so P)
     torch.testing.assert_close(W.detach(), expect, rtol=1e-4, atol=1e-4 * float(expect.abs().max()))
     assert math.isfinite(float(W.detach().sum()))
+
+
+def test_kernels_section_rows_name_the_isa_and_check_their_arithmetic(tmp_path, capsys):
+    out = tmp_path / "k.json"
+    assert main(["kernels", "--quick", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]
+    info = tnattn.build_info()
+    assert res["header"]["cpu_isa"] == info["cpu_isa"]
+    rows = res["kernels"]["D"]
+    assert [r["D"] for r in rows] == [2, 5]
+    sgemm = res["gemm_GFLOP_s"]["float32"]
+    for r in rows:
+        assert r["cpu_isa"] == info["cpu_isa"]
+        # effective flops: 6 D^2 (forward) and 18 D^2 (forward+backward) per token
+        assert r["fwd_GFLOP_s"] == pytest.approx(r["fwd_Mtok_s"] * 1e6 * 6 * r["D"] ** 2 / 1e9)
+        assert r["fwd_bwd_GFLOP_s"] == pytest.approx(r["fwd_bwd_Mtok_s"] * 1e6 * 18 * r["D"] ** 2 / 1e9)
+        assert r["fwd_bwd_pct_sgemm"] == pytest.approx(100 * r["fwd_bwd_GFLOP_s"] / sgemm)
+    assert rows[1]["vs_prev"] == pytest.approx(rows[1]["fwd_bwd_GFLOP_s"] / rows[0]["fwd_bwd_GFLOP_s"])
+    long = res["kernels"]["long"]
+    assert [r["M"] for r in long["rows"]] == [100, 1000]
+    assert all(r["peak_MB"] is not None and r["peak_MB"] >= 0 for r in long["rows"])
+    assert long["memory"]["output_MB"] == pytest.approx(1000 * 2 * 4 / 2**20)
+    assert "D sweep" in capsys.readouterr().out

@@ -29,9 +29,21 @@ def _sources() -> list[Path]:
     )
 
 
+def _units() -> list[tuple[Path, list[str]]]:
+    """(source, extra flags): the CPU kernels' instruction-set unit once per kernel file, baseline
+    copy only (as CMake does; the other copies do not matter for the CUDA sources)."""
+    units = []
+    for src in _sources():
+        if src.name == "isa_unit.cpp":
+            units += [(src, ["-DTNATTN_ISA_ID=0", f"-DTNATTN_ISA_PART={part}"]) for part in (1, 2)]
+        else:
+            units.append((src, []))
+    return units
+
+
 def _headers() -> list[Path]:
     csrc = ROOT / "csrc"
-    return sorted(csrc.rglob("*.h")) + sorted(csrc.rglob("*.cuh")) + [HERE / "cuda_runtime.h"]
+    return sorted(csrc.rglob("*.h")) + sorted(csrc.rglob("*.inc")) + sorted(csrc.rglob("*.cuh")) + [HERE / "cuda_runtime.h"]
 
 
 def _flags() -> list[str]:
@@ -71,10 +83,10 @@ def build(jobs: int = 2, cxx: str | None = None) -> Path:
         return lib
     out.mkdir(parents=True, exist_ok=True)
     objs, procs = [], []
-    for src in _sources():
-        obj = out / (src.parent.name + "_" + src.name + ".o")
+    for src, extra in _units():
+        obj = out / (src.parent.name + "_" + src.name + "".join(extra).replace("-D", "_") + ".o")
         lang = ["-x", "c++"] if src.suffix == ".cu" else []
-        cmd = [cxx, *flags, *lang, "-c", str(src), "-o", str(obj)]
+        cmd = [cxx, *flags, *extra, *lang, "-c", str(src), "-o", str(obj)]
         while len([p for p in procs if p[0].poll() is None]) >= jobs:
             procs[[p[0].poll() is None for p in procs].index(True)][0].wait()
         procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), cmd))
