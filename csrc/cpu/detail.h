@@ -322,6 +322,12 @@ auto dispatch_dim(int D, F&& f) {
   using I12 = std::integral_constant<int, 12>;
   using I16 = std::integral_constant<int, 16>;
   if (NW > W8 && pick(I1{})) return f(StepOps<T, NW, 1>(D));
+  if constexpr (NW == 16) {
+    // 16-lane registers pad D = 17..24 and 33..40 to 32 and 48; 8-lane ones waste less (24, 40),
+    // measured faster at D = 20 and 40.
+    if (D > 16 && D <= 24) return f(StepOps<T, 8, 3>(D));
+    if (D > 32 && D <= 40) return f(StepOps<T, 8, 5>(D));
+  }
   if (pick(I2{})) return f(StepOps<T, NW, 2>(D));
   if (pick(I3{})) return f(StepOps<T, NW, 3>(D));
   if (pick(I4{})) return f(StepOps<T, NW, 4>(D));
