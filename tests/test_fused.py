@@ -91,6 +91,23 @@ def test_variants(kw):
     compare(x, y, P, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype,factor", [(F32, 1e-25), (F32, 1e22), (F64, 1e-170)])
+def test_maps_whose_squared_norm_leaves_the_range_match_the_scale_safe_head(dtype, factor):
+    # C -> factor * C scales every map W by factor, so |W|^2 underflows (or overflows) in dtype;
+    # the normalised head is invariant under that, and the unfused head (the trainer's torch path,
+    # rescaled by the largest entry) is the oracle. Before the fix the fused head returned 0 (or inf).
+    x, y, P = make(2, 9, 5, 2, 6, dtype=dtype, seed=4)
+    P = StackedParams(P.A_left, P.A_right, P.C * factor, P.u, P.v, P.scale)
+    got_l, got_w, got_g = mse_step(x, y, P, activation="sigmoid", normalize_map=True)
+    want_l, want_w, want_g = unfused(x, y, P, "sigmoid", True)
+    assert torch.isfinite(got_l).all() and all(torch.isfinite(g).all() for g in got_g.values())
+    rel = {"rtol": 1e-4, "atol": 0} if dtype == F32 else {"rtol": 1e-10, "atol": 0}
+    torch.testing.assert_close(got_l, want_l, **rel)
+    for n, w in want_g.items():
+        torch.testing.assert_close(got_g[n], w, rtol=rel["rtol"], atol=1e-6 * float(w.abs().max()),
+                                   msg=lambda m, n=n: f"{n}: {m}")  # fmt: skip
+
+
 @settings(max_examples=25, deadline=None)
 @given(E=st.integers(1, 4), N=st.integers(1, 12), M=st.integers(1, 9), d=st.integers(2, 3), D=st.integers(1, 12),
        seed=st.integers(0, 2**16), sig=st.booleans(), norm=st.booleans())  # fmt: skip
