@@ -40,3 +40,6 @@ def test_result_envelope_carries_config_and_version():
     env = result_envelope("x", _Cfg(a=3), {"v": 1})
     assert env["tnattn_version"] == tnattn.__version__
     assert env["config"] == {"a": 3, "b": 0.5}
+    # the build, with the CPU kernels' instruction-set path in use (run summaries, results, benchmarks)
+    assert env["build"]["cpu_isa"] == tnattn.build_info()["cpu_isa"]
+    assert env["build"]["cpu_isas_compiled"][0] == "baseline"

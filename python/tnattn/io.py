@@ -115,16 +115,19 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def result_envelope(name: str, config: Any, results: Any) -> dict:
-    """Wrap results with the config and library version that produced them.
+    """Wrap results with the config, library version and build that produced them.
 
     Every result file of tnattn carries these, so a number can always be traced back to the
-    settings and code that made it.
+    settings and code that made it; ``build`` is :func:`tnattn.build_info` (the CPU kernels'
+    instruction-set path among others: float32 results differ in the last bits between paths).
     """
     from tnattn import __version__
+    from tnattn.buildinfo import build_info
 
     return {
         "experiment": name,
         "tnattn_version": __version__,
+        "build": build_info(),
         "config": to_jsonable(config),
         "results": to_jsonable(results),
     }
