@@ -134,6 +134,7 @@ def test_kernels_section_rows_name_the_isa_and_check_their_arithmetic(tmp_path, 
     assert rows[1]["vs_prev"] == pytest.approx(rows[1]["fwd_bwd_GFLOP_s"] / rows[0]["fwd_bwd_GFLOP_s"])
     long = res["kernels"]["long"]
     assert [r["M"] for r in long["rows"]] == [100, 1000]
+    assert long["cpu_isa"] == info["cpu_isa"] and all(r["cpu_isa"] == info["cpu_isa"] for r in long["rows"])
     assert all(r["peak_MB"] is not None and r["peak_MB"] >= 0 for r in long["rows"])
     assert long["memory"]["output_MB"] == pytest.approx(1000 * 2 * 4 / 2**20)
     assert "D sweep" in capsys.readouterr().out

@@ -182,12 +182,13 @@ def long_sequence(
     """
     from tnattn import build_info, ops
 
+    isa = build_info()["cpu_isa"]
     threads = torch.get_num_threads()
     x, A, C, u = _problem(256, 4096, D)
     with torch.no_grad():
         batched = _rate(lambda: ops.tn_attention(x, A, A, C, u, u), 256 * 4096, repeats, budget_s)
     del x
-    say(f"batched forward N=256 M=4096 D={D}: {batched / 1e6:.3g} Mtok/s (isa {build_info()['cpu_isa']}, "
+    say(f"batched forward N=256 M=4096 D={D}: {batched / 1e6:.3g} Mtok/s (isa {isa}, "
         f"{threads} threads)")  # fmt: skip
     say(f"{'M':>9} | {'fwd Mtok/s':>10} {'x batched':>9} {'ns/token':>9} | {'peak MB':>8}")
     rows = []
@@ -196,7 +197,7 @@ def long_sequence(
         with torch.no_grad():
             r = _rate(lambda: ops.tn_attention(x, A, A, C, u, u), int(M), repeats, budget_s)
         mem = peak_memory_forward(1, int(M), D, threads)
-        row = {"M": int(M), "D": D, "fwd_Mtok_s": r / 1e6, "x_batched": r / batched, "ns_per_token": 1e9 / r,
+        row = {"M": int(M), "D": D, "cpu_isa": isa, "fwd_Mtok_s": r / 1e6, "x_batched": r / batched, "ns_per_token": 1e9 / r,
                "peak_MB": mem.get("peak_MB")}  # fmt: skip
         rows.append(row)
         pk = "-" if row["peak_MB"] is None else f"{row['peak_MB']:.0f}"
@@ -206,4 +207,4 @@ def long_sequence(
         memory = {"N": 1, "M": memory_M, "D": memory_D, **peak_memory_forward(1, memory_M, memory_D, threads)}
         say(f"peak memory of one forward, N=1 M={memory_M} D={memory_D}: "
             f"{memory.get('peak_MB', float('nan')):.0f} MB (output {memory.get('output_MB', float('nan')):.0f} MB)")  # fmt: skip
-    return {"batched_fwd_Mtok_s": batched / 1e6, "rows": rows, "memory": memory}
+    return {"cpu_isa": isa, "batched_fwd_Mtok_s": batched / 1e6, "rows": rows, "memory": memory}
