@@ -1,0 +1,51 @@
+"""The float64 trajectory recorded before the one-world redesign (issue 14) is reproduced.
+
+``tests/data/redesign_baseline_f64.csv`` is the ``history.csv`` (less its wall-time column) that
+
+    tnattn train --dtype float64 --max-epochs 60 --stop-after-grok -1 --seed 0 --eval-every 10 --out DIR
+
+wrote on main at commit cb93a22, before any of the redesign. Refactoring the ops, model, trainer or
+config must not move this run: every recorded column has to agree to 1e-6 relative at every epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tnattn.cli import main
+
+BASELINE = Path(__file__).parent / "data" / "redesign_baseline_f64.csv"
+COMMAND = ["train", "--dtype", "float64", "--max-epochs", "60", "--stop-after-grok", "-1", "--seed", "0",
+           "--eval-every", "10"]
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("baseline") / "run"
+    assert main(COMMAND + ["--out", str(out), "--no-progress", "--no-plots"]) == 0
+    return _read(out / "history.csv")
+
+
+def test_loss_history_matches_the_pre_redesign_run(rerun):
+    want = _read(BASELINE)
+    assert len(want["epoch"]) == 60
+    np.testing.assert_array_equal(rerun["epoch"], want["epoch"])
+    np.testing.assert_allclose(rerun["loss"], want["loss"], rtol=1e-6, atol=0)
+
+
+def test_every_recorded_column_matches(rerun):
+    want = _read(BASELINE)
+    assert set(want) <= set(rerun), f"columns missing from the rerun: {sorted(set(want) - set(rerun))}"
+    for name, values in want.items():
+        # deff and the test errors are nan on epochs without an evaluation; those must stay nan.
+        np.testing.assert_allclose(rerun[name], values, rtol=1e-6, atol=0, equal_nan=True, err_msg=name)
