@@ -6,7 +6,8 @@ Layers, left to right (a module only imports from layers to its left)::
       -> tnattn.train -> tnattn.experiments -> tnattn.cli
 
 Beside them: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
-(teachers), ``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models)
+(teachers) with ``tnattn.teachers`` (the registry a training config names its teacher from),
+``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models)
 and ``tnattn.plots``.
 
 The most used names are importable from the top level; the heavier modules (``metrics``,
@@ -20,7 +21,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-from tnattn import data, ops, reference, rules  # noqa: E402
+from tnattn import data, ops, reference, rules, teachers  # noqa: E402
 from tnattn.buildinfo import build_info  # noqa: E402
 from tnattn.data import all_sequences, make_test_sets, random_sequences, site_error  # noqa: E402
 from tnattn.models import (  # noqa: E402
@@ -81,6 +82,7 @@ __all__ = [
     "ops",
     "reference",
     "rules",
+    "teachers",
     "data",
     *_LAZY_MODULES,
 ]

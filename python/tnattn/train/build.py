@@ -15,7 +15,7 @@ import torch
 
 from tnattn.data import LabelledSet, MiniBatches, all_sequences, make_test_sets, random_sequences
 from tnattn.errors import ConfigError
-from tnattn.rules import elementary, from_truth_table, random_rule
+from tnattn.teachers import build_teacher
 from tnattn.train.config import TrainConfig
 
 __all__ = ["build_teacher", "build_model", "build_problem", "Problem", "split_seed", "resolve_device", "output_size"]
@@ -42,27 +42,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested, but torch sees no CUDA device here; use device 'cpu' or 'auto'")
     return torch.device(device)
-
-
-def build_teacher(config: TrainConfig):
-    """The teacher rule of ``config`` (a :class:`~tnattn.rules.LocalRule` or iterated rule)."""
-    if config.rule_table:
-        n = len(config.rule_table)
-        d = config.alphabet
-        window, size = 1, d
-        while size < n:
-            size *= d * d
-            window += 2
-        if size != n:
-            raise ValueError(
-                f"rule_table must have d**(2K+1) entries for alphabet d={d}; got {n} entries"
-            )
-        base = from_truth_table(list(config.rule_table), K=(window - 1) // 2, d=d, boundary=config.boundary)
-    elif config.random_k > 0:
-        base = random_rule(config.random_k, config.alphabet, seed=config.rule_seed, boundary=config.boundary)
-    else:
-        base = elementary(config.rule, config.boundary)
-    return base if config.rule_steps == 1 else base.iterate(config.rule_steps)
 
 
 def output_size(teacher) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 from tnattn._fields import check_fields
 from tnattn.errors import ConfigError
 from tnattn.models.init import INITS
+from tnattn.teachers import get_teacher, teacher_kind, teacher_shape
 
 __all__ = ["TrainConfig", "PRESETS", "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES", "teacher_shape"]
 
@@ -208,24 +209,6 @@ def _need(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name} {msg}")
 
 
-def teacher_shape(config: "TrainConfig") -> tuple[int, int]:
-    """``(K, d)`` of the teacher ``config`` describes, computed without building it.
-
-    ``K`` is the radius of the (iterated) rule's window, ``d`` its input alphabet. The rule table's
-    length must be ``d**(2K+1)`` (checked by :class:`TrainConfig`).
-    """
-    if config.rule_table:
-        d, n, window = config.alphabet, len(config.rule_table), 1
-        while d**window < n:
-            window += 2
-        K = (window - 1) // 2
-    elif config.random_k > 0:
-        K, d = config.random_k, config.alphabet
-    else:
-        K, d = 1, 2
-    return K * config.rule_steps, d
-
-
 def _validate(c: "TrainConfig") -> None:
     """Every check of :class:`TrainConfig`, raising :class:`~tnattn.errors.ConfigError`.
 
@@ -239,18 +222,9 @@ def _validate(c: "TrainConfig") -> None:
     _need(c.alphabet >= 2, "alphabet", f"must be >= 2, got {c.alphabet}")
     for name in ("rule_seed", "seed", "test_seed"):
         _need(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
-    if c.rule_table:
-        d, n = c.alphabet, len(c.rule_table)
-        K = 0
-        while d ** (2 * K + 1) < n:
-            K += 1
-        _need(d ** (2 * K + 1) == n, "rule_table",
-              f"must have d**(2K+1) entries for alphabet d={d} "
-              f"({', '.join(str(d ** (2 * k + 1)) for k in range(3))}, ...), got {n}")
-        _need(min(c.rule_table) >= 0, "rule_table", f"entries must be >= 0, got {min(c.rule_table)}")
-        if c.rule_steps > 1:
-            _need(max(c.rule_table) < d, "rule_table",
-                  f"entries must be < alphabet ({d}) to apply the rule {c.rule_steps} times, got {max(c.rule_table)}")
+    kind = get_teacher(teacher_kind(c))
+    if kind.check is not None:
+        kind.check(c)
     _need(c.train_length >= 1, "train_length", f"must be >= 1, got {c.train_length}")
     _need(c.train_size >= 0, "train_size", f"must be >= 0, got {c.train_size}")
     K, d = teacher_shape(c)

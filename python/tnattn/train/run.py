@@ -15,6 +15,7 @@ import torch
 from tnattn.errors import ConfigError, RunDirectoryError
 from tnattn.io import read_json, write_json
 from tnattn.locks import lock_directory
+from tnattn.teachers import teacher_label
 from tnattn.train.build import build_model, build_problem, build_teacher, resolve_device, split_seed
 from tnattn.train.callbacks import Callback
 from tnattn.train.checkpoint import (
@@ -32,14 +33,7 @@ __all__ = ["train", "default_run_dir", "load_run_config", "holds_run", "remove_r
 
 def default_run_dir(config: TrainConfig) -> Path:
     """``runs/<teacher>-D<D>-seed<seed>-<YYYYmmdd-HHMMSS>`` under the current directory."""
-    if config.rule_table:
-        name = "table"
-    elif config.random_k:
-        name = f"random-K{config.random_k}-d{config.alphabet}-s{config.rule_seed}"
-    else:
-        name = f"rule{config.rule}"
-    if config.rule_steps > 1:
-        name += f"x{config.rule_steps}"
+    name = teacher_label(config)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{name}-D{config.D}-seed{config.seed}-{stamp}"
 

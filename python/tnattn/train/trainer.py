@@ -71,6 +71,7 @@ from tnattn.data import LabelledSet, MiniBatches
 from tnattn.errors import DeadModelWarning, RunDirectoryError
 from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
+from tnattn.teachers import teacher_title
 from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
 from tnattn.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -689,14 +690,7 @@ class Trainer:
 
 
 def _title(config: TrainConfig) -> str:
-    if config.rule_table:
-        teacher = "custom rule"
-    elif config.random_k:
-        teacher = f"random K={config.random_k} rule (d={config.alphabet})"
-    else:
-        teacher = f"rule {config.rule}"
-    if config.rule_steps > 1:
-        teacher += f" applied {config.rule_steps}x"
+    teacher = teacher_title(config)
     reg = []
     if config.l1:
         reg.append(f"L1 {config.l1:g}")
