@@ -26,6 +26,10 @@ def _printed(capsys, argv) -> dict:
 
 def _as_dict(config) -> dict:
     # Hand-built expectation: every field by name, tuples as JSON lists.
+    # (a TrainConfig's sub-configs are seen flat: their fields in their place)
+    parts = [getattr(config, f.name) if f.metadata.get("flatten") else None for f in dataclasses.fields(config)]
+    if any(parts):
+        return {k: v for part in parts for k, v in _as_dict(part).items()}
     return {f.name: list(v) if isinstance(v := getattr(config, f.name), tuple) else v for f in dataclasses.fields(config)}
 
 

@@ -8,7 +8,9 @@ dataclass field becomes one ``--flag`` (underscores become dashes), documented b
 - ``tuple[int, ...]`` / ``tuple[float, ...]`` / ``tuple[str, ...]`` fields take a comma-separated
   list (``--test-lengths 1000,100``; an empty string is the empty tuple);
 - ``Optional[X]`` (``X | None``) fields also accept ``none``;
-- ``metadata["choices"]`` (or a ``Literal[...]`` type) restricts the accepted values.
+- ``metadata["choices"]`` (or a ``Literal[...]`` type) restricts the accepted values;
+- a sub-config field (``metadata["flatten"]``, see :func:`tnattn._fields.flat_fields`) adds the
+  flags of its own fields under their own names.
 
 Flags default to "not given" (``argparse.SUPPRESS``), so :func:`config_from_namespace` can apply
 exactly the flags the user typed on top of any base config (the dataclass defaults, a preset, or a
@@ -22,6 +24,8 @@ import dataclasses
 import types
 import typing
 from typing import Any, Callable
+
+from tnattn._fields import flat_fields, flat_replace
 
 __all__ = [
     "add_config_arguments",
@@ -40,7 +44,7 @@ def flag_message(message: object, cls: type) -> str:
     ``"...; out: ..."``) become their flags (``"--lr must be ..."``)."""
     import re
 
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = set(flat_fields(cls))
     text = one_line(message)
     return re.sub(r"(^|; |and )([a-zA-Z_][a-zA-Z0-9_]*)\b",
                   lambda m: m.group(1) + (flag_name(m.group(2)) if m.group(2) in names else m.group(2)), text)
@@ -140,18 +144,18 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
     """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"cls must be a dataclass, got {cls!r}")
-    hints = typing.get_type_hints(cls)
     groups: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for flat in flat_fields(cls).values():
+        f = flat.field
         if f.name in exclude or not f.init:
             continue
         target = parser
-        group_name = f.metadata.get("group")
+        group_name = flat.group
         if group_name:
             if group_name not in groups:
                 groups[group_name] = parser.add_argument_group(group_name)
             target = groups[group_name]
-        tp = hints[f.name]
+        tp = flat.type
         help_text = f.metadata.get("help", "")
         if f.default is not dataclasses.MISSING:
             default = f.default
@@ -203,17 +207,18 @@ def config_from_namespace(cls: type, namespace: argparse.Namespace, base: Any = 
         Parsed arguments; only attributes named like fields of ``cls`` are used, so a namespace
         shared with other arguments is fine.
     base : cls instance, optional
-        Values for the fields not given on the command line; defaults to ``cls()``.
+        Values for the fields not given on the command line; defaults to ``cls()``. Flags of a
+        sub-config's fields change that sub-config (:func:`tnattn._fields.flat_replace`).
 
     Raises
     ------
     ValueError
         From the dataclass's own validation (``tnattn.errors.ConfigError`` for tnattn's configs).
     """
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    names = {name for name, flat in flat_fields(cls).items() if flat.field.init}
     given = {k: v for k, v in vars(namespace).items() if k in names}
     if base is None:
-        return cls(**given)
+        base = cls()
     if not isinstance(base, cls):
         raise TypeError(f"base must be a {cls.__name__}, got {type(base).__name__}")
-    return dataclasses.replace(base, **given)
+    return flat_replace(base, **given)

@@ -7,6 +7,10 @@ training run and the ``results.json`` of an experiment are config files too, and
 run. Fields left out keep their defaults; flags given on the command line override the file.
 
 ``--print-config`` prints the full config (every field) as JSON, in the form ``--config`` reads.
+
+A config composed of sub-configs (:func:`tnattn._fields.flat_fields`) is written flat, one key per
+field of its sub-configs; a file may give a sub-config's fields flat or nested under the
+sub-config's name (``{"model": {"D": 8}}``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import types
 import typing
 from pathlib import Path
 from typing import Any
+
+from tnattn._fields import flat_fields, flat_values
 
 __all__ = ["read_config_file", "config_from_mapping", "config_to_json"]
 
@@ -119,22 +125,27 @@ def config_from_mapping(cls: type, data: dict, *, source: str = "config") -> dic
     Returns
     -------
     dict
-        Field name -> value with lists turned into tuples, ready for ``dataclasses.replace``.
+        Flat field name -> value with lists turned into tuples, ready for
+        :func:`tnattn._fields.flat_replace` (or the config's constructor).
 
     Raises
     ------
     ValueError
         For unknown field names or values of the wrong type, naming the field.
     """
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    fields = {name: flat for name, flat in flat_fields(cls).items() if flat.field.init}
+    sections = {f.name for f in dataclasses.fields(cls) if f.metadata.get("flatten")}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        # A sub-config given nested: its keys are flat names like any other.
+        flat.update(value if key in sections and isinstance(value, dict) else {key: value})
+    unknown = sorted(set(flat) - set(fields))
     if unknown:
         raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)} (not in {cls.__name__})")
-    hints = typing.get_type_hints(cls)
-    return {k: _check_value(k, hints[k], v, source) for k, v in data.items()}
+    return {k: _check_value(k, fields[k].type, v, source) for k, v in flat.items()}
 
 
 def config_to_json(config: Any) -> str:
     """Every field of the config dataclass ``config`` as indented JSON (tuples as lists)."""
-    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
+    values = flat_values(config, init_only=True)
     return json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}, indent=2)

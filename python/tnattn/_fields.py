@@ -1,8 +1,14 @@
-"""Type and finiteness checks of config dataclass fields, from their annotations.
+"""Config dataclass fields: type and finiteness checks, and flattened sub-configs.
 
 Every config of tnattn (``TrainConfig``, each experiment's ``Config``) calls :func:`check_fields`
 first in its validation, so a value of the wrong kind, or a NaN or infinite number, is refused with
 a :class:`~tnattn.errors.ConfigError` naming the field, before any range check or any work.
+
+A config may be composed of sub-configs: a field whose ``metadata["flatten"]`` is true holds a
+config dataclass whose fields stand in its place wherever a config is seen flat (command-line
+flags, config files, JSON records). :func:`flat_fields` lists a config's fields that way,
+:func:`flat_values` reads them and :func:`flat_replace` changes them by their flat names. Flat
+names must be unique across the sub-configs.
 """
 
 from __future__ import annotations
@@ -10,11 +16,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from typing import Any
+from typing import Any, NamedTuple
 
 from tnattn.errors import ConfigError
 
-__all__ = ["check_fields", "check_ranges", "require"]
+__all__ = ["check_fields", "check_ranges", "require", "FlatField", "flat_fields", "flat_values", "flat_replace"]
 
 
 def _ok(tp: Any, v: Any) -> bool:
@@ -59,8 +65,96 @@ def check_fields(config: Any) -> None:
         tp = hints.get(f.name)
         v = getattr(config, f.name)
         if tp is not None and not _ok(tp, v):
+            if typing.get_origin(tp) is typing.Literal:
+                raise ConfigError(f"{f.name} must be one of {typing.get_args(tp)}, got {v!r}")
             kind = "a finite number" if tp is float else f"of type {tp.__name__ if isinstance(tp, type) else tp}"
             raise ConfigError(f"{f.name} must be {kind}, got {v!r}")
+
+
+class FlatField(NamedTuple):
+    """One field of a config seen flat.
+
+    Attributes
+    ----------
+    field : dataclasses.Field
+        The field (of the config or of one of its sub-configs).
+    type : object
+        Its resolved annotation.
+    path : tuple of str
+        Names of the flattened fields that lead to it (empty for a field of the config itself).
+    group : str or None
+        ``metadata["group"]`` of the field, else of the nearest flattened field above it.
+    """
+
+    field: dataclasses.Field
+    type: Any
+    path: tuple
+    group: Any
+
+
+def flat_fields(cls: type) -> dict[str, FlatField]:
+    """The fields of config dataclass ``cls`` by flat name, sub-configs (fields with
+    ``metadata["flatten"]``) replaced by their own fields, in declaration order.
+
+    Raises
+    ------
+    TypeError
+        ``cls`` is not a dataclass, or two sub-configs share a field name.
+    """
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"cls must be a dataclass type, got {cls!r}")
+    hints = typing.get_type_hints(cls)
+    out: dict[str, FlatField] = {}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("flatten"):
+            inner = {k: v._replace(path=(f.name,) + v.path, group=v.group or f.metadata.get("group"))
+                     for k, v in flat_fields(hints[f.name]).items()}
+        else:
+            inner = {f.name: FlatField(f, hints[f.name], (), f.metadata.get("group"))}
+        for name, flat in inner.items():
+            if name in out:
+                raise TypeError(f"{cls.__name__}: field name {name!r} appears twice among its sub-configs")
+            out[name] = flat
+    return out
+
+
+def flat_values(config: Any, *, init_only: bool = False) -> dict[str, Any]:
+    """Flat name -> value of every field of ``config`` (see :func:`flat_fields`); with
+    ``init_only``, only fields set through ``__init__``."""
+    out = {}
+    for name, flat in flat_fields(type(config)).items():
+        if init_only and not flat.field.init:
+            continue
+        obj = config
+        for part in flat.path:
+            obj = getattr(obj, part)
+        out[name] = getattr(obj, name)
+    return out
+
+
+def flat_replace(config: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` by flat names: each change goes to the sub-config that holds it.
+
+    Raises
+    ------
+    TypeError
+        A name that is no field of ``config`` or of its sub-configs.
+    """
+    fields = flat_fields(type(config))
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        raise TypeError(f"{type(config).__name__} has no field(s) {', '.join(unknown)}")
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for name, value in changes.items():
+        path = fields[name].path
+        if path:
+            nested.setdefault(path[0], {})[name] = value
+        else:
+            direct[name] = value
+    for sub, sub_changes in nested.items():
+        direct[sub] = flat_replace(getattr(config, sub), **sub_changes)
+    return dataclasses.replace(config, **direct)
 
 
 def require(cond: bool, name: str, msg: str) -> None:

@@ -78,11 +78,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
 def to_jsonable(obj: Any) -> Any:
     """Convert dataclasses, tensors, numpy values, paths and non-finite floats to JSON values.
 
+    A dataclass becomes a dict of its fields; a field marked ``metadata["flatten"]`` (a config's
+    sub-config) contributes its own fields in its place.
+
     Non-finite floats become ``None`` (JSON has no NaN/Infinity), so the files stay valid JSON
     for every reader.
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = to_jsonable(getattr(obj, f.name))
+            # A sub-config seen flat (metadata "flatten", see tnattn._fields): its fields in its place.
+            out.update(value if f.metadata.get("flatten") else {f.name: value})
+        return out
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -12,7 +12,16 @@ Library users with their own model or data use :class:`Trainer` directly.
 from tnattn.train.build import Problem, build_model, build_problem, build_teacher, split_seed
 from tnattn.train.callbacks import Callback, Patience, ProgressBar, StopAfterGrokking
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
-from tnattn.train.config import PRESETS, TrainConfig, preset
+from tnattn.train.config import (
+    PRESETS,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    TeacherConfig,
+    TrainConfig,
+    preset,
+)
 from tnattn.train.history import History, HistoryFiles, read_history_csv, read_history_jsonl
 from tnattn.train.losses import compute_loss, make_loss, member_losses_and_grads
 from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
@@ -21,6 +30,11 @@ from tnattn.train.trainer import TrainResult, Trainer, evaluate_error
 
 __all__ = [
     "TrainConfig",
+    "TeacherConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
     "PRESETS",
     "preset",
     "train",

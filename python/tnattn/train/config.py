@@ -1,8 +1,17 @@
-"""The training configuration: one dataclass that describes a whole run.
+"""The training configuration: :class:`TrainConfig`, composed of five small sub-configs.
 
-:class:`TrainConfig` holds the teacher, the data, the model, the optimisation and the run control.
-Every field carries ``metadata["help"]`` (and ``choices`` where the values are a fixed set), from
-which ``tnattn train --help`` is generated, so the field list below *is* the CLI reference.
+:class:`TrainConfig` holds a :class:`TeacherConfig`, a :class:`DataConfig`, a :class:`ModelConfig`,
+an :class:`OptimConfig` and a :class:`RunConfig`. Each sub-config checks its own fields; the
+checks that tie two of them together (the teacher's alphabet and the training length, the exact
+construction and the bond dimension) are :class:`TrainConfig`'s. The choices of a setting are
+declared once, as the ``Literal`` type of its field (the CLI, the config files and the checks read
+them from there).
+
+A TrainConfig is seen *flat* everywhere outside Python: one command-line flag per sub-config field
+(``tnattn train --help``, generated from each field's ``metadata["help"]``), and one key per field
+in ``config.json``, ``--print-config`` and ``--config`` files, as before the sub-configs existed.
+In Python, every sub-config field can also be read and set by its flat name
+(``TrainConfig(D=8, lr=1e-3).lr`` is ``config.optim.lr``), so a run is still described in one line.
 
 Presets (:data:`PRESETS`) are named sets of overrides on top of the defaults.
 """
@@ -11,39 +20,241 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from tnattn._fields import check_fields
+from tnattn._fields import check_fields, flat_fields, flat_values
 from tnattn.errors import ConfigError
 from tnattn.models.init import INITS
 from tnattn.teachers import get_teacher, teacher_kind, teacher_shape
+from tnattn.train.losses import LOSSES
+from tnattn.train.penalties import SCHEDULES
 
-__all__ = ["TrainConfig", "PRESETS", "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES", "teacher_shape"]
+__all__ = ["TrainConfig", "TeacherConfig", "DataConfig", "ModelConfig", "OptimConfig", "RunConfig", "PRESETS",
+           "preset", "LOSSES", "OPTIMIZERS", "L2_MODES", "SCHEDULES", "teacher_shape"]
 
 # Most training strings ``train_size = 0`` may enumerate (as tnattn.data.all_sequences).
 _MAX_ENUMERATED = 2**26
 
-LOSSES = ("mse", "hinge", "logistic", "ce")
 OPTIMIZERS = ("adam", "gd")
 L2_MODES = ("coupled", "decoupled", "penalty")
-SCHEDULES = ("constant", "step", "exp")
+
+# The choices of every multiple-choice setting, declared once (the tuples above and LOSSES,
+# SCHEDULES and INITS come from the modules that implement them).
+Boundary = Literal["open", "periodic"]
+BoundaryVectors = Literal["e1", "eig", "random"]
+Init = Literal[INITS]
+Activation = Literal["sigmoid", "none"]
+Backend = Literal["ops", "reference", "vectorized"]
+Dtype = Literal["float32", "float64"]
+Optimizer = Literal[OPTIMIZERS]
+Loss = Literal[LOSSES]
+L2Mode = Literal[L2_MODES]
+Schedule = Literal[SCHEDULES]
+GrokkingDefinition = Literal["first_zero", "stays_zero"]
+Device = Literal["cpu", "cuda", "auto"]
+Logger = Literal["none", "tensorboard", "wandb"]
 
 
-def _f(default: Any, help: str, group: str, choices: tuple | None = None):
-    meta = {"help": help, "group": group}
-    if choices is not None:
-        meta["choices"] = choices
-    return field(default=default, metadata=meta)
+def _f(default: Any, help: str):
+    return field(default=default, metadata={"help": help})
 
 
-_TEACHER = "teacher"
-_DATA = "data"
-_MODEL = "model"
-_OPT = "optimisation"
-_RUN = "run control"
+def _need(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name} {msg}")
+
+
+def _nonnegative(c, *names: str) -> None:
+    for name in names:
+        _need(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
+
+
+def _at_least_one(c, *names: str) -> None:
+    for name in names:
+        _need(getattr(c, name) >= 1, name, f"must be >= 1, got {getattr(c, name)}")
 
 
 @dataclass(frozen=True)
+class TeacherConfig:
+    """The teacher rule (its kind is chosen by :func:`tnattn.teachers.teacher_kind`)."""
+
+    rule: int = _f(30, "Wolfram number (0-255) of the elementary cellular-automaton teacher")
+    rule_steps: int = _f(1, "apply the teacher rule this many times (a K = steps local rule)")
+    random_k: int = _f(0, "if > 0: use a random K-local rule with this radius instead of --rule")
+    alphabet: int = _f(2, "alphabet size d of a random rule (--random-k) or a --rule-table")
+    rule_seed: int = _f(0, "seed of the random rule's truth table")
+    rule_table: tuple[int, ...] = _f(
+        (), "custom truth table (d**(2K+1) outputs, window read leftmost-first); overrides --rule"
+    )
+    boundary: Boundary = _f("open", "teacher boundary condition")
+
+    def __post_init__(self):
+        # Tuples may arrive as lists (from JSON); store tuples so configs compare and hash.
+        object.__setattr__(self, "rule_table", tuple(self.rule_table))
+        check_fields(self)
+        _need(0 <= self.rule <= 255, "rule", f"must be in [0, 255], got {self.rule}")
+        _at_least_one(self, "rule_steps")
+        _nonnegative(self, "random_k")
+        _need(self.alphabet >= 2, "alphabet", f"must be >= 2, got {self.alphabet}")
+        _nonnegative(self, "rule_seed")
+        kind = get_teacher(teacher_kind(self))
+        if kind.check is not None:
+            kind.check(self)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training sequences, mini-batches and test sets."""
+
+    train_length: int = _f(8, "length of the training sequences")
+    train_size: int = _f(0, "number of random training sequences; 0 = all d**length sequences")
+    crop_min: int = _f(3, "shortest random crop of each mini-batch (0 = no cropping)")
+    crop_max: int = _f(8, "longest random crop of each mini-batch")
+    batch_size: int = _f(64, "sequences per mini-batch; 0 = full batch")
+    test_lengths: tuple[int, ...] = _f((1000, 100), "lengths of the random test sequences")
+    test_size: int = _f(1000, "test sequences per length")
+    test_seed: int = _f(12345, "seed of the test sets (fixed across runs of a study)")
+
+    def __post_init__(self):
+        object.__setattr__(self, "test_lengths", tuple(self.test_lengths))
+        check_fields(self)
+        _nonnegative(self, "test_seed")
+        _at_least_one(self, "train_length")
+        _nonnegative(self, "train_size", "crop_min")
+        if self.crop_min > 0:
+            _need(self.crop_min <= min(self.crop_max, self.train_length), "crop_min",
+                  f"must be <= min(crop_max, train_length); got crop_min={self.crop_min}, "
+                  f"crop_max={self.crop_max}, train_length={self.train_length}")
+        _nonnegative(self, "batch_size")
+        _need(len(self.test_lengths) >= 1, "test_lengths", "must name at least one length")
+        _need(all(m >= 1 for m in self.test_lengths), "test_lengths", f"must be >= 1, got {self.test_lengths}")
+        _need(len(set(self.test_lengths)) == len(self.test_lengths), "test_lengths", "must not repeat a length")
+        _at_least_one(self, "test_size")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The TN-attention student."""
+
+    D: int = _f(6, "bond dimension")
+    shared: bool = _f(True, "one context tensor for both sides (the paper's model)")
+    boundary_vectors: BoundaryVectors = _f(
+        "e1", "boundary vectors u, v: e_1, top eigenvectors of symbol 0's matrix, or random"
+    )
+    train_boundary: bool = _f(False, "train the boundary vectors")
+    init: Init = _f("normal", "initialisation scheme of the context tensors (C is always normal)")
+    init_std: float = _f(1.0, "standard deviation of the initial tensor entries")
+    normalize_map: bool = _f(True, "divide each local map by its norm, times a trainable scale")
+    activation: Activation = _f("sigmoid", "output activation")
+    train_contexts: bool = _f(True, "train the context tensors (--no-train-contexts = Scenario B)")
+    train_classifier: bool = _f(True, "train the classification tensor C")
+    exact: bool = _f(
+        False,
+        "start from hand-built exact neighbourhood contexts for the teacher's window (D >= 2 d^K shared); "
+        "add --no-train-contexts to train only C",
+    )
+    backend: Backend = _f(
+        "ops", "implementation: fused native ops, the plain-PyTorch reference loop, or its log-depth variant"
+    )
+    dtype: Dtype = _f("float32", "floating-point precision")
+
+    def __post_init__(self):
+        check_fields(self)
+        _at_least_one(self, "D")
+        _need(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
+        _need(self.train_contexts or self.train_classifier, "train_contexts",
+              "and train_classifier are both off: nothing would train (turn one of them on)")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, loss, penalties and their schedule."""
+
+    optimizer: Optimizer = _f("adam", "Adam, or plain gradient descent (full batch with --batch-size 0)")
+    lr: float = _f(0.005, "learning rate")
+    loss: Loss = _f(
+        "mse",
+        "mse: squared error on the activation (targets {0,1} after a sigmoid, +-1 without); "
+        "hinge and logistic: on the logits with targets +-1; ce: softmax cross-entropy (c > 1)",
+    )
+    l1: float = _f(1e-3, "L1 strength: adds l1 * sum|theta| over all trainable parameters")
+    l2: float = _f(0.0, "L2 strength (meaning set by --l2-mode)")
+    l2_mode: L2Mode = _f(
+        "coupled",
+        "coupled: l2*theta added to the gradient (Adam weight_decay, the author's code); "
+        "decoupled: AdamW-style shrinkage; penalty: (l2/2)*sum theta^2 added to the loss",
+    )
+    penalty_schedule: Schedule = _f(
+        "constant",
+        "schedule of the L1/L2 strengths: constant; step (x factor after schedule-epochs); "
+        "exp (decays to factor with time constant schedule-epochs)",
+    )
+    schedule_epochs: int = _f(100, "step epoch or exponential time constant of the penalty schedule")
+    schedule_factor: float = _f(0.1, "late/early ratio of the penalty strengths")
+
+    def __post_init__(self):
+        check_fields(self)
+        _need(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _nonnegative(self, "l1", "l2")
+        _at_least_one(self, "schedule_epochs")
+        _nonnegative(self, "schedule_factor")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Run control: stopping, evaluation, seed, device, run directory, output."""
+
+    max_epochs: int = _f(2000, "maximum number of epochs")
+    stop_after_grok: int = _f(0, "stop this many epochs after t_eps (zero test error); -1 = never")
+    grokking_definition: GrokkingDefinition = _f(
+        "first_zero", "t_train/t_eps: first epoch with zero error (the paper's) or first epoch from which it stays zero"
+    )
+    patience: int = _f(0, "stop when the loss has not improved for this many epochs; 0 = off")
+    min_delta: float = _f(0.0, "improvement of the loss that resets the patience counter")
+    eval_every: int = _f(10, "evaluate the test sets (and D_eff) every this many epochs")
+    eval_when_fit: bool = _f(True, "also evaluate the test sets at every epoch with zero training error (exact t_eps)")
+    eval_screen: int = _f(
+        4, "every epoch, test this many sequences per length; all error-free -> evaluate the full test sets "
+        "(t_eps exact to the epoch at a fraction of the cost); 0 = off",
+    )  # fmt: skip
+    deff_probe: int = _f(256, "test sequences whose middle-site left contexts give D_eff; 0 = off")
+    seed: int = _f(0, "seed of the model initialisation, data order and crops")
+    device: Device = _f("cpu", "device (auto = cuda if available)")
+    threads: int = _f(0, "CPU threads for torch; 0 = torch's default")
+    out: str = _f("", "run directory; empty = runs/<rule>-D<D>-seed<seed>-<time>")
+    checkpoint_every: int = _f(50, "write a checkpoint every this many epochs (and always at exit)")
+    resume: bool = _f(False, "continue the run in --out from its last checkpoint (an error if --out holds no run)")
+    overwrite: bool = _f(False, "replace the run already in --out (its checkpoints, history and summary are deleted)")
+    progress: bool = _f(True, "show a progress bar")
+    plots: bool = _f(True, "write PNG plots into the run directory at the end")
+    logger: Logger = _f(
+        "none", "experiment logger writing into <run directory>/logs: tensorboard, or wandb (offline unless "
+        "WANDB_MODE=online); see tnattn.loggers",
+    )  # fmt: skip
+
+    def __post_init__(self):
+        check_fields(self)
+        _nonnegative(self, "seed")
+        _at_least_one(self, "max_epochs")
+        _need(self.stop_after_grok >= -1, "stop_after_grok", f"must be >= -1, got {self.stop_after_grok}")
+        _nonnegative(self, "patience", "min_delta")
+        _at_least_one(self, "eval_every")
+        _nonnegative(self, "eval_screen", "deff_probe", "threads")
+        _at_least_one(self, "checkpoint_every")
+        _need(not (self.resume and self.overwrite), "resume",
+              "and overwrite contradict each other: resume continues the run in out, overwrite replaces it")
+
+
+def _part(cls, group: str):
+    """A TrainConfig field holding sub-config ``cls``, seen flat (its fields are the flags)."""
+    return field(default_factory=cls, metadata={"flatten": True, "group": group})
+
+
+_SECTIONS = {"teacher": TeacherConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
+             "run": RunConfig}
+
+
+@dataclass(frozen=True, init=False)
 class TrainConfig:
     """Settings of one training run (teacher, data, model, optimiser, run control).
 
@@ -53,6 +264,30 @@ class TrainConfig:
     L1 1e-3 every seed we tried (0-23) grokked, typically within 100-250 epochs (at most 868);
     without L1 one seed in twelve fitted the training set but never generalised to long sequences.
     See the field ``metadata["help"]`` strings (or ``tnattn train --help``) for each setting.
+
+    Build it from sub-configs, from flat field names, or both (flat names override the sub-configs
+    they belong to)::
+
+        TrainConfig(D=8, lr=1e-3, seed=2)
+        TrainConfig(model=ModelConfig(D=8), optim=OptimConfig(lr=1e-3), seed=2)
+
+    Attributes
+    ----------
+    teacher : TeacherConfig
+    data : DataConfig
+    model : ModelConfig
+    optim : OptimConfig
+    run : RunConfig
+        The sub-configs. Each of their fields is also an attribute of the TrainConfig under its own
+        name (``config.lr`` is ``config.optim.lr``).
+
+    Raises
+    ------
+    ConfigError
+        A setting that cannot work, naming the field (flat name); every check runs when the
+        config is built, so the CLI, presets, saved configs and experiments fail before any work.
+    TypeError
+        A keyword that is no field of any sub-config, or a sub-config of the wrong type.
 
     Notes
     -----
@@ -71,119 +306,32 @@ class TrainConfig:
     parameter, and both are multiplied by the penalty schedule.
     """
 
-    # --- teacher -------------------------------------------------------------------------------
-    rule: int = _f(30, "Wolfram number (0-255) of the elementary cellular-automaton teacher", _TEACHER)
-    rule_steps: int = _f(1, "apply the teacher rule this many times (a K = steps local rule)", _TEACHER)
-    random_k: int = _f(0, "if > 0: use a random K-local rule with this radius instead of --rule", _TEACHER)
-    alphabet: int = _f(2, "alphabet size d of a random rule (--random-k) or a --rule-table", _TEACHER)
-    rule_seed: int = _f(0, "seed of the random rule's truth table", _TEACHER)
-    rule_table: tuple[int, ...] = _f(
-        (), "custom truth table (d**(2K+1) outputs, window read leftmost-first); overrides --rule", _TEACHER
-    )
-    boundary: str = _f("open", "teacher boundary condition", _TEACHER, ("open", "periodic"))
+    teacher: TeacherConfig = _part(TeacherConfig, "teacher")
+    data: DataConfig = _part(DataConfig, "data")
+    model: ModelConfig = _part(ModelConfig, "model")
+    optim: OptimConfig = _part(OptimConfig, "optimisation")
+    run: RunConfig = _part(RunConfig, "run control")
 
-    # --- data ----------------------------------------------------------------------------------
-    train_length: int = _f(8, "length of the training sequences", _DATA)
-    train_size: int = _f(0, "number of random training sequences; 0 = all d**length sequences", _DATA)
-    crop_min: int = _f(3, "shortest random crop of each mini-batch (0 = no cropping)", _DATA)
-    crop_max: int = _f(8, "longest random crop of each mini-batch", _DATA)
-    batch_size: int = _f(64, "sequences per mini-batch; 0 = full batch", _DATA)
-    test_lengths: tuple[int, ...] = _f((1000, 100), "lengths of the random test sequences", _DATA)
-    test_size: int = _f(1000, "test sequences per length", _DATA)
-    test_seed: int = _f(12345, "seed of the test sets (fixed across runs of a study)", _DATA)
-
-    # --- model ---------------------------------------------------------------------------------
-    D: int = _f(6, "bond dimension", _MODEL)
-    shared: bool = _f(True, "one context tensor for both sides (the paper's model)", _MODEL)
-    boundary_vectors: str = _f(
-        "e1", "boundary vectors u, v: e_1, top eigenvectors of symbol 0's matrix, or random", _MODEL, ("e1", "eig", "random")
-    )
-    train_boundary: bool = _f(False, "train the boundary vectors", _MODEL)
-    init: str = _f("normal", "initialisation scheme of the context tensors (C is always normal)", _MODEL, INITS)
-    init_std: float = _f(1.0, "standard deviation of the initial tensor entries", _MODEL)
-    normalize_map: bool = _f(True, "divide each local map by its norm, times a trainable scale", _MODEL)
-    activation: str = _f("sigmoid", "output activation", _MODEL, ("sigmoid", "none"))
-    train_contexts: bool = _f(True, "train the context tensors (--no-train-contexts = Scenario B)", _MODEL)
-    train_classifier: bool = _f(True, "train the classification tensor C", _MODEL)
-    exact: bool = _f(
-        False,
-        "start from hand-built exact neighbourhood contexts for the teacher's window (D >= 2 d^K shared); "
-        "add --no-train-contexts to train only C",
-        _MODEL,
-    )
-    backend: str = _f(
-        "ops", "implementation: fused native ops, the plain-PyTorch reference loop, or its log-depth variant",
-        _MODEL, ("ops", "reference", "vectorized"),
-    )
-    dtype: str = _f("float32", "floating-point precision", _MODEL, ("float32", "float64"))
-
-    # --- optimisation --------------------------------------------------------------------------
-    optimizer: str = _f("adam", "Adam, or plain gradient descent (full batch with --batch-size 0)", _OPT, OPTIMIZERS)
-    lr: float = _f(0.005, "learning rate", _OPT)
-    loss: str = _f(
-        "mse",
-        "mse: squared error on the activation (targets {0,1} after a sigmoid, +-1 without); "
-        "hinge and logistic: on the logits with targets +-1; ce: softmax cross-entropy (c > 1)",
-        _OPT,
-        LOSSES,
-    )
-    l1: float = _f(1e-3, "L1 strength: adds l1 * sum|theta| over all trainable parameters", _OPT)
-    l2: float = _f(0.0, "L2 strength (meaning set by --l2-mode)", _OPT)
-    l2_mode: str = _f(
-        "coupled",
-        "coupled: l2*theta added to the gradient (Adam weight_decay, the author's code); "
-        "decoupled: AdamW-style shrinkage; penalty: (l2/2)*sum theta^2 added to the loss",
-        _OPT,
-        L2_MODES,
-    )
-    penalty_schedule: str = _f(
-        "constant",
-        "schedule of the L1/L2 strengths: constant; step (x factor after schedule-epochs); "
-        "exp (decays to factor with time constant schedule-epochs)",
-        _OPT,
-        SCHEDULES,
-    )
-    schedule_epochs: int = _f(100, "step epoch or exponential time constant of the penalty schedule", _OPT)
-    schedule_factor: float = _f(0.1, "late/early ratio of the penalty strengths", _OPT)
-
-    # --- run control ---------------------------------------------------------------------------
-    max_epochs: int = _f(2000, "maximum number of epochs", _RUN)
-    stop_after_grok: int = _f(0, "stop this many epochs after t_eps (zero test error); -1 = never", _RUN)
-    grokking_definition: str = _f(
-        "first_zero", "t_train/t_eps: first epoch with zero error (the paper's) or first epoch from which it stays zero",
-        _RUN, ("first_zero", "stays_zero"),
-    )
-    patience: int = _f(0, "stop when the loss has not improved for this many epochs; 0 = off", _RUN)
-    min_delta: float = _f(0.0, "improvement of the loss that resets the patience counter", _RUN)
-    eval_every: int = _f(10, "evaluate the test sets (and D_eff) every this many epochs", _RUN)
-    eval_when_fit: bool = _f(
-        True, "also evaluate the test sets at every epoch with zero training error (exact t_eps)", _RUN
-    )
-    eval_screen: int = _f(
-        4, "every epoch, test this many sequences per length; all error-free -> evaluate the full test sets "
-        "(t_eps exact to the epoch at a fraction of the cost); 0 = off", _RUN,
-    )
-    deff_probe: int = _f(256, "test sequences whose middle-site left contexts give D_eff; 0 = off", _RUN)
-    seed: int = _f(0, "seed of the model initialisation, data order and crops", _RUN)
-    device: str = _f("cpu", "device (auto = cuda if available)", _RUN, ("cpu", "cuda", "auto"))
-    threads: int = _f(0, "CPU threads for torch; 0 = torch's default", _RUN)
-    out: str = _f("", "run directory; empty = runs/<rule>-D<D>-seed<seed>-<time>", _RUN)
-    checkpoint_every: int = _f(50, "write a checkpoint every this many epochs (and always at exit)", _RUN)
-    resume: bool = _f(False, "continue the run in --out from its last checkpoint (an error if --out holds no run)", _RUN)
-    overwrite: bool = _f(
-        False, "replace the run already in --out (its checkpoints, history and summary are deleted)", _RUN
-    )
-    progress: bool = _f(True, "show a progress bar", _RUN)
-    plots: bool = _f(True, "write PNG plots into the run directory at the end", _RUN)
-    logger: str = _f(
-        "none", "experiment logger writing into <run directory>/logs: tensorboard, or wandb (offline unless "
-        "WANDB_MODE=online); see tnattn.loggers", _RUN, ("none", "tensorboard", "wandb"),
-    )  # fmt: skip
-
-    def __post_init__(self):
-        # Tuples may arrive as lists (from JSON); store tuples so configs compare and hash.
-        object.__setattr__(self, "test_lengths", tuple(self.test_lengths))
-        object.__setattr__(self, "rule_table", tuple(self.rule_table))
+    def __init__(self, teacher: TeacherConfig | None = None, data: DataConfig | None = None,
+                 model: ModelConfig | None = None, optim: OptimConfig | None = None, run: RunConfig | None = None,
+                 **fields: Any):
+        given = {"teacher": teacher, "data": data, "model": model, "optim": optim, "run": run}
+        owner = _OWNER
+        unknown = sorted(set(fields) - set(owner))
+        if unknown:
+            raise TypeError(f"TrainConfig got unknown field(s) {', '.join(unknown)}")
+        changes: dict[str, dict[str, Any]] = {}
+        for name, value in fields.items():
+            changes.setdefault(owner[name], {})[name] = value
+        for section, cls in _SECTIONS.items():
+            part = given[section]
+            if part is None:
+                part = cls(**changes.get(section, {}))
+            elif not isinstance(part, cls):
+                raise TypeError(f"{section} must be a {cls.__name__}, got {type(part).__name__}")
+            elif section in changes:
+                part = dataclasses.replace(part, **changes[section])
+            object.__setattr__(self, section, part)
         _validate(self)
 
     # Fields that only steer the run (not its trajectory): they may differ on --resume.
@@ -191,102 +339,57 @@ class TrainConfig:
                    "logger")
 
     def to_dict(self) -> dict:
-        """Plain-JSON dict of the fields (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in dataclasses.fields(self)}
+        """Plain-JSON dict of the fields by flat name (tuples become lists): the shape of
+        ``config.json``, ``--print-config`` and the checkpoint's config."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in flat_values(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        """Inverse of :meth:`to_dict`. Sub-configs may also be given nested (``{"model": {"D": 8}}``).
+
+        Raises
+        ------
+        ValueError
+            Unknown keys (a :class:`~tnattn.errors.ConfigError` for bad values).
+        """
+        flat = {}
+        for key, value in data.items():
+            if key in _SECTIONS and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        unknown = sorted(set(flat) - set(_OWNER))
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {unknown}")
-        return cls(**data)
+        return cls(**flat)
 
 
-def _need(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{name} {msg}")
+# Flat field name -> the section that holds it; and one read-only attribute per flat name.
+_OWNER = {name: flat.path[0] for name, flat in flat_fields(TrainConfig).items()}
 
 
-def _validate(c: "TrainConfig") -> None:
-    """Every check of :class:`TrainConfig`, raising :class:`~tnattn.errors.ConfigError`.
+def _flat_attribute(section: str, name: str) -> property:
+    return property(lambda self: getattr(getattr(self, section), name),
+                    doc=f"``{section}.{name}`` (read-only; use ``dataclasses.replace(config, {name}=...)``)")
 
-    The one place where settings are checked: the CLI, presets, saved configs and the experiments
-    all build a TrainConfig, so a setting that cannot work fails here, before any file is written.
-    """
-    check_fields(c)
-    _need(0 <= c.rule <= 255, "rule", f"must be in [0, 255], got {c.rule}")
-    _need(c.rule_steps >= 1, "rule_steps", f"must be >= 1, got {c.rule_steps}")
-    _need(c.random_k >= 0, "random_k", f"must be >= 0, got {c.random_k}")
-    _need(c.alphabet >= 2, "alphabet", f"must be >= 2, got {c.alphabet}")
-    for name in ("rule_seed", "seed", "test_seed"):
-        _need(getattr(c, name) >= 0, name, f"must be >= 0, got {getattr(c, name)}")
-    kind = get_teacher(teacher_kind(c))
-    if kind.check is not None:
-        kind.check(c)
-    _need(c.train_length >= 1, "train_length", f"must be >= 1, got {c.train_length}")
-    _need(c.train_size >= 0, "train_size", f"must be >= 0, got {c.train_size}")
-    K, d = teacher_shape(c)
+
+for _name, _section in _OWNER.items():
+    setattr(TrainConfig, _name, _flat_attribute(_section, _name))
+del _name, _section
+
+
+def _validate(c: TrainConfig) -> None:
+    """The checks that tie sub-configs together (each sub-config checked its own fields)."""
+    K, d = teacher_shape(c.teacher)
     if c.train_size == 0:
         _need(d**c.train_length <= _MAX_ENUMERATED, "train_length",
               f"{c.train_length} with train_size 0 (all strings) means {d}**{c.train_length} training strings, "
               f"more than {_MAX_ENUMERATED}; set train_size to draw random ones")
-    _need(c.crop_min >= 0, "crop_min", f"must be >= 0, got {c.crop_min}")
-    if c.crop_min > 0:
-        _need(
-            c.crop_min <= min(c.crop_max, c.train_length),
-            "crop_min",
-            f"must be <= min(crop_max, train_length); got crop_min={c.crop_min}, "
-            f"crop_max={c.crop_max}, train_length={c.train_length}",
-        )
-    _need(c.batch_size >= 0, "batch_size", f"must be >= 0, got {c.batch_size}")
-    _need(len(c.test_lengths) >= 1, "test_lengths", "must name at least one length")
-    _need(all(m >= 1 for m in c.test_lengths), "test_lengths", f"must be >= 1, got {c.test_lengths}")
-    _need(len(set(c.test_lengths)) == len(c.test_lengths), "test_lengths", "must not repeat a length")
-    _need(c.test_size >= 1, "test_size", f"must be >= 1, got {c.test_size}")
-    _need(c.D >= 1, "D", f"must be >= 1, got {c.D}")
-    _need(c.init_std > 0, "init_std", f"must be > 0, got {c.init_std}")
-    _need(c.lr > 0, "lr", f"must be > 0, got {c.lr}")
-    _need(c.l1 >= 0, "l1", f"must be >= 0, got {c.l1}")
-    _need(c.l2 >= 0, "l2", f"must be >= 0, got {c.l2}")
-    _need(c.schedule_epochs >= 1, "schedule_epochs", f"must be >= 1, got {c.schedule_epochs}")
-    _need(c.schedule_factor >= 0, "schedule_factor", f"must be >= 0, got {c.schedule_factor}")
-    _need(c.max_epochs >= 1, "max_epochs", f"must be >= 1, got {c.max_epochs}")
-    _need(c.stop_after_grok >= -1, "stop_after_grok", f"must be >= -1, got {c.stop_after_grok}")
-    _need(c.patience >= 0, "patience", f"must be >= 0, got {c.patience}")
-    _need(c.min_delta >= 0, "min_delta", f"must be >= 0, got {c.min_delta}")
-    _need(c.eval_every >= 1, "eval_every", f"must be >= 1, got {c.eval_every}")
-    _need(c.eval_screen >= 0, "eval_screen", f"must be >= 0, got {c.eval_screen}")
-    _need(c.deff_probe >= 0, "deff_probe", f"must be >= 0, got {c.deff_probe}")
-    _need(c.threads >= 0, "threads", f"must be >= 0, got {c.threads}")
-    _need(c.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {c.checkpoint_every}")
-    checks = {
-        "boundary": ("open", "periodic"),
-        "boundary_vectors": ("e1", "eig", "random"),
-        "init": INITS,
-        "activation": ("sigmoid", "none"),
-        "backend": ("ops", "reference", "vectorized"),
-        "dtype": ("float32", "float64"),
-        "optimizer": OPTIMIZERS,
-        "loss": LOSSES,
-        "l2_mode": L2_MODES,
-        "penalty_schedule": SCHEDULES,
-        "device": ("cpu", "cuda", "auto"),
-        "grokking_definition": ("first_zero", "stays_zero"),
-    }
-    for name, allowed in checks.items():
-        value = getattr(c, name)
-        _need(value in allowed, name, f"must be one of {allowed}, got {value!r}")
-    _need(c.train_contexts or c.train_classifier, "train_contexts",
-          "and train_classifier are both off: nothing would train (turn one of them on)")
     if c.exact:
         need_D = 2 * d**K if c.shared else d**K
         _need(c.D >= need_D, "D",
               f"must be >= {need_D} for exact contexts of a K={K}, d={d} teacher "
               f"({'2 d^K shared' if c.shared else 'd^K separate'}), got {c.D}")
-    _need(not (c.resume and c.overwrite), "resume",
-          "and overwrite contradict each other: resume continues the run in out, overwrite replaces it")
 
 
 #: Named overrides of the defaults. ``author-example`` is the author's published example run:

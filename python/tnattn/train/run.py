@@ -57,9 +57,8 @@ def _check_resume_config(saved: dict, config: TrainConfig) -> None:
     # A field added after the checkpoint was written is absent from it and is accepted at its
     # default (the fields added so far, grokking_definition and eval_screen, change what is
     # recorded, not the trajectory).
-    for f in dataclasses.fields(TrainConfig):
-        if f.name not in saved and f.default is not dataclasses.MISSING:
-            saved = {**saved, f.name: list(f.default) if isinstance(f.default, tuple) else f.default}
+    defaults = TrainConfig().to_dict()
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
     differ = [k for k in current if k not in TrainConfig.RUN_CONTROL and saved.get(k) != current[k]]
     if differ:
         raise RunDirectoryError(
