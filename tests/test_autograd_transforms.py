@@ -1,11 +1,13 @@
 """Every op under every autograd transform, against the same transform of tnattn.reference.
 
 Ops: tnattn.ops.contexts (left and right), tnattn.ops.tn_attention, their ensemble versions (per
-member and shared inputs) and tn_attention with differentiable real embeddings. Transforms:
-torch.autograd.grad (first order and create_graph double backward), torch.autograd.functional.*,
-forward-mode AD with dual tensors and torch.func (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap and
-compositions). The raw registered ops (torch.ops.tnattn.*) either give the right answer or raise an
-error naming the op and the transform.
+member and shared inputs) and tn_attention with differentiable real embeddings, each through the
+public function and through the raw registered op (torch.ops.tnattn.*, what torch.compile and
+torch.export trace). Transforms: torch.autograd.grad (first order and create_graph double
+backward), torch.autograd.functional.*, forward-mode AD with dual tensors and torch.func (grad,
+vjp, jvp, jacrev, jacfwd, hessian, vmap, linearize and compositions). The raw backward ops
+(torch.ops.tnattn.*_backward) are exact to second order and refuse torch.func grad transforms and
+forward-mode AD of themselves with an error naming the op and the transform (issue 13, items 1-2).
 """
 
 from __future__ import annotations
@@ -78,6 +80,20 @@ CASES = {
         (_rand(E, N, M, d, seed=20), _rand(E, d, D, D, seed=21), _rand(E, d, D, D, 1, seed=22), _rand(E, D, seed=23)),
     ),
 }
+
+
+# the same cases through the raw registered ops (what torch.compile and torch.export trace)
+_raw = torch.ops.tnattn
+RAW_CASES = {
+    "contexts": lambda A, b: _raw.contexts(A, X, b),
+    "contexts_right_per_sequence": lambda A, b: _raw.contexts(A, X, b, reverse=True),
+    "tn_attention": lambda AL, AR, C, u, v: _raw.tn_attention(X, AL, AR, C, u, v),
+    "tn_attention_shared_embeddings": lambda x, A, C: _raw.tn_attention(x, A, A, C, A[0, 0], A[1, 1]),
+    "contexts_ensemble": lambda A, b: _raw.contexts_ensemble(A, XE, b, reverse=True),
+    "tn_attention_ensemble_shared_x": lambda AL, AR, C, u, v: _raw.tn_attention_ensemble(X, AL, AR, C, u, v),
+    "tn_attention_ensemble_embeddings": lambda x, A, C, u: _raw.tn_attention_ensemble(x, A, A, C, u, u),
+}
+assert RAW_CASES.keys() == CASES.keys()
 
 
 def _ref_tn_ens_emb(x, A, C, u):
@@ -161,10 +177,14 @@ def _flat(r):
     return [t for x in r for t in _flat(x)]
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
 @pytest.mark.parametrize("transform", list(TRANSFORMS))
 @pytest.mark.parametrize("case", list(CASES))
-def test_transform_matches_reference(case, transform):
+def test_transform_matches_reference(case, transform, raw):
+    """The public functions and the raw registered ops torch.ops.tnattn.* (issue 13 items 1-2)."""
     op, ref, args = CASES[case]
+    if raw:
+        op = RAW_CASES[case]
     t = TRANSFORMS[transform]
     want, got = _flat(t(ref, args)), _flat(t(op, args))
     assert len(got) == len(want)
@@ -202,37 +222,92 @@ def test_first_order_backward_uses_the_kernel_and_matches():
     torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
 
 
-RAW = {
-    "contexts": lambda A: torch.ops.tnattn.contexts(A, X, A[0, 0]),
-    "tn_attention": lambda A: torch.ops.tnattn.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 1]),
-    "contexts_ensemble": lambda A: torch.ops.tnattn.contexts_ensemble(A[None], X, A[0, :1], reverse=True),
-    "tn_attention_ensemble": lambda A: torch.ops.tnattn.tn_attention_ensemble(
-        X, A[None], A[None], A[None, ..., None], A[0, :1], A[1, :1]
+# The raw backward ops: name -> (call(grad, *primals) -> the op's gradients in primal order,
+# reference(*primals), primals, which gradients the call asks for). Gradients not asked for come
+# back as (0,) placeholders.
+def _tn_ens_bw(g, x, AL, AR, C, u, v):
+    return _raw.tn_attention_ensemble_backward(g, x, AL, AR, C, u, v, [True, True, False, True, False, True])
+
+
+RAW_BACKWARD = {
+    "contexts": (
+        lambda g, A, b: _raw.contexts_backward(g, A, X, b, True, True, True, False)[:2],
+        lambda A, b: reference.contexts(A, X, b, reverse=True),
+        (_rand(d, D, D, seed=40), _rand(N, D, seed=41)),
+        (True, True),
     ),
-}
-REF = {
-    "contexts": lambda A: reference.contexts(A, X, A[0, 0]),
-    "tn_attention": lambda A: reference.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 1]),
-    "contexts_ensemble": lambda A: reference.contexts(A, X, A[0, 0], reverse=True)[None],
-    "tn_attention_ensemble": lambda A: reference.tn_attention(X, A, A, A[..., None], A[0, 0], A[1, 0])[None],
+    "tn_attention": (
+        lambda g, AL, AR, C, u, v: _raw.tn_attention_backward(g, X, AL, AR, C, u, v, [False] + [True] * 5)[1:],
+        lambda AL, AR, C, u, v: reference.tn_attention(X, AL, AR, C, u, v),
+        (_rand(d, D, D, seed=42), _rand(d, D, D, seed=43), _rand(d, D, D, c, seed=44), _rand(D, seed=45),
+         _rand(N, D, seed=46)),
+        (True, True, True, True, True),
+    ),  # fmt: skip
+    "contexts_ensemble": (
+        lambda g, A, b: _raw.contexts_ensemble_backward(g, A, XE, b, False, False, True, False)[:2],
+        lambda A, b: _ref_ctx_ens(A, XE, b),
+        (_rand(E, d, D, D, seed=47), _rand(E, D, seed=48)),
+        (False, True),
+    ),
+    "tn_attention_ensemble": (
+        _tn_ens_bw,
+        lambda x, AL, AR, C, u, v: torch.stack(
+            [reference.tn_attention(x[e], AL[e], AR[e], C[e], u[e], v[e]) for e in range(E)]
+        ),
+        (_rand(E, N, M, d, seed=49), _rand(E, d, D, D, seed=50), _rand(E, d, D, D, seed=51), _rand(E, d, D, D, c, seed=52),
+         _rand(E, D, seed=53), _rand(E, N, D, seed=54)),
+        (True, True, False, True, False, True),
+    ),  # fmt: skip
 }
 
 
-@pytest.mark.parametrize("name", list(RAW))
-def test_raw_ops_right_or_refused(name):
-    raw, ref = RAW[name], REF[name]
-    A = _rand(d, D, D, seed=40)
-    # first derivative and vmap: right
-    for t in (TRANSFORMS["autograd.grad"], TRANSFORMS["func.vmap"], TRANSFORMS["functional.jacobian"]):
-        for g, w in zip(_flat(t(raw, (A,))), _flat(t(ref, (A,)))):
+def _asked(grads, asked):
+    for g, a in zip(grads, asked):
+        assert a or g.shape == (0,)  # a placeholder
+    return [g for g, a in zip(grads, asked) if a]
+
+
+@pytest.mark.parametrize("name", list(RAW_BACKWARD))
+def test_raw_backward_op_derivative_matches_reference(name):
+    """The raw backward ops are exact to the first and second order (what double backward through
+    the raw forward ops differentiates), against autograd of the reference."""
+    call, ref, primals, asked = RAW_BACKWARD[name]
+    leaves = _leaves(primals)
+    grad = _rand(*ref(*primals).shape, seed=60).requires_grad_()
+    got = _asked(call(grad, *leaves), asked)
+    want = torch.autograd.grad(ref(*leaves), [p for p, a in zip(leaves, asked) if a], grad, create_graph=True)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+    d_got = torch.autograd.grad(sum(g.sin().sum() for g in got), (*leaves, grad), allow_unused=True)
+    d_want = torch.autograd.grad(sum(w.sin().sum() for w in want), (*leaves, grad), allow_unused=True)
+    for g, w in zip(d_got, d_want):
+        if w is None:
+            assert g is None or torch.count_nonzero(g) == 0
+        else:
             torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
-    # forward mode: refused, naming the op and the transform
-    for t in ("forward_ad.dual", "func.jvp", "func.jacfwd"):
-        with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name} does not support forward-mode AD"):
-            TRANSFORMS[t](raw, (A,))
-    # double backward: refused, naming the raw backward op
-    with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name}_backward has no derivative"):
-        _double_backward(raw, (A,))
+    assert any(bool(w.abs().max() > 1e-6) for w in d_want if w is not None)
+
+
+@pytest.mark.parametrize(
+    "transform,kind",
+    [("func.grad", "grad transforms"), ("func.vjp", "grad transforms"), ("func.jacrev", "grad transforms"),
+     ("func.hessian", "grad transforms"), ("func.jvp", "forward-mode AD"), ("func.jacfwd", "forward-mode AD"),
+     ("forward_ad.dual", "forward-mode AD")],
+)  # fmt: skip
+@pytest.mark.parametrize("name", list(RAW_BACKWARD))
+def test_raw_backward_ops_refuse_transforms_by_name(name, transform, kind):
+    """torch.func grad transforms and forward-mode AD of a raw backward op itself: a clear error
+    naming the op and the transform (torch's generated autograd would fail with an internal
+    message, or drop the tangents)."""
+    call, ref, primals, asked = RAW_BACKWARD[name]
+    grad = _rand(*ref(*primals).shape, seed=60)
+
+    def f(*p):
+        return torch.cat([g.reshape(-1) for g in _asked(call(grad, *p), asked)])
+
+    with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name}_backward .* does not support .*{kind}"):
+        TRANSFORMS[transform](f, primals)
 
 
 # transforms whose oracle is another transform of the reference (the reference's own symbol-range
@@ -254,12 +329,54 @@ PAIRED = {
 }
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
 @pytest.mark.parametrize("transform", list(PAIRED))
 @pytest.mark.parametrize("case", ["tn_attention", "contexts_ensemble", "tn_attention_ensemble_embeddings"])
-def test_paired_transform_matches_reference(case, transform):
+def test_paired_transform_matches_reference(case, transform, raw):
     op, ref, args = CASES[case]
+    if raw:
+        op = RAW_CASES[case]
     t_op, t_ref = PAIRED[transform]
     got, want = _flat(t_op(op, args)), _flat(t_ref(ref, args))
     assert len(got) == len(want)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+
+
+def test_raw_ops_pass_opcheck_with_gradients():
+    """torch.library.opcheck (schema, autograd registration, fake tensors, AOT dispatch) on all
+    eight registered ops with inputs that require grad, so that the backward ops' own derivative
+    formulas are traced too."""
+    rg = [a.detach().clone().requires_grad_() for a in CASES["tn_attention"][2]]
+    AL, AR, C, u, v = rg
+    uN = _rand(N, D, seed=70).requires_grad_()
+    gW, gL = _rand(N, M, d, c, seed=71).requires_grad_(), _rand(N, M, D, seed=72).requires_grad_()
+    AE, CE, bE = (_rand(E, d, D, D, seed=73).requires_grad_(), _rand(E, d, D, D, c, seed=74).requires_grad_(),
+                  _rand(E, D, seed=75).requires_grad_())  # fmt: skip
+    gWE, gLE = _rand(E, N, M, d, c, seed=76).requires_grad_(), _rand(E, N, M, D, seed=77).requires_grad_()
+    xr = _rand(N, M, d, seed=78).requires_grad_()
+    calls = [
+        (_raw.contexts.default, (AL, X, uN), {"reverse": True}),
+        (_raw.tn_attention.default, (xr, AL, AR, C, u, v), {}),
+        (_raw.contexts_backward.default, (gL, AL, xr, u, False, True, True, True), {}),
+        (_raw.tn_attention_backward.default, (gW, X, AL, AR, C, uN, v, [False, True, True, True, True, False]), {}),
+        (_raw.contexts_ensemble.default, (AE, XE, bE), {"reverse": True}),
+        (_raw.tn_attention_ensemble.default, (X, AE, AE, CE, bE, bE), {}),
+        (_raw.contexts_ensemble_backward.default, (gLE, AE, XE, bE, True, True, True, False), {}),
+        (_raw.tn_attention_ensemble_backward.default, (gWE, XE, AE, AE, CE, bE, bE, [False, True, False, True, True, True]), {}),
+    ]  # fmt: skip
+    for op, args, kwargs in calls:
+        torch.library.opcheck(op, args, kwargs)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
+def test_compiled_func_grad_matches_reference(raw):
+    """torch.compile(fullgraph=True) of torch.func.grad through an op traces the op's fake kernel
+    under the transform."""
+    op, ref, (A, b) = CASES["contexts"]
+    if raw:
+        op = RAW_CASES["contexts"]
+    got = torch.compile(torch.func.grad(_loss(op), argnums=(0, 1)), fullgraph=True, backend="aot_eager")(A, b)
+    want = torch.func.grad(_loss(ref), argnums=(0, 1))(A, b)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)

@@ -26,6 +26,7 @@ transform returns the derivative of the kernel's forward.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -45,10 +46,11 @@ def _kernel_backward_ok(tensors: Sequence[Tensor]) -> bool:
 
     Inside a backward, grad mode is on exactly when the caller asked for ``create_graph``; the
     kernel's result would then be a constant, so a second derivative through it would be silently
-    zero. Wrapped (functorch) tensors cannot be handed to the kernel at all.
+    zero. Wrapped (functorch) tensors and tensor subclasses (fake tensors, when a raw op is traced
+    under a torch.func transform) cannot be handed to the kernel at all.
     """
-    if any(_is_wrapped(t) for t in tensors):
-        return False
+    if not all(type(t) is Tensor and not _is_wrapped(t) for t in tensors):
+        return False  # wrapped (functorch) or subclass (fake) tensors: the kernel reads raw memory
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
@@ -169,15 +171,33 @@ def _needs_x(x: Tensor, need: bool) -> bool:
     return bool(need) and x.is_floating_point()
 
 
-def make_contexts_function(name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable):
+def _below_autograd(op: str, *args, **kwargs) -> Tensor:
+    """The registered op ``torch.ops.tnattn.<op>`` without its Autograd kernel (which would route
+    the call back to the autograd.Function that is running it): for tensor subclasses, i.e. fake
+    tensors when a raw op is traced under a torch.func transform."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return getattr(torch.ops.tnattn, op)(*args, **kwargs)
+
+
+def _plain(*tensors: Tensor) -> bool:
+    return all(type(t) is Tensor for t in tensors)
+
+
+def make_contexts_function(
+    name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable, op: str
+):
     """autograd.Functions (full, lean; see :func:`_classes`) for a contexts op (single or ensemble).
 
     ``impl(A, x, boundary, reverse)`` is the kernel forward, ``backward_impl(grad, A, x, boundary,
     reverse, need_A, need_boundary, need_x) -> (gA, gb, gx)`` the kernel backward, ``ref`` the
-    plain-PyTorch definition and ``vmap_rule(B, in_dims, A, x, boundary, reverse)`` the batching rule.
+    plain-PyTorch definition, ``vmap_rule(B, in_dims, A, x, boundary, reverse)`` the batching rule
+    and ``op`` the name of the registered op (``torch.ops.tnattn.<op>``, whose fake kernel the full
+    class's forward runs for fake tensors).
     """
 
     def forward(A, x, boundary, reverse):
+        if not _plain(A, x, boundary):
+            return _below_autograd(op, A, x, boundary, reverse=reverse)
         return impl(A, x, boundary, reverse)
 
     def setup_context(ctx, inputs, output):
@@ -228,15 +248,20 @@ def _classes(name, forward, setup_context, lean_forward, backward, jvp, vmap):
     return full, lean
 
 
-def make_tn_attention_function(name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable):
+def make_tn_attention_function(
+    name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable, op: str
+):
     """autograd.Functions (full, lean; see :func:`_classes`) for a tn_attention op (single or ensemble).
 
     ``impl(x, A_left, A_right, C, u, v)`` is the kernel forward, ``backward_impl(grad, x, A_left,
     A_right, C, u, v, needs)`` the kernel backward (six gradients), ``ref`` the plain-PyTorch
-    definition and ``vmap_rule(B, in_dims, *inputs)`` the batching rule.
+    definition, ``vmap_rule(B, in_dims, *inputs)`` the batching rule and ``op`` the name of the
+    registered op (as in :func:`make_contexts_function`).
     """
 
     def forward(x, A_left, A_right, C, u, v):
+        if not _plain(x, A_left, A_right, C, u, v):
+            return _below_autograd(op, x, A_left, A_right, C, u, v)
         return impl(x, A_left, A_right, C, u, v)
 
     def setup_context(ctx, inputs, output):
@@ -274,9 +299,10 @@ def make_tn_attention_function(name: str, impl: Callable, backward_impl: Callabl
 def _ensemble_ops(raw: bool):
     """The ensemble ops a vmap rule calls: the public functions, or the raw registered ops (inside
     the rules of the raw ops, where no autograd.Function may be applied)."""
+    from .ensemble.ops import contexts_ensemble, tn_attention_ensemble  # also registers the raw ops
+
     if raw:
         return torch.ops.tnattn.contexts_ensemble, torch.ops.tnattn.tn_attention_ensemble
-    from .ensemble.ops import contexts_ensemble, tn_attention_ensemble
 
     return contexts_ensemble, tn_attention_ensemble
 
@@ -322,44 +348,214 @@ def vmap_tn_attention_ensemble(B, in_dims, x, A_left, A_right, C, u, v, raw=Fals
 
 
 # ------------------------------------------------------------------------------------------------
-# the raw registered ops (torch.ops.tnattn.*): for torch.compile and torch.export, which trace
-# them with their fake kernels. They batch under vmap (the rules above) and have a first
-# derivative; the transforms that torch's custom-op machinery cannot carry raise a clear error
-# pointing to the public function, which supports them.
+# the raw registered ops (torch.ops.tnattn.*): what torch.compile and torch.export trace (with their
+# fake kernels) and what opcheck tests. Plain autograd runs the Autograd kernel that
+# torch.library.custom_op generates from register_autograd: the fused backward op, whose own
+# derivative (below) comes from the reference, so create_graph and double backward are exact.
+# That generated kernel applies an autograd.Function without setup_context, which torch.func's
+# grad transforms reject, and it drops forward-mode tangents. So the raw forward ops get two more
+# kernels that hand such calls to the torch.func-ready class of the public function:
+# * FuncTorchDynamicLayerFrontMode (runs first whenever a torch.func transform is active, with the
+#   dispatch state of the caller): the class, as the public function does, so every torch.func
+#   transform and composition behaves as it does for the public function. torch.func.functionalize
+#   (which the class does not support, and which needs nothing from a functional op) unwraps,
+#   calls the op one level down and wraps the result, as torch's own fallback does;
+# * Autograd: the class while a forward-mode AD level is open outside torch.func (dual tensors),
+#   torch's generated kernel otherwise.
 
 
-def refuse_forward_ad(op: str, public: str) -> None:
-    """Raise when a forward-mode AD level is open (the raw op would drop the tangents silently).
+def _grad_or_jvp_transform() -> bool:
+    """A torch.func grad-type (grad, vjp, jacrev, hessian) or jvp-type (jvp, jacfwd) transform is
+    the innermost one."""
+    interp = torch._C._functorch.peek_interpreter_stack()
+    return interp is not None and interp.key() in (
+        torch._C._functorch.TransformType.Grad, torch._C._functorch.TransformType.Jvp,
+    )  # fmt: skip
 
-    Called inside the raw op's kernel, where torch.func.jvp/jacfwd and dual tensors all show as
-    an open forward level.
+
+def _has_tangent(t) -> bool:
+    return (
+        isinstance(t, Tensor) and _forward_ad._current_level >= 0 and _forward_ad.unpack_dual(t).tangent is not None
+    )
+
+
+def _unsupported_transform(args) -> str | None:
+    """The transform that a raw backward op's arguments carry and its generated Autograd kernel
+    cannot (torch.func grad: an internal torch error; forward mode: tangents dropped)."""
+    if torch._C._functorch.peek_interpreter_stack() is not None and not _grad_or_jvp_transform():
+        return None
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    if any(_has_tangent(t) for t in tensors):
+        return "forward-mode AD (torch.func.jvp, jacfwd, linearize, torch.autograd.forward_ad dual tensors)"
+    if _grad_or_jvp_transform() and any(t.requires_grad for t in tensors):
+        return "torch.func's grad transforms (grad, vjp, jacrev, hessian)"
+    return None
+
+
+def _generated_autograd_kernel(custom_op) -> Callable:
+    """The Autograd kernel that torch.library.custom_op registered for ``custom_op`` (built again
+    from its register_autograd formula, which it reads when called)."""
+    from torch._library.autograd import make_autograd_impl
+
+    return make_autograd_impl(custom_op._opoverload, custom_op)
+
+
+def _set_autograd_kernel(custom_op, kernel: Callable) -> None:
+    """Replace the Autograd kernel that torch.library.custom_op registered for ``custom_op``."""
+    with warnings.catch_warnings():
+        # the dispatcher warns about any second kernel for a key; replacing it is the point here
+        warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
+        custom_op._lib.impl(custom_op._name, kernel, "Autograd", with_keyset=True)
+
+
+def _double_vjp(first_vjp: Callable, inputs: Sequence[Tensor], wrt: Sequence[bool], cotangents: Sequence) -> list:
+    """``d/d inputs[i] sum_j <cotangents[j], first_vjp(*inputs)[j]>`` for every i with ``wrt[i]``
+    (None elsewhere); a None cotangent is skipped. Differentiable (triple derivatives work)."""
+    idx = [i for i, w in enumerate(wrt) if w and inputs[i].is_floating_point()]
+    used = [j for j, g in enumerate(cotangents) if g is not None]
+    out: list = [None] * len(inputs)
+    if not idx or not used:
+        return out
+
+    def f(*diff):
+        args = list(inputs)
+        for i, t in zip(idx, diff):
+            args[i] = t
+        firsts = first_vjp(*args)
+        return tuple(firsts[j] for j in used)
+
+    _, vjp_fn = torch.func.vjp(f, *[inputs[i] for i in idx])
+    for i, g in zip(idx, vjp_fn(tuple(cotangents[j] for j in used))):
+        out[i] = g
+    return out
+
+
+def _incoming(g: Tensor | None, needed: bool) -> Tensor | None:
+    # an output the backward op did not compute is a (0,) placeholder: its gradient is ignored
+    return g if (needed and g is not None) else None
+
+
+def _contexts_backward_autograd(ref: Callable):
+    """setup_context and backward of a contexts backward op (grad_out, A, x, boundary, reverse,
+    need_A, need_boundary, need_x) -> (grad_A, grad_boundary, grad_x): the derivative of the
+    reference's vector-Jacobian product."""
+
+    def setup(ctx, inputs, output):
+        grad, A, x, boundary, reverse, need_A, need_b, need_x = inputs
+        ctx.save_for_backward(grad, A, x, boundary)
+        ctx.flags = (reverse, bool(need_A), bool(need_b), _needs_x(x, need_x))
+
+    def backward(ctx, ggA, ggb, ggx):
+        grad, A, x, boundary = ctx.saved_tensors
+        reverse, need_A, need_b, need_x = ctx.flags
+
+        def first(grad, A, x, boundary):
+            gA, gx, gb, _ = reference_vjp(ref, (A, x, boundary, reverse), (need_A, need_x, need_b, False), grad)
+            return gA, gb, gx
+
+        cot = (_incoming(ggA, need_A), _incoming(ggb, need_b), _incoming(ggx, need_x))
+        return (*_double_vjp(first, (grad, A, x, boundary), ctx.needs_input_grad[:4], cot), None, None, None, None)
+
+    return setup, backward
+
+
+def _tn_attention_backward_autograd(ref: Callable):
+    """setup_context and backward of a tn_attention backward op (grad_W, x, A_left, A_right, C, u,
+    v, needs) -> six gradients: the derivative of the reference's vector-Jacobian product."""
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs[:7])
+        needs = [bool(n) for n in inputs[7]]
+        needs[0] = _needs_x(inputs[1], needs[0])
+        ctx.needs = needs
+
+    def backward(ctx, *gg):
+        saved = ctx.saved_tensors
+
+        def first(grad, *primals):
+            return reference_vjp(ref, primals, ctx.needs, grad)
+
+        cot = tuple(_incoming(g, n) for g, n in zip(gg, ctx.needs))
+        return (*_double_vjp(first, saved, ctx.needs_input_grad[:7], cot), None)
+
+    return setup, backward
+
+
+def _functorch_front_kernel(op_name: str, call_function: Callable) -> Callable:
+    """The raw forward op's kernel for FuncTorchDynamicLayerFrontMode (see above)."""
+
+    def front(*args, **kwargs):
+        from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+
+        interpreter = retrieve_current_functorch_interpreter()
+        if interpreter.key() == torch._C._functorch.TransformType.Functionalize:
+            from torch._subclasses.functional_tensor import FunctorchFunctionalizeAPI
+
+            api = FunctorchFunctionalizeAPI(interpreter)
+            unwrapped = api.unwrap_tensors(args)
+            with api.redispatch_to_next():
+                out = getattr(torch.ops.tnattn, op_name)(*unwrapped, **kwargs)
+            return api.wrap_tensors(out)
+        return call_function(*args, **kwargs)
+
+    return front
+
+
+def register_raw_rules(
+    forward_op, backward_op, op: str, public: str, vmap_rule: Callable, function: type, ref: Callable, keyword: bool
+) -> None:
+    """Rules of a raw forward op and its raw backward op, beyond register_autograd (see above).
+
+    * forward op: under torch.func transforms (front-mode kernel) and forward-mode AD (Autograd
+      kernel) the call goes to ``function``, the torch.func-ready autograd.Function of the public
+      function; plain autograd keeps torch's generated kernel (what torch.compile/AOT autograd
+      trace). A vmap rule (the ensemble ops) for batched tensors that reach the op below a
+      transform's front kernel.
+    * backward op: its derivative (double backward, create_graph=True) from the reference ``ref``;
+      torch.func grad transforms and forward-mode AD applied to the backward op itself raise a
+      NotImplementedError naming the op, the transform and ``public``.
+
+    ``keyword``: a contexts op (``reverse`` keyword-only; in_dims cover the three tensors).
     """
-    if _forward_ad._current_level >= 0:
-        raise NotImplementedError(
-            f"torch.ops.tnattn.{op} does not support forward-mode AD (torch.func.jvp, jacfwd, "
-            f"torch.autograd.forward_ad dual tensors); call {public}, which does"
-        )
-
-
-def register_raw_rules(forward_op, backward_op, op: str, public: str, vmap_rule: Callable, keyword: bool) -> None:
-    """vmap rule of a raw forward op, and a clear error for a derivative of its raw backward op."""
-    if keyword:  # contexts ops: reverse is keyword-only, in_dims cover the three tensors
+    if keyword:
 
         def rule(info, in_dims, A, x, boundary, *, reverse=False):
             return vmap_rule(info.batch_size, (*in_dims, None), A, x, boundary, reverse, raw=True), 0
+
+        def call_function(A, x, boundary, *, reverse=False):
+            return function.apply(A, x, boundary, reverse)
 
     else:
 
         def rule(info, in_dims, *inputs):
             return vmap_rule(info.batch_size, in_dims, *inputs, raw=True), 0
 
+        def call_function(*inputs):
+            return function.apply(*inputs)
+
     forward_op.register_vmap(rule)
+    forward_op._lib.impl(forward_op._name, _functorch_front_kernel(op, call_function), "FuncTorchDynamicLayerFrontMode")
+    generated = _generated_autograd_kernel(forward_op)
 
-    def no_double_backward(ctx, *grads):
-        raise NotImplementedError(
-            f"torch.ops.tnattn.{op}_backward has no derivative (double backward, create_graph=True, "
-            f"hessians through the raw op torch.ops.tnattn.{op}); call {public}, whose higher "
-            "derivatives are exact"
-        )
+    def forward_autograd(keyset, *args, **kwargs):
+        if _forward_ad._current_level >= 0 and torch._C._functorch.peek_interpreter_stack() is None:
+            return call_function(*args, **kwargs)
+        return generated(keyset, *args, **kwargs)
 
-    backward_op.register_autograd(no_double_backward, setup_context=lambda ctx, inputs, output: None)
+    _set_autograd_kernel(forward_op, forward_autograd)
+
+    setup, backward = (_contexts_backward_autograd if keyword else _tn_attention_backward_autograd)(ref)
+    backward_op.register_autograd(backward, setup_context=setup)
+    generated_backward = _generated_autograd_kernel(backward_op)
+
+    def backward_autograd(keyset, *args, **kwargs):
+        transform = _unsupported_transform(args)
+        if transform is not None:
+            raise NotImplementedError(
+                f"torch.ops.tnattn.{op}_backward (the raw backward op of torch.ops.tnattn.{op}) does not "
+                f"support {transform}; differentiate {public} or torch.ops.tnattn.{op} instead, whose "
+                "derivatives of every order are exact under every transform"
+            )
+        return generated_backward(keyset, *args, **kwargs)
+
+    _set_autograd_kernel(backward_op, backward_autograd)

@@ -22,9 +22,14 @@ three paths over the same implementation functions:
   and forward-mode derivatives come from the plain-PyTorch reference (:mod:`tnattn.reference`),
   which computes the same function;
 * under ``torch.compile``/``torch.export`` and for tensor subclasses (fake tensors): the registered
-  ops ``torch.ops.tnattn.*``. Called directly, these have a first derivative and a vmap rule; forward-mode
-  AD and double backward through them raise ``NotImplementedError`` naming the op (use the public
-  functions); torch.func's grad transforms on them fail inside torch's custom-op machinery.
+  ops ``torch.ops.tnattn.*``. Called directly, these give the same derivatives under every
+  transform: plain backward runs torch's custom-op autograd (the registered backward op, which is
+  what compile traces), whose own derivative (double backward, ``create_graph``) comes from the
+  reference; under torch.func's grad and jvp transforms and forward-mode AD the op's Autograd kernel
+  hands the call to the torch.func-ready ``torch.autograd.Function`` above (torch's generated one
+  cannot run there); vmap maps onto the ensemble ops. Only the raw backward ops themselves refuse
+  torch.func grad transforms and forward-mode AD, with a ``NotImplementedError`` naming the op,
+  the transform and the function to differentiate instead (see :mod:`tnattn._autograd`).
 
 Both forward ops have fake (meta) kernels and autograd formulas; gradients flow to every floating
 input (A, A_left, A_right, C, boundary/u/v and real embeddings x). Passing the same tensor as
@@ -333,11 +338,12 @@ def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tenso
 
 
 _ContextsFunction, _ContextsLean = _autograd.make_contexts_function(
-    "_ContextsFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts, _autograd.vmap_contexts
-)
+    "_ContextsFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts, _autograd.vmap_contexts,
+    "contexts",
+)  # fmt: skip
 _TNAttentionFunction, _TNAttentionLean = _autograd.make_tn_attention_function(
     "_TNAttentionFunction", _tn_attention_impl, _tn_attention_backward_impl, _autograd.ref_tn_attention,
-    _autograd.vmap_tn_attention,
+    _autograd.vmap_tn_attention, "tn_attention",
 )  # fmt: skip
 
 
@@ -353,7 +359,6 @@ def _tn_attention_needs(x: Tensor, needs) -> list[bool]:
 
 @torch.library.custom_op("tnattn::contexts", mutates_args=())
 def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-    _autograd.refuse_forward_ad("contexts", "tnattn.ops.contexts")
     return _contexts_impl(A, x, boundary, reverse)
 
 
@@ -409,12 +414,14 @@ def _contexts_grad(ctx, grad):
 
 
 _contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
-_autograd.register_raw_rules(_contexts_op, _contexts_backward_op, "contexts", "tnattn.ops.contexts", _autograd.vmap_contexts, True)
+_autograd.register_raw_rules(
+    _contexts_op, _contexts_backward_op, "contexts", "tnattn.ops.contexts", _autograd.vmap_contexts, _ContextsFunction,
+    _autograd.ref_contexts, True,
+)  # fmt: skip
 
 
 @torch.library.custom_op("tnattn::tn_attention", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    _autograd.refuse_forward_ad("tn_attention", "tnattn.ops.tn_attention")
     return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
@@ -475,5 +482,6 @@ def _tn_attention_grad(ctx, grad):
 
 _tn_attention_op.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
 _autograd.register_raw_rules(
-    _tn_attention_op, _tn_attention_backward_op, "tn_attention", "tnattn.ops.tn_attention", _autograd.vmap_tn_attention, False
-)
+    _tn_attention_op, _tn_attention_backward_op, "tn_attention", "tnattn.ops.tn_attention", _autograd.vmap_tn_attention,
+    _TNAttentionFunction, _autograd.ref_tn_attention, False,
+)  # fmt: skip

@@ -347,11 +347,11 @@ def tn_attention_ensemble(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor,
 # autograd.Functions over the implementations (every autograd transform; see tnattn._autograd)
 _ContextsFunction, _ContextsLean = _autograd.make_contexts_function(
     "_ContextsEnsembleFunction", _contexts_impl, _contexts_backward_impl, _autograd.ref_contexts_ensemble,
-    _autograd.vmap_contexts_ensemble,
+    _autograd.vmap_contexts_ensemble, "contexts_ensemble",
 )  # fmt: skip
 _TNAttentionFunction, _TNAttentionLean = _autograd.make_tn_attention_function(
     "_TNAttentionEnsembleFunction", _tn_attention_impl, _tn_attention_backward_impl,
-    _autograd.ref_tn_attention_ensemble, _autograd.vmap_tn_attention_ensemble,
+    _autograd.ref_tn_attention_ensemble, _autograd.vmap_tn_attention_ensemble, "tn_attention_ensemble",
 )  # fmt: skip
 
 
@@ -361,7 +361,6 @@ _TNAttentionFunction, _TNAttentionLean = _autograd.make_tn_attention_function(
 
 @torch.library.custom_op("tnattn::contexts_ensemble", mutates_args=())
 def _contexts_op(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-    _autograd.refuse_forward_ad("contexts_ensemble", "tnattn.ensemble.contexts_ensemble")
     return _contexts_impl(A, x, boundary, reverse)
 
 
@@ -418,12 +417,14 @@ def _contexts_grad(ctx, grad):
 
 
 _contexts_op.register_autograd(_contexts_grad, setup_context=_contexts_setup)
-_autograd.register_raw_rules(_contexts_op, _contexts_backward_op, "contexts_ensemble", "tnattn.ensemble.contexts_ensemble", _autograd.vmap_contexts_ensemble, True)
+_autograd.register_raw_rules(
+    _contexts_op, _contexts_backward_op, "contexts_ensemble", "tnattn.ensemble.contexts_ensemble",
+    _autograd.vmap_contexts_ensemble, _ContextsFunction, _autograd.ref_contexts_ensemble, True,
+)  # fmt: skip
 
 
 @torch.library.custom_op("tnattn::tn_attention_ensemble", mutates_args=())
 def _tn_attention_op(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-    _autograd.refuse_forward_ad("tn_attention_ensemble", "tnattn.ensemble.tn_attention_ensemble")
     return _tn_attention_impl(x, A_left, A_right, C, u, v)
 
 
@@ -484,5 +485,6 @@ def _tn_attention_grad(ctx, grad):
 
 _tn_attention_op.register_autograd(_tn_attention_grad, setup_context=_tn_attention_setup)
 _autograd.register_raw_rules(
-    _tn_attention_op, _tn_attention_backward_op, "tn_attention_ensemble", "tnattn.ensemble.tn_attention_ensemble", _autograd.vmap_tn_attention_ensemble, False
-)
+    _tn_attention_op, _tn_attention_backward_op, "tn_attention_ensemble", "tnattn.ensemble.tn_attention_ensemble",
+    _autograd.vmap_tn_attention_ensemble, _TNAttentionFunction, _autograd.ref_tn_attention_ensemble, False,
+)  # fmt: skip
