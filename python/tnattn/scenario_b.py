@@ -9,7 +9,8 @@ a perceptron (no bias) on those points. This module runs the whole pipeline on a
 1. :func:`sample_tensors` draws ``A ~ N(0, 1)`` of shape (E, d, D, D);
    :func:`boundary_vectors` picks the boundary vectors (see there for the eigenvector choice);
 2. :func:`ensemble_contexts` scans left/right contexts for a shared batch of sequences with a
-   leading ensemble dimension (the same maths as ``tnattn.reference.contexts`` for each member);
+   leading ensemble dimension (the library's ensemble op, :func:`tnattn.ensemble.ops.contexts_ensemble`;
+   for each member the maths of ``tnattn.reference.contexts``);
 3. :func:`features` / :func:`linear_problem` build ``G = mean f f^T + lambda2 I`` and
    ``a = mean y f`` on the training set (all ``2^3`` sequences of length 3, labels ``+-1`` from
    rule 30 with open boundaries);
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor
 
 from tnattn import metrics
+from tnattn.ensemble.ops import contexts_ensemble
 from tnattn.reference import normalize
 from tnattn.rules import elementary
 
@@ -155,8 +157,9 @@ def boundary_vectors(A: Tensor, symbol: int = 0, *, rtol: float = 1e-9) -> tuple
 def ensemble_contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
     """Normalised contexts for every member of an ensemble of context tensors.
 
-    Member ``e`` gives exactly ``tnattn.reference.contexts(A[e], x, boundary[e], reverse=reverse)``;
-    the scan runs over positions with all members and sequences at once.
+    Member ``e`` equals ``tnattn.reference.contexts(A[e], x, boundary[e], reverse=reverse)`` (to
+    rounding); one call of :func:`tnattn.ensemble.ops.contexts_ensemble` (the fused kernels) scans all
+    members and sequences.
 
     Parameters
     ----------
@@ -176,29 +179,11 @@ def ensemble_contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
     if x.dim() != 2 or x.dtype.is_floating_point:
         raise ValueError(f"x must be integer symbols of shape (N, M), got {tuple(x.shape)} {x.dtype}")
     E, d, D, _ = A.shape
-    N, M = x.shape
     b = boundary if boundary.dim() == 2 else boundary.expand(E, D)
     if b.shape != (E, D):
         raise ValueError(f"boundary must have shape ({E}, {D}) or ({D},), got {tuple(boundary.shape)}")
-    x = x.long()
-    cur = normalize(b.to(A.dtype))[:, None, :].expand(E, N, D)
-    out = torch.empty(E, N, M, D, dtype=A.dtype)
-    # One batched product per symbol (E x d small matmuls over all N sequences), then a select by
-    # the symbol the context steps over.
-    order = range(M) if not reverse else range(M - 1, -1, -1)
-    prev = None
-    with single_thread():
-        for i in order:
-            if prev is not None:
-                sym = x[:, prev][None, None, :, None].expand(E, 1, N, D)
-                if not reverse:
-                    cand = torch.matmul(cur[:, None], A)  # (E, d, N, D): l^T A[s]
-                else:
-                    cand = torch.matmul(cur[:, None], A.transpose(-1, -2))  # (A[s] r)^T
-                cur = normalize(cand.gather(1, sym)[:, 0])
-            out[:, :, i] = cur
-            prev = i
-    return out
+    # The ensemble kernel scans all members and sequences at once (member e: tnattn.ops.contexts).
+    return contexts_ensemble(A, x.long(), b.to(A.dtype).contiguous(), reverse=reverse)
 
 
 def rule_labels(x: Tensor, rule: int = 30) -> Tensor:
