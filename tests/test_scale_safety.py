@@ -142,3 +142,29 @@ def test_ensemble_head_mixed_scales_in_one_batch(monkeypatch, sync_free):
     normal[0, 0, 0] = False
     torch.testing.assert_close((gW.double() * s)[normal], gW0.double()[normal], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gs, gs0, rtol=1e-3, atol=1e-3)  # d logits / d scale = z / scale
+
+
+@pytest.mark.parametrize("init_std,lr", [(1e20, 5e-3), (1e-25, 1e-30)])
+def test_training_at_extreme_init_scales_is_alive_with_finite_norms(init_std, lr):
+    """The issue's `tnattn train --init-std 1e20` (float32): the contexts no longer vanish, so the run
+    trains (non-zero gradient, not stopped as dead), and the logged parameter norms are the true
+    norms (float32 sums of squares overflowed to inf at 1e20 and underflowed to 0 at 1e-25; the
+    tiny learning rate keeps the 1e-25 parameters tiny through the run)."""
+    from tnattn.data import MiniBatches, all_sequences, make_test_sets
+    from tnattn.rules import elementary
+    from tnattn.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(D=4, train_length=6, crop_min=3, crop_max=6, batch_size=16, test_lengths=(30,), test_size=20,
+                      max_epochs=3, eval_every=1, progress=False, plots=False, lr=lr, init_std=init_std)  # fmt: skip
+    model = TNAttention(D=4, init_std=init_std, dtype=F32, generator=torch.Generator().manual_seed(0))
+    rule = elementary(30)
+    x = all_sequences(cfg.train_length)
+    batches = MiniBatches(x, rule, batch_size=16, crop=(3, 6), generator=torch.Generator().manual_seed(1))
+    result = Trainer(model, batches, cfg, test_sets=make_test_sets(rule, (30,), n=20)).fit()
+    assert result.stop_reason == "max_epochs"
+    assert all(0 < row["grad_norm"] < float("inf") for row in result.history)
+    last = result.history[-1]
+    for name, p in model.named_parameters():
+        want = float(torch.linalg.vector_norm(p.detach().double()))  # float64 holds every float32 square
+        assert 0 < want < float("inf")
+        assert last[f"norm_{name.replace('.', '_')}"] == pytest.approx(want, rel=1e-12, abs=0)

@@ -409,7 +409,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             grads = [p.grad for p in self.params if p.grad is not None]
-            grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+            # in float64: float32 sums of squares overflow beyond ~1e19 and underflow below ~1e-19 (a
+            # false zero here would stop a live run as dead)
+            norms = [torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads]
+            grad_norm = float(torch.linalg.vector_norm(torch.stack(norms))) if grads else 0.0
             if lam2 > 0 and cfg.l2_mode != "penalty":
                 apply_l2(self.params, lam2, cfg.l2_mode, lr=cfg.lr)
             self.optimizer.step()
@@ -467,7 +470,7 @@ class Trainer:
             self._contexts_vanished = not bool(middle.any())
             out["deff"] = _effective_dimension(middle.double().cpu())
         for name, p in self.model.named_parameters():
-            out[f"norm_{name.replace('.', '_')}"] = float(torch.linalg.vector_norm(p.detach()))
+            out[f"norm_{name.replace('.', '_')}"] = float(torch.linalg.vector_norm(p.detach(), dtype=torch.float64))
         return out
 
     def _spike_onset(self, loss: float) -> float:
