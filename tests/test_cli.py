@@ -1,5 +1,6 @@
 """The ``tnattn`` command line: help, train, presets, resume, experiment dispatch, bench stub."""
 
+import importlib
 import argparse
 import dataclasses
 import subprocess
@@ -121,14 +122,24 @@ def test_experiment_dispatches_flags_into_the_experiment_config(monkeypatch, cap
     assert "--no-flag" in capsys.readouterr().out
 
 
-def test_bench_passes_every_argument_through_including_a_leading_flag(monkeypatch):
-    import tnattn.bench
+def test_bench_flags_are_built_like_the_other_commands(monkeypatch, capsys):
+    # `tnattn bench` is a subcommand whose flags come from BenchConfig's fields (a leading flag
+    # included); the config it runs is the one those flags describe.
+    bench_run = importlib.import_module("tnattn.bench.run")  # (tnattn.bench.run is also a function)
 
     seen = []
-    monkeypatch.setattr(tnattn.bench, "main", lambda args: seen.append(args) or 0)
-    assert cli.main(["bench", "--quick", "--json", "x.json"]) == 0
-    assert cli.main(["bench", "ops", "--threads", "1"]) == 0
-    assert seen == [["--quick", "--json", "x.json"], ["ops", "--threads", "1"]]
+    monkeypatch.setattr(bench_run, "run", lambda config: seen.append(config) or {})
+    assert cli.main(["bench", "--quick", "--scaling-M", "10,1e3", "--threads", "2"]) == 0
+    assert cli.main(["bench", "ops", "kernels", "--repeats", "4"]) == 0
+    quick, full = seen
+    assert quick == bench_run.BenchConfig.quick(scaling_M=(10, 1000), threads=2)
+    assert full == bench_run.BenchConfig(sections=("ops", "kernels"), repeats=4)
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--quick", "--json", "--plots", "--device", "--threads", "--scaling-M", "--scaling-D",
+                 "--training-E", "--repeats", "--kernels-D", "--long-M"):
+        assert flag in text, flag
 
 
 def test_cliconfig_value_parsing_and_defaults():

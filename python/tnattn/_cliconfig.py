@@ -9,6 +9,7 @@ dataclass field becomes one ``--flag`` (underscores become dashes), documented b
   list (``--test-lengths 1000,100``; an empty string is the empty tuple);
 - ``Optional[X]`` (``X | None``) fields also accept ``none``;
 - ``metadata["choices"]`` (or a ``Literal[...]`` type) restricts the accepted values;
+- ``metadata["parse"]`` (a function of the flag's text) replaces the parser the type implies;
 - a sub-config field (``metadata["flatten"]``, see :func:`tnattn._fields.flat_fields`) adds the
   flags of its own fields under their own names.
 
@@ -137,8 +138,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
     parser : argparse.ArgumentParser
         Parser (or argument group) to extend.
     cls : type
-        A dataclass; its fields' ``metadata`` may hold ``help`` (str), ``choices`` (sequence) and
-        ``group`` (str: the heading the flag is listed under in ``--help``).
+        A dataclass; its fields' ``metadata`` may hold ``help`` (str), ``choices`` (sequence),
+        ``group`` (str: the heading the flag is listed under in ``--help``) and ``parse`` (str ->
+        value, raising ``argparse.ArgumentTypeError`` for bad text).
     exclude : tuple of str
         Field names to leave out.
     """
@@ -185,10 +187,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
             choices = typing.get_args(inner)
         if choices is not None:
             metavar = "{" + ",".join(str(c) for c in choices) + "}"
+        parse = f.metadata.get("parse") or (lambda text, _tp=tp: parse_value(_tp, text))
         target.add_argument(
             flag,
             dest=f.name,
-            type=(lambda text, _tp=tp: parse_value(_tp, text)),
+            type=parse,
             choices=choices,
             metavar=metavar,
             default=argparse.SUPPRESS,

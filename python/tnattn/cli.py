@@ -12,8 +12,9 @@ Subcommands
 ``--config FILE`` starts from a JSON or TOML config file (a run's ``config.json`` or an
 experiment's ``results.json`` included, see :mod:`tnattn._configfile`); flags given alongside
 override it. ``--print-config`` prints the full config as JSON and exits.
-``tnattn bench [ARGS ...]``
-    Benchmarks (:mod:`tnattn.bench`, when installed).
+``tnattn bench [SECTION ...] [--FIELD VALUE ...]``
+    Benchmarks (:mod:`tnattn.bench`); one flag per :class:`~tnattn.bench.BenchConfig` field that
+    has a help text, as for the other commands.
 
 The CLI only parses flags into configs; all the work happens in the library.
 
@@ -27,8 +28,6 @@ never in a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import signal
 import sys
 from pathlib import Path
@@ -102,8 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_exp.add_argument("args", nargs=argparse.REMAINDER, help="flags of the experiment's Config")
     p_exp.set_defaults(_parser=p_exp)
 
-    p_bench = sub.add_parser("bench", help="run the benchmarks (tnattn.bench)", add_help=False)
-    p_bench.add_argument("args", nargs=argparse.REMAINDER)
+    from tnattn.bench.run import DESCRIPTION, EPILOG, add_arguments
+
+    p_bench = sub.add_parser("bench", help="run the benchmarks (tnattn.bench)", description=DESCRIPTION,
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p_bench)
+    p_bench.set_defaults(_parser=p_bench)
     return parser
 
 
@@ -264,30 +267,15 @@ def _cmd_experiment(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 # ----------------------------------------------------------------------------------------------
 # bench
 # ----------------------------------------------------------------------------------------------
-def _cmd_bench(args: Sequence[str]) -> int:
-    if importlib.util.find_spec("tnattn.bench") is None:
-        print(
-            "tnattn bench: the benchmark module tnattn.bench is not part of this installation yet; "
-            "see the scripts in benchmarks/ instead.",
-            file=sys.stderr,
-        )
-        return 2
-    bench = importlib.import_module("tnattn.bench")
-    entry = getattr(bench, "main", None)
-    if entry is None:
-        print("tnattn bench: tnattn.bench has no main(argv) entry point", file=sys.stderr)
-        return 2
-    result = entry(list(args))
-    return int(result or 0)
+def _cmd_bench(ns: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    from tnattn.bench.run import run_from_args
+
+    return run_from_args(ns, parser, argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``tnattn`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bench":
-        # argparse's REMAINDER drops a leading flag (`tnattn bench --quick`), so the benchmark's
-        # own parser gets the arguments untouched.
-        return _cmd_bench(argv[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command is None:
@@ -298,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _cmd_train(ns, ns._parser)
         if ns.command == "experiment":
             return _cmd_experiment(ns, ns._parser)
-        return _cmd_bench(ns.args)
+        return _cmd_bench(ns, ns._parser, argv[argv.index("bench") + 1:])
     except UserError as exc:
         # A refused request, not a bug: one line, no traceback (the library raised it on purpose).
         from tnattn.train.config import TrainConfig

@@ -13,12 +13,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from tnattn._cliconfig import ArgumentParser
+from tnattn._cliconfig import ArgumentParser, add_config_arguments, config_from_namespace, flag_message
 from tnattn._fields import require
 from tnattn.bench.machine import format_header, gemm_gflops, machine_header
 from tnattn.bench.ops import IMPLS, OpCase, available_impls, bench_case, matvecs_per_token
 
-__all__ = ["SECTIONS", "BenchConfig", "run", "main", "build_parser", "format_rows"]
+__all__ = ["SECTIONS", "BenchConfig", "run", "main", "build_parser", "add_arguments", "run_from_args", "format_rows"]
 
 SECTIONS = ("kernels", "ops", "peers", "scaling", "training")
 
@@ -33,31 +33,52 @@ DEFAULT_PEERS = tuple(OpCase(16, M, 8) for M in (8, 16, 32))
 QUICK_PEERS = (OpCase(2, 4, 2),)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers; ``1e6`` style is accepted."""
+    try:
+        vals = tuple(int(float(t)) for t in text.split(",") if t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or min(vals) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _flag(default, help: str, *, ints: bool = False):
+    """A field that is also a ``tnattn bench`` flag (see :func:`tnattn._cliconfig.add_config_arguments`)."""
+    meta = {"help": help, **({"parse": _ints} if ints else {})}
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class BenchConfig:
-    """What ``tnattn bench`` runs (the CLI flags map onto these fields)."""
+    """What ``tnattn bench`` runs. Fields with ``metadata["help"]`` are its flags (generated as for
+    ``tnattn train`` and the experiments); the others are set from Python (or by ``--quick``)."""
 
     sections: tuple[str, ...] = SECTIONS
-    device: str = "cpu"
-    threads: Optional[int] = None
+    device: str = _flag("cpu", "cpu or cuda")
+    threads: Optional[int] = _flag(None, "torch/kernel threads; none = torch's current")
     ops: tuple[OpCase, ...] = DEFAULT_OPS
     ops_impls: tuple[str, ...] = ("tnattn", "loop", "vectorized")
     peers: tuple[OpCase, ...] = DEFAULT_PEERS
     peers_impls: tuple[str, ...] = IMPLS
-    scaling_M: tuple[int, ...] = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
+    scaling_M: tuple[int, ...] = _flag((10, 100, 1_000, 10_000, 100_000, 1_000_000),
+                                       "lengths for the M scaling (e.g. 10,100,1e6)", ints=True)
     scaling_M_N: int = 1
     max_baseline_M: int = 1_000
-    scaling_D: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    scaling_D: tuple[int, ...] = _flag((2, 4, 8, 16, 32, 64), "bond dimensions for the D scaling", ints=True)
     threads_list: Optional[tuple[int, ...]] = None  # default 1, 2, 4, ... os.cpu_count()
     training_setting: str = "author-example"
-    training_E: tuple[int, ...] = (8, 32)
+    training_E: tuple[int, ...] = _flag((8, 32), "ensemble sizes for the training throughput", ints=True)
     training_epochs: int = 3
     training_overrides: dict = field(default_factory=dict)
-    repeats: int = 20
+    repeats: int = _flag(20, "most timed repeats of tnattn (baselines: 3)")
     budget_s: float = 2.0
     gemm_n: int = 2048
-    kernels_D: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64)
-    long_M: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000, 10_000_000)
+    kernels_D: tuple[int, ...] = _flag((2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64),
+                                       "bond dimensions of the kernels D sweep", ints=True)
+    long_M: tuple[int, ...] = _flag((1_000, 10_000, 100_000, 1_000_000, 10_000_000),
+                                    "lengths of the one-long-sequence rows", ints=True)
     long_D: int = 8
     memory_D: int = 64
     memory_M: int = 1_000_000
@@ -262,58 +283,56 @@ def run(config: BenchConfig, *, verbose: bool = True) -> dict:
 # command line
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(float(t)) for t in text.split(",") if t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return vals
+DESCRIPTION = ("Contraction-speed benchmarks: tnattn against the reference loop, a vectorised baseline, "
+               "opt_einsum and TensorKrowch; scaling in M, D and threads; roofline; training throughput.")
+EPILOG = ("examples:\n  tnattn bench                       # everything, about 5 minutes on 2 cores\n"
+          "  tnattn bench ops peers --threads 1 --json results/bench.json --plots results/\n"
+          "  tnattn bench --quick               # seconds, smoke test")
+# BenchConfig fields without a flag (grids of op cases and the like; --quick sets small ones).
+_NOT_FLAGS = tuple(f.name for f in dataclasses.fields(BenchConfig) if "help" not in f.metadata)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``tnattn bench``: sections, ``--quick``, output paths, and one flag per
+    :class:`BenchConfig` field that has a help text."""
+    parser.add_argument("section_names", nargs="*", metavar="SECTION",
+                        help=f"subset of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="tiny grid (seconds): a smoke test, not numbers")
+    parser.add_argument("--json", dest="json_path", default=None,
+                        help="write all results to this JSON file (atomically)")
+    parser.add_argument("--plots", dest="plots_dir", default=None, help="write PNG figures into this folder")
+    add_config_arguments(parser, BenchConfig, exclude=_NOT_FLAGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags of ``tnattn bench`` / ``python -m tnattn.bench``."""
-    p = ArgumentParser(
-        prog="tnattn bench",
-        description="Contraction-speed benchmarks: tnattn against the reference loop, a vectorised "
-        "baseline, opt_einsum and TensorKrowch; scaling in M, D and threads; roofline; training throughput.",
-        epilog="examples:\n  tnattn bench                       # everything, about 5 minutes on 2 cores\n"
-        "  tnattn bench ops peers --threads 1 --json results/bench.json --plots results/\n"
-        "  tnattn bench --quick               # seconds, smoke test",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("sections", nargs="*", metavar="SECTION", help=f"subset of {', '.join(SECTIONS)} (default: all)")
-    p.add_argument("--quick", action="store_true", help="tiny grid (seconds): a smoke test, not numbers")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch/kernel threads (default: torch's current)")
-    p.add_argument("--json", dest="json_path", default=None, help="write all results to this JSON file (atomically)")
-    p.add_argument("--plots", dest="plots_dir", default=None, help="write PNG figures into this folder")
-    p.add_argument("--scaling-M", type=_ints, default=None, help="lengths for the M scaling (e.g. 10,100,1e6)")
-    p.add_argument("--scaling-D", type=_ints, default=None, help="bond dimensions for the D scaling")
-    p.add_argument("--training-E", type=_ints, default=None, help="ensemble sizes for the training throughput")
-    p.add_argument("--repeats", type=int, default=None, help="most timed repeats of tnattn (baselines: 3)")
-    p.add_argument("--kernels-D", type=_ints, default=None, help="bond dimensions of the kernels D sweep")
-    p.add_argument("--long-M", type=_ints, default=None, help="lengths of the one-long-sequence rows")
+    """Flags of ``python -m tnattn.bench`` (``tnattn bench`` adds the same to its subcommand)."""
+    p = ArgumentParser(prog="tnattn bench", description=DESCRIPTION, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``tnattn bench`` with ``argv``; returns the exit status."""
+    """Run ``python -m tnattn.bench`` with ``argv``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    for s in args.sections:
+    return run_from_args(parser.parse_args(argv), parser, argv)
+
+
+def run_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    """Run the benchmarks that parsed arguments ``args`` (of :func:`add_arguments`) ask for.
+
+    Bad settings end in ``parser.error`` (one line, exit status 2) before any benchmark runs.
+    """
+    for s in args.section_names:
         if s not in SECTIONS:
             parser.error(f"unknown section {s!r}; choose from {', '.join(SECTIONS)}")
-    over = {"sections": tuple(args.sections) or SECTIONS, "device": args.device, "threads": args.threads}
-    for flag, name in (("scaling_M", "scaling_M"), ("scaling_D", "scaling_D"), ("training_E", "training_E"),
-                       ("repeats", "repeats"), ("kernels_D", "kernels_D"), ("long_M", "long_M")):  # fmt: skip
-        if getattr(args, flag) is not None:
-            over[name] = getattr(args, flag)
     try:
-        config = BenchConfig.quick(**over) if args.quick else BenchConfig(**over)
+        base = BenchConfig.quick() if args.quick else BenchConfig()
+        config = config_from_namespace(BenchConfig, args, base)
+        config = dataclasses.replace(config, sections=tuple(args.section_names) or SECTIONS)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(flag_message(exc, BenchConfig))
     # Output paths are checked before the benchmarks run, not when their results are written.
     for flag, path, want_dir in (("--json", args.json_path, False), ("--plots", args.plots_dir, True)):
         if path is None:
@@ -332,7 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from tnattn.io import result_envelope, write_json
 
         env = result_envelope("bench", dataclasses.asdict(config), results)
-        env["command"] = "tnattn bench " + " ".join(list(sys.argv[1:] if argv is None else argv))
+        env["command"] = "tnattn bench " + " ".join(argv)
         write_json(args.json_path, env)
         print(f"# wrote {args.json_path}")
     if args.plots_dir:
