@@ -55,6 +55,15 @@ def test_train_bad_settings_are_one_line_exit_2(flags, needle, capsys, tmp_path,
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
+@pytest.mark.parametrize("command", [["train", *TINY], ["experiment", "scenario-a", "--members", "1", "--max-epochs", "1"]])
+def test_settings_that_need_more_memory_than_any_machine_are_one_line_exit_2(command, capsys, tmp_path):
+    # D = 1e8: the context tensor alone is 1.6e17 bytes, beyond any address space (so the
+    # allocation fails even where the kernel overcommits); they parse and validate, then fail.
+    flag = "--D" if command[0] == "train" else "--D-values"
+    rc, err = _main([*command, flag, "100000000", "--out", str(tmp_path / "r")], capsys)
+    _one_line_error(rc, err, "out of memory", "--D")
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
 def test_train_device_cuda_without_a_gpu(capsys, tmp_path):
     rc, err = _main(["train", *TINY, "--device", "cuda", "--out", str(tmp_path / "r")], capsys)

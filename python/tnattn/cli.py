@@ -21,8 +21,8 @@ The CLI only parses flags into configs; all the work happens in the library.
 Errors: a flag that does not parse, a setting the config's validation refuses
 (:class:`tnattn.errors.ConfigError`) and a run directory that refuses the request (it holds a run
 already, holds none to resume, is in use by another process, has no intact checkpoint:
-:class:`tnattn.errors.UserError` and its subclasses) end in one line on stderr and exit status 2,
-never in a traceback.
+:class:`tnattn.errors.UserError` and its subclasses) and settings that need more memory than the
+machine has end in one line on stderr and exit status 2, never in a traceback.
 """
 
 from __future__ import annotations
@@ -293,6 +293,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         print(f"{ns._parser.prog}: error: {flag_message(exc, TrainConfig)}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as exc:
+        # Settings that parse and validate but need more memory than the machine has (e.g. --D
+        # 100000): a user error too. torch reports a failed CPU allocation as a plain RuntimeError.
+        if not _out_of_memory(exc):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(
+            f"{ns._parser.prog}: error: out of memory ({first}); the settings need more memory than "
+            "this machine has (model size --D, --batch-size, --test-size, --test-lengths, --members)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return "can't allocate memory" in str(exc) or "out of memory" in str(exc).lower()
 
 
 if __name__ == "__main__":  # pragma: no cover
