@@ -158,13 +158,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
                 groups[group_name] = parser.add_argument_group(group_name)
             target = groups[group_name]
         tp = flat.type
-        help_text = f.metadata.get("help", "")
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
-        else:
-            default = None
+        help_text = flat.help
+        default = flat.default
         inner, optional = _unwrap_optional(tp)
         flag = flag_name(f.name)
         if inner is bool:

@@ -14,13 +14,14 @@ names must be unique across the sub-configs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import typing
 from typing import Any, NamedTuple
 
 from tnattn.errors import ConfigError
 
-__all__ = ["check_fields", "check_ranges", "require", "FlatField", "flat_fields", "flat_values", "flat_replace"]
+__all__ = ["check_fields", "check_ranges", "require", "FlatField", "FlatAccess", "flat_init", "flat_fields", "flat_values", "flat_replace"]
 
 
 def _ok(tp: Any, v: Any) -> bool:
@@ -83,18 +84,42 @@ class FlatField(NamedTuple):
     path : tuple of str
         Names of the flattened fields that lead to it (empty for a field of the config itself).
     group : str or None
-        ``metadata["group"]`` of the field, else of the nearest flattened field above it.
+        ``metadata["group"]`` of the nearest flattened field above it that has that key, else of
+        the field itself.
+    default : object
+        Its default as seen from the config: for a sub-config's field, its value in the
+        sub-config's default (an experiment's default TrainConfig, not TrainConfig's defaults).
+    help : str
+        ``metadata["help"]`` of the field, unless the flattened field above it overrides it.
     """
 
     field: dataclasses.Field
     type: Any
     path: tuple
     group: Any
+    default: Any
+    help: str
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+@functools.lru_cache(maxsize=None)
 def flat_fields(cls: type) -> dict[str, FlatField]:
-    """The fields of config dataclass ``cls`` by flat name, sub-configs (fields with
-    ``metadata["flatten"]``) replaced by their own fields, in declaration order.
+    """The fields of config dataclass ``cls`` by flat name, sub-configs replaced by their own
+    fields, in declaration order.
+
+    A field whose ``metadata["flatten"]`` is true holds a sub-config. Its ``metadata`` may also
+    hold ``only`` (the names of the sub-config's fields to show; default all of them),
+    ``help`` overrides (a dict: name -> help text) and ``group`` (heading of their flags; None:
+    no heading), which replaces the groups below it.
+
+    The result is cached per class: do not change it.
 
     Raises
     ------
@@ -107,15 +132,73 @@ def flat_fields(cls: type) -> dict[str, FlatField]:
     out: dict[str, FlatField] = {}
     for f in dataclasses.fields(cls):
         if f.metadata.get("flatten"):
-            inner = {k: v._replace(path=(f.name,) + v.path, group=v.group or f.metadata.get("group"))
-                     for k, v in flat_fields(hints[f.name]).items()}
+            sub = flat_fields(hints[f.name])
+            only = f.metadata.get("only")
+            if only is not None:
+                missing = sorted(set(only) - set(sub))
+                if missing:
+                    raise TypeError(f"{cls.__name__}.{f.name}: only names no field of it: {missing}")
+                sub = {name: sub[name] for name in only}
+            defaults = flat_values(_default(f)) if _default(f) is not None else {}
+            helps = f.metadata.get("help") if isinstance(f.metadata.get("help"), dict) else {}
+            group = (lambda v: f.metadata["group"]) if "group" in f.metadata else (lambda v: v.group)
+            inner = {k: v._replace(path=(f.name,) + v.path, group=group(v),
+                                   default=defaults.get(k, v.default), help=helps.get(k, v.help))
+                     for k, v in sub.items()}
         else:
-            inner = {f.name: FlatField(f, hints[f.name], (), f.metadata.get("group"))}
+            inner = {f.name: FlatField(f, hints[f.name], (), f.metadata.get("group"), _default(f),
+                                       f.metadata.get("help", ""))}
         for name, flat in inner.items():
             if name in out:
                 raise TypeError(f"{cls.__name__}: field name {name!r} appears twice among its sub-configs")
             out[name] = flat
     return out
+
+
+def flat_init(cls: type) -> type:
+    """Class decorator, above ``@dataclass``: the constructor also takes the flat names of its
+    sub-configs' fields (``Config(lr=0.01)`` sets ``Config().train.lr``), applied to the
+    sub-config given (or its default) before the config's own checks run."""
+    init = cls.__init__
+    defaults = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("flatten")}
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        fields = flat_fields(cls)
+        nested: dict[str, dict[str, Any]] = {}
+        for name in [k for k in kwargs if k in fields and fields[k].path]:
+            nested.setdefault(fields[name].path[0], {})[name] = kwargs.pop(name)
+        for sub, changes in nested.items():
+            base = kwargs[sub] if sub in kwargs else _default(defaults[sub])
+            kwargs[sub] = flat_replace(base, **changes)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+class FlatAccess:
+    """Mixin for a config dataclass with sub-configs: their fields read by flat name
+    (``config.lr`` for ``config.train.lr``); they are changed through :func:`flat_replace`."""
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when ordinary lookup fails; never for private names (unpickling looks them up
+        # before the fields exist).
+        if not name.startswith("_"):
+            flat = flat_fields(type(self)).get(name)
+            if flat is not None and flat.path:
+                obj = self
+                for part in flat.path:
+                    obj = object.__getattribute__(obj, part)
+                return getattr(obj, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        flat = None if name.startswith("_") else flat_fields(type(self)).get(name)
+        if flat is not None and flat.path:
+            raise AttributeError(f"{name} belongs to a sub-config of {type(self).__name__}: "
+                                 f"use tnattn._fields.flat_replace(config, {name}=...)")
+        object.__setattr__(self, name, value)
 
 
 def flat_values(config: Any, *, init_only: bool = False) -> dict[str, Any]:

@@ -78,19 +78,19 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
 def to_jsonable(obj: Any) -> Any:
     """Convert dataclasses, tensors, numpy values, paths and non-finite floats to JSON values.
 
-    A dataclass becomes a dict of its fields; a field marked ``metadata["flatten"]`` (a config's
-    sub-config) contributes its own fields in its place.
+    A dataclass becomes a dict of its fields; a config with sub-configs (fields marked
+    ``metadata["flatten"]``) becomes the dict of its flat fields (:func:`tnattn._fields.flat_values`).
 
     Non-finite floats become ``None`` (JSON has no NaN/Infinity), so the files stay valid JSON
     for every reader.
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        out = {}
-        for f in dataclasses.fields(obj):
-            value = to_jsonable(getattr(obj, f.name))
-            # A sub-config seen flat (metadata "flatten", see tnattn._fields): its fields in its place.
-            out.update(value if f.metadata.get("flatten") else {f.name: value})
-        return out
+        if any(f.metadata.get("flatten") for f in dataclasses.fields(obj)):
+            # A config with sub-configs is recorded flat, as its flags and config files see it.
+            from tnattn._fields import flat_values
+
+            return {k: to_jsonable(v) for k, v in flat_values(obj).items()}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

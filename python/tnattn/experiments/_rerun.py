@@ -15,7 +15,6 @@ by field:
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,7 +55,7 @@ def check_rerun(out: str | Path, name: str, config: Any, *, free: Sequence[str],
         raise RunDirectoryError(f"{path} cannot be read ({exc}); use another out") from None
     if saved.get("experiment") != name:
         raise RunDirectoryError(f"{out} holds a {saved.get('experiment')!r} study, not {name!r}; use another out")
-    old, new = saved.get("config", {}), to_jsonable(dataclasses.asdict(config))
+    old, new = saved.get("config", {}), to_jsonable(config)
     changed, shrunk = [], []
     for key, value in new.items():
         if key in free or old.get(key) == value:
@@ -80,4 +79,4 @@ def check_rerun(out: str | Path, name: str, config: Any, *, free: Sequence[str],
 
 def save_study(out: str | Path, name: str, config: Any) -> None:
     """Write ``study.json`` (experiment name and settings) into ``out``."""
-    write_json(Path(out) / STUDY_FILE, {"experiment": name, "config": dataclasses.asdict(config)})
+    write_json(Path(out) / STUDY_FILE, {"experiment": name, "config": config})

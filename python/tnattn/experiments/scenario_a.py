@@ -50,7 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tnattn._fields import check_fields, check_ranges, require
+from tnattn._fields import FlatAccess, check_fields, flat_init, check_ranges, require
+from tnattn.errors import ConfigError
 from tnattn.ensemble.distributed import init_distributed, lock_for_ranks, run_ensemble
 from tnattn.ensemble.nu_budget import T_EPS_ESTIMATES, format_budget, nu_error_budget
 from tnattn.experiments._rerun import check_rerun, save_study
@@ -75,8 +76,47 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+#: The training settings shared by every run of the study (the paper's protocol, see the module
+#: docstring). Each ensemble replaces the bond dimension D and, per member, the L1/L2 strength of its
+#: regulariser; the fields in :data:`TRAIN_FLAGS` are flags of the experiment.
+TRAIN = TrainConfig(
+    rule=30, rule_steps=1, boundary="open", train_length=10, train_size=0, crop_min=6, crop_max=10, batch_size=128,
+    test_lengths=(100,), test_size=100, optimizer="adam", lr=0.005, loss="mse", activation="sigmoid",
+    normalize_map=True, boundary_vectors="e1", l1=0.0, l2=0.0, l2_mode="coupled", max_epochs=7000,
+    stop_after_grok=50, eval_every=1, eval_when_fit=True, deff_probe=64, dtype="float32", checkpoint_every=100,
+    progress=True, plots=False, logger="none",
+)  # fmt: skip
+
+#: The TrainConfig fields that are flags of ``scenario-a``, with their help texts here.
+TRAIN_FLAGS = {
+    "max_epochs": "maximum epochs per run (paper: 7000)",
+    "stop_after_grok": "stop a run this many epochs after its t_eps; -1 = never",
+    "rule": "elementary CA teacher",
+    "rule_steps": "apply the rule this many times",
+    "lr": "Adam learning rate",
+    "batch_size": "sequences per mini-batch",
+    "train_length": "length of the training strings (all d**length of them)",
+    "crop_min": "shortest random crop",
+    "crop_max": "longest random crop",
+    "test_lengths": "lengths of the random test sequences (author: 1000,100)",
+    "test_size": "test sequences per length (author: 1000)",
+    "eval_every": "test every this many epochs (and every epoch with zero training error)",
+    "deff_probe": "test sequences whose middle left contexts give D_eff",
+    "dtype": "floating-point precision",
+    "checkpoint_every": "checkpoint each shard every this many epochs (and when runs finish)",
+    "progress": "show a progress bar per shard",
+    "logger": "experiment logger per rank, in out/D<D>/shards/<rank>/logs: tensorboard, or wandb (offline unless "
+              "WANDB_MODE=online); see tnattn.loggers",
+}
+
+
+@flat_init
 @dataclass
-class Config:
+class Config(FlatAccess):
+    """Settings of the study. ``train`` holds the training settings of every run (default
+    :data:`TRAIN`); its fields in :data:`TRAIN_FLAGS` read and change by their own names
+    (``Config(lr=0.01)``, ``config.lr``, ``--lr``)."""
+
     out: str = _f("results/scenario-a", "output folder (JSON + PNG; one sub-folder per D with the ensembles)")
     D_values: tuple[int, ...] = _f((10,), "bond dimensions (paper: 10,20,40)")
     regularisers: tuple[str, ...] = _f(REGULARISERS, "regularisers to run: none, l2, l1")
@@ -84,19 +124,9 @@ class Config:
     l2: float = _f(1e-4, "L2 strength (Adam weight decay) of the l2 regulariser")
     members: int = _f(1000, "runs per (D, regulariser) (paper: about 1000)")
     seed: int = _f(0, "first run seed; member k uses seed + k under every regulariser")
-    max_epochs: int = _f(7000, "maximum epochs per run (paper: 7000)")
-    stop_after_grok: int = _f(50, "stop a run this many epochs after its t_eps; -1 = never")
-    rule: int = _f(30, "elementary CA teacher")
-    rule_steps: int = _f(1, "apply the rule this many times")
-    lr: float = _f(0.005, "Adam learning rate")
-    batch_size: int = _f(128, "sequences per mini-batch")
-    train_length: int = _f(10, "length of the training strings (all d**length of them)")
-    crop_min: int = _f(6, "shortest random crop")
-    crop_max: int = _f(10, "longest random crop")
-    test_lengths: tuple[int, ...] = _f((100,), "lengths of the random test sequences (author: 1000,100)")
-    test_size: int = _f(100, "test sequences per length (author: 1000)")
-    eval_every: int = _f(1, "test every this many epochs (and every epoch with zero training error)")
-    deff_probe: int = _f(64, "test sequences whose middle left contexts give D_eff")
+    train: TrainConfig = field(default_factory=lambda: TRAIN,
+                               metadata={"flatten": True, "only": tuple(TRAIN_FLAGS), "help": TRAIN_FLAGS,
+                                         "group": None})
     deff_before: int = _f(300, "D_eff curve: epochs before t_eps")
     deff_after: int = _f(50, "D_eff curve: epochs after t_eps")
     nu_window: tuple[float, ...] = _f(
@@ -110,37 +140,22 @@ class Config:
     )
     n_boot: int = _f(1000, "bootstrap resamples for the statistical error of nu")
     shared_data: bool = _f(False, "all members of a D see the same batches (faster; not independent runs)")
-    dtype: str = _f("float32", "floating-point precision", choices=("float32", "float64"))
     device: str = _f("cpu", "device (cuda needs the CUDA kernels)", choices=("cpu", "cuda"))
-    checkpoint_every: int = _f(100, "checkpoint each shard every this many epochs (and when runs finish)")
     resume: bool = _f(True, "reuse finished shards and continue checkpoints found in out")
-    progress: bool = _f(True, "show a progress bar per shard")
-    logger: str = _f(
-        "none", "experiment logger per rank, in out/D<D>/shards/<rank>/logs: tensorboard, or wandb (offline unless "
-        "WANDB_MODE=online); see tnattn.loggers", choices=("none", "tensorboard", "wandb"),
-    )  # fmt: skip
 
     def __post_init__(self):
         self.D_values = tuple(int(v) for v in self.D_values)
         self.regularisers = tuple(str(r) for r in self.regularisers)
-        self.test_lengths = tuple(int(v) for v in self.test_lengths)
         self.nu_window = tuple(float(v) for v in self.nu_window)
         check_fields(self)
+        if not isinstance(self.train, TrainConfig):
+            raise ConfigError(f"train must be a TrainConfig, got {type(self.train).__name__}")
         _validate(self)
 
 
 def train_config(config: Config, D: int) -> TrainConfig:
     """The shared :class:`TrainConfig` of the ensemble at bond dimension ``D``."""
-    return TrainConfig(
-        rule=config.rule, rule_steps=config.rule_steps, boundary="open", train_length=config.train_length,
-        train_size=0, crop_min=config.crop_min, crop_max=config.crop_max, batch_size=config.batch_size,
-        test_lengths=config.test_lengths, test_size=config.test_size, D=D, optimizer="adam", lr=config.lr,
-        loss="mse", activation="sigmoid", normalize_map=True, boundary_vectors="e1", l1=0.0, l2=0.0,
-        l2_mode="coupled", max_epochs=config.max_epochs, stop_after_grok=config.stop_after_grok,
-        eval_every=config.eval_every, eval_when_fit=True, deff_probe=config.deff_probe, dtype=config.dtype,
-        device=config.device, checkpoint_every=config.checkpoint_every, progress=config.progress, plots=False,
-        logger=config.logger,
-    )  # fmt: skip
+    return dataclasses.replace(config.train, D=D, device=config.device)
 
 
 def _strengths(config: Config, reg: str) -> tuple[float, float]:
@@ -154,8 +169,6 @@ def _validate(config: Config) -> None:
         require(reg in REGULARISERS, "regularisers", f"must be among {REGULARISERS}, got {reg!r}")
     require(len(set(config.regularisers)) == len(config.regularisers) and bool(config.regularisers),
             "regularisers", "must be distinct and at least one")
-    require(config.logger in ("none", "tensorboard", "wandb"), "logger",
-            f"must be one of none, tensorboard, wandb; got {config.logger!r}")
     require(config.members >= 1, "members", f"must be >= 1, got {config.members}")
     require(bool(config.D_values) and min(config.D_values) >= 1, "D_values", f"must be positive, got {config.D_values}")
     require(len(set(config.D_values)) == len(config.D_values), "D_values", f"must not repeat, got {config.D_values}")
@@ -370,5 +383,5 @@ def _run(config: Config, rank: int, world: int) -> dict:
     for block in per_D:
         plot_nu_windows(block["nu_budgets"], out / f"nu_windows_D{block['D']}.png",
                         title=f"Scenario A, D = {block['D']}: nu against the fit window")  # fmt: skip
-    write_json(out / "results.json", result_envelope(NAME, dataclasses.asdict(config), results))
+    write_json(out / "results.json", result_envelope(NAME, config, results))
     return results
