@@ -47,3 +47,4 @@ def test_bench_model_checks_prints_its_row(capsys):
     _load("bench_model_checks").main(["--N", "3", "--M", "4", "--D", "2", "--number", "5"])
     out = capsys.readouterr().out
     assert "N=3 M=4 D=2" in out and "checks" in out and "% of the forward" in out
+    assert "checks after a parameter change" in out

@@ -69,3 +69,15 @@ def test_eager_checks_still_catch_bad_data():
     model.load_state_dict(sd, assign=True)  # a replaced Parameter is checked too
     with pytest.raises(NonFiniteParameterError, match="u"):
         model(x)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("name", ["A_left", "C", "u", "v", "scale"])
+def test_one_non_finite_entry_in_any_parameter_is_named(name, bad):
+    # the finiteness check is one reduction over all parameters; the error still names the one
+    model = _model()
+    model(_x())
+    with torch.no_grad():
+        getattr(model, name).view(-1)[-1] = bad
+    with pytest.raises(NonFiniteParameterError, match=f"parameter {name} holds NaN or inf"):
+        model(_x())

@@ -80,3 +80,15 @@ def test_separate_model_accepts_a_shared_state_dict(kind):
     assert dst.A_right is not dst.A_left
     assert torch.equal(dst.A_left, src.A_left) and torch.equal(dst.A_right, src.A_left)
     assert dst.A_left.untyped_storage().data_ptr() != dst.A_right.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_tie_kept_when_a_parent_module_loads_with_assign(kind):
+    # the tie lives in _load_from_state_dict, which a parent's load_state_dict calls
+    make = MODELS[kind]
+    src = torch.nn.ModuleDict({"layer": make(seeds=(3, 4)) if kind != "TNAttention" else make(seed=3)})
+    dst = torch.nn.ModuleDict({"layer": make()})
+    dst.load_state_dict(src.state_dict(), assign=True)
+    assert dst["layer"].A_right is dst["layer"].A_left
+    assert len(list(dst.parameters())) == len(list(src.parameters()))
+    assert torch.equal(dst["layer"].A_left, src["layer"].A_left)
