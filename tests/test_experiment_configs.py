@@ -72,3 +72,25 @@ def test_scenario_a_training_settings_are_checked_by_train_config():
         scenario_a.Config(logger="print")
     with pytest.raises(TypeError, match="unexpected keyword argument 'loss'"):
         scenario_a.Config(loss="hinge")  # held by train, but not one of the experiment's settings
+
+
+STRUCTURE_FLAGS = {
+    "mode", "out", "seed", "D", "rule", "l1", "lr", "epochs", "test_length", "test_size", "eval_every", "workers",
+    "progress", "merge", "tolerance", "snapshot_every", "dense_until", "after_spike", "probe_sequences",
+    "probe_length", "times", "frames", "fps", "projection", "color_by", "seeds", "settings", "l1_early",
+    "schedule_epochs", "schedule_factor", "guard_lookback",
+}  # fmt: skip
+
+
+def test_structure_config_holds_a_train_config_with_the_same_flags():
+    from tnattn.experiments import structure
+
+    assert _flags(structure.Config) == STRUCTURE_FLAGS
+    assert set(to_jsonable(structure.Config())) == STRUCTURE_FLAGS
+    config = structure.Config(mode="compare", D=4, lr=0.01, test_length=50, eval_every=2)
+    base = structure._base_config(config)
+    assert (base.D, base.lr, base.eval_every, base.test_lengths, base.max_epochs) == (4, 0.01, 2, (50,), 1000)
+    # the experiment's fixed settings live in its TrainConfig
+    assert (base.stop_after_grok, base.threads, base.plots, base.progress) == (-1, 1, False, False)
+    # `progress` is the experiment's own flag (its progress display), not the runs'
+    assert structure.Config(progress=True).train.progress is False

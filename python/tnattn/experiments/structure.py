@@ -50,11 +50,12 @@ from typing import Literal
 
 import numpy as np
 
-from tnattn._fields import check_fields, check_ranges
+from tnattn._fields import FlatAccess, check_fields, check_ranges, flat_init
 from tnattn.errors import ConfigError
 from tnattn.experiments._rerun import check_rerun, save_study
 from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
+from tnattn.train.config import TrainConfig
 
 NAME = "structure"
 
@@ -65,20 +66,38 @@ def _f(default, help: str, **kw):
     return field(default=default, metadata={"help": help, **kw})
 
 
+#: Training settings of every run (no stop at grokking, so post-grokking spikes show; one thread
+#: per worker process). Each run replaces the epoch limit, the test length and its L1; the fields
+#: in :data:`TRAIN_FLAGS` are flags of the experiment.
+TRAIN = TrainConfig(rule=30, D=3, lr=0.005, stop_after_grok=-1, eval_every=1, test_lengths=(200,), test_size=250,
+                    progress=False, plots=False, threads=1)
+
+#: The TrainConfig fields that are flags of ``structure``, with their help texts here.
+TRAIN_FLAGS = {
+    "D": "bond dimension",
+    "rule": "elementary rule of the teacher",
+    "lr": "Adam learning rate",
+    "test_size": "number of test sequences",
+    "eval_every": "measure test error and D_eff every this many epochs",
+}
+
+
+@flat_init
 @dataclass
-class Config:
+class Config(FlatAccess):
+    """Settings of the experiment. ``train`` holds the training settings of every run (default
+    :data:`TRAIN`); its fields in :data:`TRAIN_FLAGS` read and change by their own names."""
+
     mode: Literal["figure", "compare"] = _f("figure", "figure: two D=3 runs (L1 vs none) with point clouds and "
                                                       "animation; compare: schedules and spike guard over seeds")
     out: str = _f("results/structure", "output folder")
     seed: int = _f(2, "figure: seed of both runs; compare: first member seed")
-    D: int = _f(3, "bond dimension")
-    rule: int = _f(30, "elementary rule of the teacher")
+    train: TrainConfig = field(default_factory=lambda: TRAIN,
+                               metadata={"flatten": True, "only": tuple(TRAIN_FLAGS), "help": TRAIN_FLAGS,
+                                         "group": None})
     l1: float = _f(1e-3, "base L1 strength (figure: the regularised run; compare: setting 'l1')")
-    lr: float = _f(0.005, "Adam learning rate")
     epochs: int = _f(0, "epochs per run; 0 = mode default (figure 1500, compare 1000)")
     test_length: int = _f(200, "length of the test sequences")
-    test_size: int = _f(250, "number of test sequences")
-    eval_every: int = _f(1, "measure test error and D_eff every this many epochs")
     workers: int = _f(2, "runs in parallel (processes, one thread each)")
     progress: bool = _f(True, "show progress")
     merge: int = _f(5, "loss-spike onsets closer than this many epochs form one event")
@@ -107,12 +126,12 @@ class Config:
     def __post_init__(self):
         self.times, self.settings = tuple(self.times), tuple(self.settings)
         check_fields(self)
-        check_ranges(self, positive=("lr",), nonnegative=("seed", "merge", "tolerance", "guard_lookback", "times"))
+        check_ranges(self, nonnegative=("seed", "merge", "tolerance", "guard_lookback", "times"))
         if self.mode not in ("figure", "compare"):
             raise ConfigError(f"mode must be 'figure' or 'compare', got {self.mode!r}")
         if self.dense_until < 0 or self.after_spike < 0:
             raise ConfigError("dense_until and after_spike must be >= 0")
-        for name in ("D", "test_length", "test_size", "eval_every", "workers", "snapshot_every", "probe_sequences",
+        for name in ("test_length", "workers", "snapshot_every", "probe_sequences",
                      "probe_length", "frames", "seeds", "schedule_epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -137,13 +156,11 @@ class Config:
 
 
 def _base_config(config: Config):
-    from tnattn.train.config import TrainConfig
+    """The TrainConfig of the runs (each run then sets its seed, L1 and run directory)."""
+    import dataclasses
 
-    return TrainConfig(
-        rule=config.rule, D=config.D, lr=config.lr, max_epochs=config.n_epochs, stop_after_grok=-1,
-        eval_every=config.eval_every, test_lengths=(config.test_length,), test_size=config.test_size,
-        progress=False, plots=False, checkpoint_every=max(config.n_epochs, 1), threads=1,
-    )
+    return dataclasses.replace(config.train, max_epochs=config.n_epochs, test_lengths=(config.test_length,),
+                               checkpoint_every=max(config.n_epochs, 1))
 
 
 def _resumable(member):
