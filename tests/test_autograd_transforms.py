@@ -380,3 +380,12 @@ def test_compiled_func_grad_matches_reference(raw):
     want = torch.func.grad(_loss(ref), argnums=(0, 1))(A, b)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", ["contexts_right_per_sequence", "tn_attention_shared_embeddings", "contexts_ensemble"])
+@pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
+def test_gradgradcheck_against_finite_differences(case, raw):
+    """Second derivatives against finite differences (an oracle independent of the reference)."""
+    op = RAW_CASES[case] if raw else CASES[case][0]
+    args = _leaves(CASES[case][2])
+    assert torch.autograd.gradgradcheck(op, args)

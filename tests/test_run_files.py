@@ -222,3 +222,20 @@ def test_two_train_processes_on_one_directory(tmp_path):
         first.wait(timeout=60)
     epochs = [r["epoch"] for r in read_history_csv(out / "history.csv")]
     assert epochs == list(range(1, len(epochs) + 1))
+
+
+def test_every_file_of_an_experiment_gets_the_umask_permissions(umask, tmp_path):
+    """Experiment result files (study.json, results.json, each ensemble's shards, merged histories,
+    plots) follow the umask too, not only those of a single run."""
+    from tnattn import cli
+
+    umask(0o002)
+    out = tmp_path / "study"
+    flags = ["--D-values", "3", "--members", "2", "--regularisers", "none", "--train-length", "5", "--crop-min",
+             "3", "--crop-max", "5", "--batch-size", "16", "--test-lengths", "20", "--test-size", "10",
+             "--stop-after-grok", "-1", "--no-progress", "--max-epochs", "2", "--out", str(out)]  # fmt: skip
+    assert cli.main(["experiment", "scenario-a", *flags]) == 0
+    files = [p for p in out.rglob("*") if p.is_file()]  # lock files included
+    assert {"study.json", "results.json"} <= {p.name for p in files} and len(files) > 4
+    for p in files:
+        assert _mode(p) == 0o664, p.relative_to(out)
