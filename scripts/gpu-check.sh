@@ -4,7 +4,8 @@
 #
 # Expects: python3 (3.12) with torch (CUDA build, 2.11), pybind11, scikit-build-core, cmake, ninja
 # and nvcc on PATH. pytest/hypothesis are optional: without pytest, tests/test_cuda.py runs as a
-# script and tests/test_ops.py is skipped (it needs pytest and hypothesis).
+# script and tests/test_ops.py is skipped (it needs pytest and hypothesis), and with it the GPU cases
+# of its device-parametrised tests (values and gradients on every CUDA kernel path, bad symbols, ...).
 #
 # Usage (from anywhere):   scripts/gpu-check.sh
 # Outputs go to $OUT (default /tmp/tnattn-gpu-check): gpu-check.log (everything printed here),
@@ -63,7 +64,7 @@ else
   timeout 240 "$PY" tests/test_cuda.py || fail "tests/test_cuda.py"
 fi
 
-step "CPU op tests in the CUDA build: tests/test_ops.py"
+step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/test_ops.py"
 if has pytest && has hypothesis; then
   XDIST=(); if has xdist; then XDIST=(-n 8); fi
   timeout 120 "$PY" -m pytest -q -p no:cacheprovider -x ${XDIST[@]+"${XDIST[@]}"} tests/test_ops.py || fail "tests/test_ops.py"

@@ -1,9 +1,13 @@
-"""Shared fixtures: the CPU instruction-set path of the native kernels.
+"""Shared fixtures: the device, and the CPU instruction-set path of the native kernels.
+
+``device``: a test that takes it runs on ``"cpu"`` and, where torch sees a GPU and tnattn was built
+with its CUDA kernels, on ``"cuda"`` (marked ``cuda``; skipped elsewhere). One test body serves both
+devices instead of a copy per device.
 
 Kernel test modules declare ``pytestmark = pytest.mark.usefixtures("cpu_isa")`` and then run once
 per instruction-set copy of the CPU kernels that this machine supports (``baseline``, ``avx2``,
 ``avx512``; see :mod:`tnattn.buildinfo`). ``TNATTN_TEST_CPU_ISAS=best`` (or a comma-separated list)
-narrows the set, e.g. for a quick local run.
+narrows the set, e.g. for a quick local run. A test on ``"cuda"`` runs once, not once per path.
 """
 
 from __future__ import annotations
@@ -11,8 +15,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
-from tnattn import buildinfo
+from tnattn import _C, buildinfo
+
+CUDA_OK = torch.cuda.is_available() and _C.has_cuda()
 
 
 def _test_isas() -> list[str]:
@@ -33,3 +40,14 @@ def cpu_isa(request):
         yield request.param
     finally:
         buildinfo.set_cpu_isa(previous)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not CUDA_OK, reason="needs a CUDA device and tnattn built with TNATTN_CUDA=ON")])])
+def device(request) -> str:
+    """``"cpu"``, then ``"cuda"`` where available (see the module docstring)."""
+    if request.param == "cuda" and "cpu_isa" in request.fixturenames:
+        # The CPU instruction-set path does not matter on the GPU: run there with one of them only.
+        if request.getfixturevalue("cpu_isa") != _test_isas()[-1]:
+            pytest.skip("cuda runs once, with the last CPU instruction-set parameter")
+    return request.param

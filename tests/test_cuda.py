@@ -1,14 +1,15 @@
-"""GPU tests of the CUDA kernels (skipped without a CUDA device or without a CUDA build).
+"""GPU-only tests of the CUDA kernels (skipped without a CUDA device or without a CUDA build).
 
-Values and gradients against tnattn.reference (float64 oracle on the CPU) for every kernel path
-(compile-time D = 4, 8, 16, 32 with padding, the runtime-D path for D > 32 and for parameters too
-large for shared memory), agreement with the CPU kernels on larger problems, opcheck on CUDA
-tensors, a torch.compile smoke test, mixed-device errors, non-default streams, a second GPU,
-bad symbols, the exact-zero rule, determinism, a long sequence, and the ensemble (E > 1) entry
-points of tnattn._C.cuda.
+Agreement with the CPU kernels on larger problems, determinism, opcheck on CUDA tensors, a
+torch.compile smoke test, mixed-device errors, non-default streams, a second GPU, and the ensemble
+(E > 1) entry points of tnattn._C.cuda. Values and gradients against tnattn.reference on every
+kernel path, symbol dtypes, bad symbols, the exact-zero rule and a long sequence are the
+device-parametrised tests of tests/test_ops.py (the ``device`` fixture of tests/conftest.py),
+which run on the GPU too.
 
 Runs under pytest, or as a script where pytest is not installed (scripts/gpu-check.sh):
-``python tests/test_cuda.py`` runs every test and exits non-zero on a failure.
+``python tests/test_cuda.py`` runs every test here and exits non-zero on a failure (the
+device-parametrised tests need pytest).
 """
 
 from __future__ import annotations
@@ -61,17 +62,6 @@ def make_inputs(N, M, d, D, c=1, *, dtype=F64, real=False, u_pb=False, v_pb=True
     return [x, A_left, A_right, C, u, v]
 
 
-def to_ref(ts):
-    """Detached float64 CPU copies (leaves requiring grad like the originals)."""
-    out = []
-    for t in ts:
-        if t.is_floating_point():
-            out.append(t.detach().double().cpu().requires_grad_(t.requires_grad))
-        else:
-            out.append(t.cpu())
-    return out
-
-
 def grads_of(out, inputs, seed=1):
     w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out.device, out.dtype)
     inputs = [t for t in inputs if t.requires_grad]
@@ -88,72 +78,6 @@ def close(got, want, dtype, what, grad=False):
         tol = dict(rtol=2e-3, atol=2e-4) if grad else dict(rtol=1e-4, atol=2e-5)
     torch.testing.assert_close(got.detach().cpu().to(F64), want.detach().to(F64), **tol,
                                msg=lambda m: f"{what}: {m}")  # fmt: skip
-
-
-def check_tn(N, M, d, D, c, *, dtype=F64, real=False, shared_A=False, **kw):
-    inputs = make_inputs(N, M, d, D, c, dtype=dtype, real=real, **kw)
-    if shared_A:
-        inputs[2] = inputs[1]
-    W = ops.tn_attention(*inputs)
-    assert W.is_cuda and W.shape == (N, M, d, c) and W.dtype == dtype
-    r = to_ref(inputs)
-    if shared_A:
-        r[2] = r[1]
-    W_ref = ref.tn_attention(*r)
-    close(W, W_ref, dtype, f"W N={N} M={M} d={d} D={D} c={c} real={real}")
-    uniq = lambda ts: [t for k, t in enumerate(ts) if t.requires_grad and all(t is not s for s in ts[:k])]  # noqa: E731
-    got, want = grads_of(W, uniq(inputs)), grads_of(W_ref, uniq(r))
-    for k, (a, b) in enumerate(zip(got, want)):
-        close(a, b, dtype, f"grad {k} N={N} M={M} d={d} D={D} c={c} real={real}", grad=True)
-
-
-def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=False, seed=0):
-    x, A, _, _, u, _ = make_inputs(N, M, d, D, dtype=dtype, real=real, u_pb=per_batch, seed=seed)
-    out = ops.contexts(A, x, u, reverse=reverse)
-    assert out.is_cuda
-    r = to_ref([A, x, u])
-    out_ref = ref.contexts(*r, reverse=reverse)
-    close(out, out_ref, dtype, f"contexts D={D} reverse={reverse}")
-    got, want = grads_of(out, [A, x, u]), grads_of(out_ref, r)
-    for k, (a, b) in enumerate(zip(got, want)):
-        close(a, b, dtype, f"contexts grad {k} D={D} reverse={reverse}", grad=True)
-
-
-# ------------------------------------------------------------------------------------------------
-# Values and gradients against the reference
-
-TN_CASES = [
-    # N, M, d, D, c, real, shared_A, u_pb, v_pb
-    (3, 1, 2, 3, 1, False, False, False, False),
-    (5, 6, 3, 1, 2, True, True, True, False),
-    (150, 7, 2, 8, 1, False, False, False, True),  # two blocks of 128 sequences
-    (9, 5, 2, 6, 2, True, False, True, True),
-    (70, 4, 2, 13, 3, False, True, False, True),  # D = 16 kernels, two blocks
-    (33, 3, 3, 20, 2, True, False, False, False),  # D = 32 kernels, two blocks
-    (4, 4, 2, 40, 1, False, False, True, True),  # runtime-D path
-    (6, 3, 4, 20, 8, False, False, True, False),  # parameters too large for shared memory -> runtime path
-]
-
-
-def test_tn_attention_matches_reference():
-    for dtype in (F64, F32):
-        for N, M, d, D, c, real, shared_A, u_pb, v_pb in TN_CASES:
-            check_tn(N, M, d, D, c, dtype=dtype, real=real, shared_A=shared_A, u_pb=u_pb, v_pb=v_pb)
-
-
-def test_contexts_match_reference():
-    for dtype in (F64, F32):
-        for N, M, d, D, real, per_batch in [(3, 1, 2, 3, False, False), (150, 6, 2, 8, True, True),
-                                           (5, 5, 3, 16, False, True), (4, 4, 2, 36, True, False)]:  # fmt: skip
-            for reverse in (False, True):
-                check_contexts(N, M, d, D, reverse=reverse, dtype=dtype, real=real, per_batch=per_batch)
-
-
-def test_symbol_dtypes_agree():
-    x, *params = make_inputs(40, 9, 3, 4, 2, dtype=F32)
-    W64 = ops.tn_attention(x, *params)
-    for xdtype in (torch.uint8, torch.int32):
-        assert torch.equal(ops.tn_attention(x.to(xdtype), *params), W64)
 
 
 def test_large_batch_matches_cpu_kernels():
@@ -185,49 +109,12 @@ def test_large_batch_matches_cpu_kernels():
 # Rules and edge cases
 
 
-def test_exact_zero_rule():
-    x, A, _, C, u, v = make_inputs(3, 5, 2, 3, 2)
-    u0 = torch.zeros(3, dtype=F64, device="cuda", requires_grad=True)
-    L = ops.contexts(A, x, u0)
-    assert torch.count_nonzero(L) == 0
-    W = ops.tn_attention(x, A, A, C, u0, v)
-    assert torch.count_nonzero(W) == 0
-    gA, gu = torch.autograd.grad(W.sum() + L.sum(), [A, u0])
-    assert torch.isfinite(gA).all() and torch.count_nonzero(gu) == 0
-
-
-def test_out_of_range_symbols_raise():
-    for xdtype, bad in ((torch.int64, 2), (torch.int64, -1), (torch.int32, -5), (torch.uint8, 200)):
-        x, *params = make_inputs(20, 6, 2, 3, 1, xdtype=xdtype)
-        x[13, 4] = bad
-        with raises(ValueError, r"x holds symbols outside \[0, d\)"):
-            ops.tn_attention(x, *params)
-        with raises(ValueError, "x holds symbols"):
-            ops.contexts(params[0], x, params[3], reverse=True)
-
-
 def test_parameter_gradients_are_deterministic():
     inputs = make_inputs(1000, 32, 2, 8, 1, dtype=F32, seed=2)
     params = inputs[1:]
     runs = [grads_of(ops.tn_attention(*inputs), params) for _ in range(2)]
     for a, b in zip(*runs):
         assert torch.equal(a, b)
-
-
-def test_long_sequence_is_finite_and_agrees_with_float64():
-    M = 100_000
-    x, *p32 = make_inputs(2, M, 2, 4, 1, dtype=F32, seed=3)
-    W32 = ops.tn_attention(x, *p32)
-    g32 = grads_of(W32, p32)
-    p64 = [t.detach().double().requires_grad_() for t in p32]
-    W64 = ops.tn_attention(x, *p64)
-    g64 = grads_of(W64, p64)
-    assert torch.isfinite(W32).all() and all(torch.isfinite(g).all() for g in g32)
-    err = (W32.double() - W64.detach()).abs()
-    scale = W64.detach().abs().max()
-    assert err.mean() < 1e-5 * scale and err.max() < 5e-2 * scale  # see test_ops.py for the bounds
-    for a, b in zip(g32, g64):
-        assert (a.double() - b).abs().max() < 1e-1 * b.abs().max()
 
 
 # ------------------------------------------------------------------------------------------------

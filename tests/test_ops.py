@@ -1,4 +1,10 @@
-"""Tests of tnattn.ops (C++ kernels behind torch custom ops) against tnattn.reference."""
+"""Tests of tnattn.ops (C++ kernels behind torch custom ops) against tnattn.reference.
+
+Tests that take the ``device`` fixture (tests/conftest.py) run on the CPU kernels and, where a GPU
+and the CUDA build are present, on the CUDA kernels, against the same float64 CPU oracle. Their
+cases include the CUDA kernels' paths (blocks of 128 sequences, the D = 16 and 32 kernels, the
+runtime-D path, parameters too large for shared memory) as well as the CPU kernels' paddings.
+"""
 
 from __future__ import annotations
 
@@ -18,26 +24,34 @@ F32 = torch.float32
 pytestmark = pytest.mark.usefixtures("cpu_isa")
 
 
-def make_inputs(N, M, d, D, c=1, *, dtype=F64, real=False, xdtype=torch.int64, u_pb=False, v_pb=True, seed=0):
-    """Random parameters and inputs (leaf tensors requiring grad)."""
+def make_inputs(N, M, d, D, c=1, *, dtype=F64, real=False, xdtype=torch.int64, u_pb=False, v_pb=True, seed=0,
+                device="cpu"):  # fmt: skip
+    """Random parameters and inputs (leaf tensors requiring grad) on ``device``, drawn on the CPU
+    (so every device gets the same values)."""
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape):
-        return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+        return torch.randn(*shape, generator=g, dtype=dtype).to(device).requires_grad_()
 
     A_left, A_right, C = rnd(d, D, D), rnd(d, D, D), rnd(d, D, D, c)
     u = rnd(N, D) if u_pb else rnd(D)
     v = rnd(N, D) if v_pb else rnd(D)
     if real:
-        x = torch.rand(N, M, d, generator=g, dtype=dtype).requires_grad_()
+        x = torch.rand(N, M, d, generator=g, dtype=dtype).to(device).requires_grad_()
     else:
-        x = torch.randint(0, d, (N, M), generator=g).to(xdtype)
+        x = torch.randint(0, d, (N, M), generator=g).to(xdtype).to(device)
     return x, A_left, A_right, C, u, v
+
+
+def _oracle_inputs(inputs):
+    """Detached float64 CPU copies for tnattn.reference (leaves where the originals are)."""
+    return [t.detach().double().cpu().requires_grad_(t.requires_grad) if t.is_floating_point() else t.cpu()
+            for t in inputs]
 
 
 def grads_of(out, inputs, seed=1):
     """Gradients of a fixed random projection of out with respect to the floating inputs."""
-    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out.dtype)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out.device, out.dtype)
     inputs = [t for t in inputs if t.requires_grad]
     return torch.autograd.grad((out * w).sum(), inputs, allow_unused=True)
 
@@ -48,23 +62,23 @@ def assert_close_all(got, want, rtol, atol):
         if b is None:
             assert a is None or torch.count_nonzero(a) == 0, f"item {k}"
             continue
-        torch.testing.assert_close(a, b, rtol=rtol, atol=atol, msg=lambda m: f"item {k}: {m}")
+        torch.testing.assert_close(a.cpu(), b.cpu(), rtol=rtol, atol=atol, msg=lambda m: f"item {k}: {m}")
 
 
-def check_tn_attention(N, M, d, D, c, *, dtype=F64, real=False, shared_A=False, **kw):
-    x, A_left, A_right, C, u, v = make_inputs(N, M, d, D, c, dtype=dtype, real=real, **kw)
+def check_tn_attention(N, M, d, D, c, *, dtype=F64, real=False, shared_A=False, device="cpu", **kw):
+    x, A_left, A_right, C, u, v = make_inputs(N, M, d, D, c, dtype=dtype, real=real, device=device, **kw)
     if shared_A:
         A_right = A_left
     inputs = [x, A_left, A_right, C, u, v]
     W = ops.tn_attention(*inputs)
-    assert W.shape == (N, M, d, c) and W.dtype == dtype
-    # The oracle runs in float64 on the same (rounded) values.
-    inputs64 = [t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in inputs]
+    assert W.shape == (N, M, d, c) and W.dtype == dtype and W.device.type == device
+    # The oracle runs in float64 on the CPU, on the same (rounded) values.
+    inputs64 = _oracle_inputs(inputs)
     if shared_A:
         inputs64[2] = inputs64[1]
     W_ref = ref.tn_attention(*inputs64)
     tol = dict(rtol=1e-10, atol=1e-11) if dtype == F64 else dict(rtol=1e-4, atol=2e-5)
-    torch.testing.assert_close(W, W_ref.to(dtype), **tol)
+    torch.testing.assert_close(W.cpu(), W_ref.to(dtype), **tol)
     uniq = lambda ts: [t for k, t in enumerate(ts) if t.requires_grad and all(t is not s for s in ts[:k])]  # noqa: E731
     got = grads_of(W, uniq(inputs))
     want = grads_of(W_ref, uniq(inputs64))
@@ -72,14 +86,21 @@ def check_tn_attention(N, M, d, D, c, *, dtype=F64, real=False, shared_A=False, 
     assert_close_all(got, [None if w is None else w.to(dtype) for w in want], **gtol)
 
 
-def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=False, xdtype=torch.int64, seed=0):
-    x, A, _, _, u, _ = make_inputs(N, M, d, D, dtype=dtype, real=real, u_pb=per_batch, xdtype=xdtype, seed=seed)
+def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=False, xdtype=torch.int64, seed=0,
+                   device="cpu"):  # fmt: skip
+    x, A, _, _, u, _ = make_inputs(N, M, d, D, dtype=dtype, real=real, u_pb=per_batch, xdtype=xdtype, seed=seed,
+                                   device=device)  # fmt: skip
     out = ops.contexts(A, x, u, reverse=reverse)
-    assert out.shape == (N, M, D)
-    inputs64 = [t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for t in (A, x, u)]
+    assert out.shape == (N, M, D) and out.device.type == device
+    inputs64 = _oracle_inputs([A, x, u])
     out_ref = ref.contexts(*inputs64, reverse=reverse)
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == F64 else dict(rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(out, out_ref.to(dtype), **tol)
+    # The GPU kernels normalise in another order: their absolute tolerance is the one the former
+    # GPU-only copy of this test used (10x the CPU's in float64, 2x in float32).
+    if dtype == F64:
+        tol = dict(rtol=1e-10, atol=1e-11 if device == "cuda" else 1e-12)
+    else:
+        tol = dict(rtol=1e-4, atol=2e-5 if device == "cuda" else 1e-5)
+    torch.testing.assert_close(out.cpu(), out_ref.to(dtype), **tol)
     got = grads_of(out, [A, x, u])
     want = grads_of(out_ref, inputs64)
     gtol = dict(rtol=1e-9, atol=1e-10) if dtype == F64 else dict(rtol=2e-3, atol=2e-4)
@@ -104,11 +125,14 @@ def check_contexts(N, M, d, D, *, reverse, dtype=F64, real=False, per_batch=Fals
         (2, 4, 3, 33, False, True),  # several registers per vector
         (1, 3, 2, 64, False, False),  # the largest padded size
         (2, 3, 2, 65, True, True),  # generic runtime-D path (D > 64)
+        (150, 6, 2, 8, True, True),  # CUDA: two blocks of 128 sequences
+        (5, 5, 3, 16, False, True),  # CUDA: the D = 16 kernels
+        (4, 4, 2, 36, True, False),  # CUDA: the runtime-D path (D > 32)
     ],
 )
 @pytest.mark.parametrize("dtype", [F64, F32])
-def test_contexts_matches_reference(N, M, d, D, real, per_batch, reverse, dtype):
-    check_contexts(N, M, d, D, reverse=reverse, dtype=dtype, real=real, per_batch=per_batch)
+def test_contexts_matches_reference(N, M, d, D, real, per_batch, reverse, dtype, device):
+    check_contexts(N, M, d, D, reverse=reverse, dtype=dtype, real=real, per_batch=per_batch, device=device)
 
 
 @pytest.mark.parametrize(
@@ -124,11 +148,15 @@ def test_contexts_matches_reference(N, M, d, D, real, per_batch, reverse, dtype)
         (3, 4, 2, 40, 1, False, True, False, True),
         (1, 3, 2, 64, 1, False, False, True, False),
         (2, 2, 2, 67, 1, True, False, False, False),  # generic runtime-D path (D > 64)
+        (150, 7, 2, 8, 1, False, False, False, True),  # CUDA: two blocks of 128 sequences
+        (70, 4, 2, 13, 3, False, True, False, True),  # CUDA: the D = 16 kernels, two blocks
+        (33, 3, 3, 20, 2, True, False, False, False),  # CUDA: the D = 32 kernels, two blocks
+        (6, 3, 4, 20, 8, False, False, True, False),  # CUDA: parameters too large for shared memory
     ],
 )
 @pytest.mark.parametrize("dtype", [F64, F32])
-def test_tn_attention_matches_reference(N, M, d, D, c, real, shared_A, u_pb, v_pb, dtype):
-    check_tn_attention(N, M, d, D, c, dtype=dtype, real=real, shared_A=shared_A, u_pb=u_pb, v_pb=v_pb)
+def test_tn_attention_matches_reference(N, M, d, D, c, real, shared_A, u_pb, v_pb, dtype, device):
+    check_tn_attention(N, M, d, D, c, dtype=dtype, real=real, shared_A=shared_A, u_pb=u_pb, v_pb=v_pb, device=device)
 
 
 @settings(max_examples=25, deadline=None)
@@ -164,12 +192,12 @@ def test_contexts_hypothesis(N, M, d, D, reverse, real, per_batch, seed):
 
 
 @pytest.mark.parametrize("xdtype", [torch.uint8, torch.int32, torch.int64])
-def test_symbol_dtypes_agree(xdtype):
-    x, A_left, A_right, C, u, v = make_inputs(6, 7, 3, 4, 2, dtype=F32)
+def test_symbol_dtypes_agree(xdtype, device):
+    x, A_left, A_right, C, u, v = make_inputs(40, 7, 3, 4, 2, dtype=F32, device=device)
     W64 = ops.tn_attention(x, A_left, A_right, C, u, v)
     W = ops.tn_attention(x.to(xdtype), A_left, A_right, C, u, v)
     assert torch.equal(W, W64)
-    check_contexts(4, 5, 3, 4, reverse=True, xdtype=xdtype)
+    check_contexts(4, 5, 3, 4, reverse=True, xdtype=xdtype, device=device)
 
 
 def test_one_hot_embeddings_equal_symbols():
@@ -193,9 +221,9 @@ def test_contexts_are_unit_vectors_and_projective():
 # Exact-zero rule
 
 
-def test_zero_boundary_gives_zero_contexts_and_zero_gradients():
-    x, A, _, C, u, v = make_inputs(3, 5, 2, 3, 2)
-    u0 = torch.zeros(3, dtype=F64, requires_grad=True)
+def test_zero_boundary_gives_zero_contexts_and_zero_gradients(device):
+    x, A, _, C, u, v = make_inputs(3, 5, 2, 3, 2, device=device)
+    u0 = torch.zeros(3, dtype=F64, device=device, requires_grad=True)
     L = ops.contexts(A, x, u0)
     assert torch.count_nonzero(L) == 0
     W = ops.tn_attention(x, A, A, C, u0, v)
@@ -363,9 +391,9 @@ def test_kernels_work_in_a_forked_child():
         torch.set_num_threads(old)
 
 
-def test_long_sequence_is_finite_and_agrees_with_float64():
+def test_long_sequence_is_finite_and_agrees_with_float64(device):
     M = 100_000
-    x, A_left, A_right, C, u, v = make_inputs(2, M, 2, 4, 1, dtype=F32, seed=3)
+    x, A_left, A_right, C, u, v = make_inputs(2, M, 2, 4, 1, dtype=F32, seed=3, device=device)
     params32 = [A_left, A_right, C, u, v]
     W32 = ops.tn_attention(x, *params32)
     g32 = grads_of(W32, params32)
@@ -438,8 +466,8 @@ def test_native_ensemble_matches_loop(real, x_shared):
 
 
 @pytest.mark.parametrize("xdtype,bad_symbol", [(torch.int64, 2), (torch.int64, -1), (torch.int32, -5), (torch.uint8, 200)])
-def test_out_of_range_symbols_raise(xdtype, bad_symbol):
-    x, A_left, A_right, C, u, v = make_inputs(20, 6, 2, 3, 1, xdtype=xdtype)
+def test_out_of_range_symbols_raise(xdtype, bad_symbol, device):
+    x, A_left, A_right, C, u, v = make_inputs(20, 6, 2, 3, 1, xdtype=xdtype, device=device)
     x[13, 4] = bad_symbol
     with pytest.raises(ValueError, match=r"x holds symbols outside \[0, d\)"):
         ops.tn_attention(x, A_left, A_right, C, u, v)
