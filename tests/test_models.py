@@ -1,7 +1,6 @@
 """Tests of tnattn.models: TNAttention, TNAttentionStack, exact constructions."""
 
 import itertools
-import sys
 
 import numpy as np
 import pytest
@@ -133,7 +132,6 @@ def test_vectorized_backend_agrees():
 
 
 def test_ops_backend_equals_reference():
-    pytest.importorskip("tnattn.ops")
     x = symbols(4, 12)
     for shared in (True, False):
         ref = make(D=5, seed=4, shared=shared, backend="reference")
@@ -148,14 +146,18 @@ def test_ops_backend_equals_reference():
                 torch.testing.assert_close(q.grad, p.grad, msg=lambda m: f"{name}: {m}")
 
 
-def test_ops_fallback_warns_and_uses_reference(monkeypatch):
-    monkeypatch.setattr(_backend, "_ops_cache", {})
-    monkeypatch.setitem(sys.modules, "tnattn.ops", None)  # makes `import tnattn.ops` raise ImportError
-    with pytest.warns(RuntimeWarning, match="tnattn.ops is unavailable"):
-        model = make(backend="ops")  # resolved when built (not inside a torch.compile trace)
-    out = model(symbols(2, 5))
-    assert model.ops.name == "reference"
-    torch.testing.assert_close(out, torch.sigmoid(expected_logits(model, symbols(2, 5))))
+def test_backends_are_a_registry_with_the_native_ops_imported_plainly():
+    from tnattn import ops, reference
+
+    assert _backend.BACKENDS == ("ops", "reference", "vectorized")
+    fast = _backend.resolve_backend("ops")
+    assert (fast.name, fast.contexts, fast.tn_attention) == ("ops", ops.contexts, ops.tn_attention)
+    vec = _backend.resolve_backend("vectorized")
+    assert vec.tn_attention is reference.tn_attention_vectorized
+    with pytest.raises(ValueError, match=r"backend must be one of \('ops', 'reference', 'vectorized'\), got 'gpu'"):
+        _backend.resolve_backend("gpu")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        make(backend="gpu")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ Layers, left to right (a module only imports from layers to its left)::
     tnattn._C (C++/CUDA kernels) -> tnattn.ops (torch custom ops) -> tnattn.models
       -> tnattn.train -> tnattn.experiments -> tnattn.cli
 
+``tnattn.ensemble`` trains E members at once; its modules sit beside those of one model and import
+from them: ``ensemble.ops`` beside ``tnattn.ops``, ``ensemble.model`` beside ``tnattn.models``,
+``ensemble.trainer`` (with ``ensemble.data``, ``ensemble.optim``, ``ensemble.distributed``) beside
+``tnattn.train``; the experiments use both.
+
 Beside them: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
 (teachers) with ``tnattn.teachers`` (the registry a training config names its teacher from),
 ``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models)

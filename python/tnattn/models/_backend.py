@@ -1,58 +1,41 @@
-"""Which implementation of the TN-attention ops a model calls.
+"""Which implementation of the TN-attention ops a model calls: a registry, name -> namespace.
 
 ``"ops"``
-    :mod:`tnattn.ops` (native custom ops, autograd-aware). When it cannot be imported (not built,
-    or not written yet), the model falls back to ``"reference"`` and warns once per process, so
-    that training code keeps working on a checkout without the native extension.
+    :mod:`tnattn.ops`: the native custom ops (autograd-aware, the fast path).
 ``"reference"``
     :func:`tnattn.reference.contexts` / :func:`tnattn.reference.tn_attention`, the plain-PyTorch
     loop over positions (the oracle).
 ``"vectorized"``
     The log-depth prefix-product baseline of :mod:`tnattn.reference` (same values up to rounding).
 
-Every backend exposes ``contexts(A, x, boundary, *, reverse=False) -> (N, M, D)`` and
-``tn_attention(x, A_left, A_right, C, u, v) -> (N, M, d, c)``.
+Every backend exposes ``name``, ``contexts(A, x, boundary, *, reverse=False) -> (N, M, D)`` and
+``tn_attention(x, A_left, A_right, C, u, v) -> (N, M, d, c)``. The native ops are imported here like
+any module (``import tnattn`` needs them anyway), so a reader sees where the fast path comes from.
 """
 
 from __future__ import annotations
 
-import importlib
 import types
-import warnings
 
-from .. import reference
+from .. import ops, reference
 
 __all__ = ["BACKENDS", "resolve_backend"]
 
-BACKENDS = ("ops", "reference", "vectorized")
 
-_REFERENCE = types.SimpleNamespace(name="reference", contexts=reference.contexts, tn_attention=reference.tn_attention)
-_VECTORIZED = types.SimpleNamespace(
-    name="vectorized", contexts=reference.contexts_vectorized, tn_attention=reference.tn_attention_vectorized
-)
-
-# Resolved once per process: retrying a failed import at every forward would cost a file-system
-# search per training step.
-_ops_cache: dict[str, object] = {}
+def _backend(name: str, module, suffix: str = "") -> types.SimpleNamespace:
+    return types.SimpleNamespace(name=name, contexts=getattr(module, "contexts" + suffix),
+                                 tn_attention=getattr(module, "tn_attention" + suffix))
 
 
-def _load_ops():
-    if "ops" not in _ops_cache:
-        try:
-            mod = importlib.import_module("tnattn.ops")
-            _ops_cache["ops"] = types.SimpleNamespace(name="ops", contexts=mod.contexts, tn_attention=mod.tn_attention)
-        except (ImportError, AttributeError) as exc:
-            warnings.warn(
-                f"backend='ops' requested but tnattn.ops is unavailable ({exc}); "
-                "falling back to the plain-PyTorch reference implementation (slow)",
-                RuntimeWarning,
-                stacklevel=4,
-            )
-            _ops_cache["ops"] = _REFERENCE
-    return _ops_cache["ops"]
+_REGISTRY = {
+    "ops": _backend("ops", ops),
+    "reference": _backend("reference", reference),
+    "vectorized": _backend("vectorized", reference, "_vectorized"),
+}
+BACKENDS = tuple(_REGISTRY)
 
 
-def resolve_backend(name: str):
+def resolve_backend(name: str) -> types.SimpleNamespace:
     """The namespace holding ``contexts`` and ``tn_attention`` for backend ``name``.
 
     Parameters
@@ -62,12 +45,14 @@ def resolve_backend(name: str):
     Returns
     -------
     types.SimpleNamespace
-        With attributes ``name`` (the backend actually used), ``contexts`` and ``tn_attention``.
+        With attributes ``name``, ``contexts`` and ``tn_attention``.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend; the message lists them.
     """
-    if name == "ops":
-        return _load_ops()
-    if name == "reference":
-        return _REFERENCE
-    if name == "vectorized":
-        return _VECTORIZED
-    raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}") from None

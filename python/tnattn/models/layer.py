@@ -86,8 +86,8 @@ class TNAttention(TiedContextsMixin, nn.Module):
     train_classifier : bool
         False freezes ``C`` and ``scale``.
     backend : {"ops", "reference", "vectorized"}
-        Implementation of the contexts and local maps (see :mod:`tnattn.models._backend`; "ops"
-        falls back to "reference" with a warning when the native ops are unavailable).
+        Implementation of the contexts and local maps (see :mod:`tnattn.models._backend`): the
+        native ops, or the plain-PyTorch reference loop or its log-depth variant.
     generator : torch.Generator, optional
         Source of the random initial values, drawn in this order: ``A_left``, ``A_right`` (when
         not shared), ``C``, then ``u`` and ``v`` (boundary "random" only).
@@ -163,7 +163,6 @@ class TNAttention(TiedContextsMixin, nn.Module):
             self.register_parameter("scale", None)
 
         self._finite_key: tuple = ()  # (id, version) of the parameters last found finite
-        resolve_backend(backend)  # import (or fall back) now, not inside torch.compile's trace
         self._train_contexts = bool(train_contexts)
         self._train_classifier = bool(train_classifier)
         self._train_boundary = bool(train_boundary)
