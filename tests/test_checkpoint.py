@@ -75,6 +75,12 @@ def test_save_rejects_objects_that_weights_only_cannot_load(tmp_path):
     torch.save({"something": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a tnattn checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+    # a checkpoint of another format names both versions
+    save_checkpoint(tmp_path / "future.pt", {"format": 99, "epoch": 3})
+    from tnattn import __version__
+
+    with pytest.raises(ValueError, match=rf"of format 99; tnattn {__version__} reads format 1 only"):
+        load_checkpoint(tmp_path / "future.pt")
 
 
 def test_trainer_checkpoint_loads_with_weights_only(tmp_path):

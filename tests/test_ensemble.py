@@ -394,6 +394,14 @@ def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
         EnsembleTrainer(dataclasses.replace(cfg, resume=True), [2, 4], run_dir=tmp_path / "part").fit()
 
 
+def test_checkpoint_of_another_format_names_the_versions():
+    from tnattn import __version__
+
+    trainer = EnsembleTrainer(TrainConfig(**TINY), [2, 3])
+    with pytest.raises(ValueError, match=rf"ensemble checkpoint of format 2; tnattn {__version__} reads format 1"):
+        trainer.load_state_dict({**trainer.state_dict(), "ensemble_format": 2})
+
+
 def test_shared_data_member_equals_the_run_that_owns_the_data(tmp_path):
     cfg = TrainConfig(**{**TINY, "max_epochs": 5}, dtype="float64")
     res = EnsembleTrainer(cfg, [6, 7], shared_data=True, data_seed=6).fit()

@@ -44,3 +44,20 @@ def test_old_checkpoint_resumes_onto_the_fresh_trajectory(tmp_path):
     assert len(a) == len(b) == 5 and config.max_epochs == 3
     for name in ("loss", "penalty", "train_error", "grad_norm", "test_error_20"):
         np.testing.assert_allclose([r[name] for r in a], [r[name] for r in b], rtol=1e-9, atol=0, equal_nan=True, err_msg=name)
+
+
+def test_a_checkpoint_of_another_format_fails_in_one_line_naming_the_versions(tmp_path, capsys):
+    import torch
+
+    from tnattn import __version__
+    from tnattn.train.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    shutil.copytree(OLD_RUN, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    for _ in range(2):  # both generations, as a later tnattn might write them
+        save_checkpoint(run / "checkpoint.pt", {**state, "format": 2})
+    assert main(["train", "--resume", "--out", str(run), "--max-epochs", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    assert f"format 2; tnattn {__version__} reads format 1 only" in err

@@ -430,10 +430,8 @@ def test_eval_screen_records_t_eps_to_the_epoch(tmp_path):
 
 
 def test_resume_check_accepts_fields_added_after_the_checkpoint_at_their_defaults():
-    from tnattn.train.run import _check_resume_config
-
     cfg = TrainConfig(**TINY)
     old = {k: v for k, v in cfg.to_dict().items() if k not in ("eval_screen", "grokking_definition")}
-    _check_resume_config(old, cfg)  # absent -> default: accepted
+    cfg.check_resume(old)  # absent -> default: accepted
     with pytest.raises(ValueError, match="eval_screen"):
-        _check_resume_config(old, TrainConfig(**TINY, eval_screen=0))
+        TrainConfig(**TINY, eval_screen=0).check_resume(old)

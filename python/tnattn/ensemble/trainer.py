@@ -802,11 +802,16 @@ class EnsembleTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a :meth:`state_dict` (same config up to run-control fields, seeds and hyperparameters)."""
-        from tnattn.train.run import _check_resume_config
-
         if state.get("ensemble_format") != ENSEMBLE_FORMAT:
-            raise ValueError("not an ensemble checkpoint of a supported format")
-        _check_resume_config(state["config"], self.config)
+            from tnattn import __version__
+
+            found = state.get("ensemble_format")
+            raise ValueError(
+                "not an ensemble checkpoint" if found is None else
+                f"an ensemble checkpoint of format {found!r}; tnattn {__version__} reads format {ENSEMBLE_FORMAT} "
+                "only: resume it with the tnattn version that wrote it, or start the run again"
+            )
+        self.config.check_resume(state["config"])
         if list(state["seeds"]) != self.seeds or bool(state["shared_data"]) != self.shared_data:
             raise ValueError("cannot resume: the checkpoint has different seeds or data mode")
         if not torch.equal(state["optimizer"]["lr"], self.lr):

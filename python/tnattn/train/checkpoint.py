@@ -155,8 +155,15 @@ def _load_bytes(payload: bytes, map_location: Any, where: Path) -> dict:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, pickle errors, EOFError...
         raise CheckpointError(f"{where} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{where} is not a tnattn checkpoint of format {FORMAT_VERSION}")
+    if not isinstance(state, dict) or "format" not in state:
+        raise CheckpointError(f"{where} is not a tnattn checkpoint (it has no format version)")
+    if state["format"] != FORMAT_VERSION:
+        from tnattn import __version__
+
+        raise CheckpointError(
+            f"{where} is a tnattn checkpoint of format {state['format']!r}; tnattn {__version__} reads format "
+            f"{FORMAT_VERSION} only: resume it with the tnattn version that wrote it, or start the run again"
+        )
     return state
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tnattn._fields import check_fields, flat_fields, flat_values
-from tnattn.errors import ConfigError
+from tnattn.errors import ConfigError, RunDirectoryError
 from tnattn.models.init import INITS
 from tnattn.teachers import get_teacher, teacher_kind, teacher_shape
 from tnattn.train.losses import LOSSES
@@ -337,6 +337,31 @@ class TrainConfig:
     # Fields that only steer the run (not its trajectory): they may differ on --resume.
     RUN_CONTROL = ("max_epochs", "out", "checkpoint_every", "resume", "overwrite", "progress", "plots", "threads",
                    "logger")
+
+    def check_resume(self, saved: dict) -> None:
+        """Refuse to continue a run whose checkpoint holds config ``saved`` (a :meth:`to_dict`)
+        with other trajectory settings than this config's.
+
+        Only the run-control fields (:attr:`RUN_CONTROL`) may change on resume. A field added
+        after the checkpoint was written is absent from ``saved`` and is accepted at its default
+        (the fields added so far, ``grokking_definition`` and ``eval_screen``, change what is
+        recorded, not the trajectory).
+
+        Raises
+        ------
+        RunDirectoryError
+            Naming every differing field with both values.
+        """
+        current = self.to_dict()
+        saved = {**{k: v for k, v in TrainConfig().to_dict().items() if k not in saved}, **saved}
+        differ = [k for k in current if k not in self.RUN_CONTROL and saved.get(k) != current[k]]
+        if differ:
+            raise RunDirectoryError(
+                "cannot resume: the config differs from the checkpoint's in "
+                + ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {current[k]!r})" for k in differ)
+                + "; only run-control settings may change on resume ("
+                + ", ".join(self.RUN_CONTROL) + ")"
+            )
 
     def to_dict(self) -> dict:
         """Plain-JSON dict of the fields by flat name (tuples become lists): the shape of

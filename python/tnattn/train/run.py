@@ -48,27 +48,6 @@ def holds_run(run_dir: str | os.PathLike) -> bool:
     return any((run_dir / name).exists() for name in RUN_FILES + (previous_path(CHECKPOINT_NAME),))
 
 
-def _check_resume_config(saved: dict, config: TrainConfig) -> None:
-    """Refuse to continue a run whose trajectory settings differ from ``config``'s.
-
-    Only the run-control fields (:attr:`TrainConfig.RUN_CONTROL`) may change on resume.
-    """
-    current = config.to_dict()
-    # A field added after the checkpoint was written is absent from it and is accepted at its
-    # default (the fields added so far, grokking_definition and eval_screen, change what is
-    # recorded, not the trajectory).
-    defaults = TrainConfig().to_dict()
-    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
-    differ = [k for k in current if k not in TrainConfig.RUN_CONTROL and saved.get(k) != current[k]]
-    if differ:
-        raise RunDirectoryError(
-            "cannot resume: the config differs from the checkpoint's in "
-            + ", ".join(f"{k} (checkpoint {saved.get(k)!r}, now {current[k]!r})" for k in differ)
-            + "; only run-control settings may change on resume ("
-            + ", ".join(TrainConfig.RUN_CONTROL) + ")"
-        )
-
-
 def _check_epochs(trained: int, config: TrainConfig, where: Path) -> None:
     if trained > config.max_epochs:
         raise RunDirectoryError(
@@ -128,7 +107,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainRe
         if config.resume:
             if checkpoint_exists(run_dir / CHECKPOINT_NAME):
                 state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-                _check_resume_config(state["config"], config)
+                config.check_resume(state["config"])
                 _check_epochs(int(state["epoch"]), config, run_dir)
             else:
                 # Killed before its first checkpoint: the run restarts from epoch 0 (same trajectory).
