@@ -199,3 +199,42 @@ def test_count_wrong_rejects_bad_input():
         count_wrong(x, y[:, :1], P)
     with pytest.raises(TypeError, match="labels"):
         count_wrong(x, y.float(), P)
+
+
+@pytest.mark.parametrize("fields, step", [
+    ({}, "fused"),  # Scenario A's setting
+    ({"loss": "hinge"}, "head"),
+    ({"normalize_map": False}, "fused"),
+    ({"normalize_map": False, "loss": "hinge"}, "autograd"),
+    ({"random_k": 1, "alphabet": 3, "rule_seed": 4}, "head"),  # c = 3 outputs
+])  # fmt: skip
+def test_trainer_chooses_its_step_strategy_once(fields, step):
+    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.ensemble.steps import STEPS
+    from tnattn.train import TrainConfig
+
+    base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
+                test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
+    trainer = EnsembleTrainer(TrainConfig(**{**base, **fields}), [0, 1])
+    assert trainer.step.name == step and isinstance(trainer.step, STEPS[step])
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "none"])
+def test_the_three_step_strategies_agree(activation):
+    # Same group, same parameters: the fused kernel, the hand-differentiated head and plain autograd
+    # give the same losses and gradients (they differ in speed only).
+    from tnattn.ensemble.steps import AutogradStep, FusedStep, HeadStep
+    from tnattn.train.losses import compute_loss
+
+    x, y, P = make(3, 6, 7, 2, 4, dtype=F64, seed=11)
+    names = ("A_left", "A_right", "C", "u", "v", "scale")
+    leaves = {n: getattr(P, n).detach().clone().requires_grad_() for n in names}
+    P = StackedParams(**leaves)
+    member_loss = torch.vmap(lambda z, t: compute_loss(z, t, "mse", activation))
+    results = [FusedStep(names, activation, True)(P, x, y), HeadStep(names, "mse", activation)(P, x, y),
+               AutogradStep(names, True, member_loss)(P, x, y)]  # fmt: skip
+    fused_res = results[0]
+    for other in results[1:]:
+        torch.testing.assert_close(other.losses, fused_res.losses, rtol=1e-10, atol=1e-12)
+        for n in names:
+            torch.testing.assert_close(other.grads[n], fused_res.grads[n], rtol=1e-8, atol=1e-10, msg=n)

@@ -24,7 +24,8 @@ What differs from the single-model trainer
 * ``wall_time`` is one value per epoch for the whole ensemble.
 
 Cost: members train together, one kernel call per group of members whose crops have the same length
-(at most ``crop_max - crop_min + 1`` calls per step). Finished members leave the working set at the
+(at most ``crop_max - crop_min + 1`` calls per step), made by the step strategy chosen once for the
+run (:attr:`EnsembleTrainer.step`: fused, head or autograd, :mod:`tnattn.ensemble.steps`). Finished members leave the working set at the
 end of the epoch in which they stop (their parameters and optimiser state are written back), so they
 stop costing compute. ``shared_data=True`` makes every member see the same batches (one group per step,
 the inputs shared in the kernel): faster, but then members are not independent runs.
@@ -59,17 +60,10 @@ from tnattn.ensemble import fused
 from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.history import EnsembleHistory
-from tnattn.ensemble.model import (
-    EnsembleTNAttention,
-    StackedParams,
-    ensemble_logits,
-    ensemble_positive,
-    ensemble_predict,
-    symbol_head_backward,
-    symbol_head_forward,
-)
-from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_ensemble
+from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_positive, ensemble_predict
+from tnattn.ensemble.ops import contexts_ensemble, kernel_threads
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
+from tnattn.ensemble.steps import choose_step
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
 from tnattn.errors import DeadModelWarning, RunDirectoryError
@@ -82,7 +76,7 @@ from tnattn.train.checkpoint import (
     save_checkpoint,
 )
 from tnattn.train.config import TrainConfig
-from tnattn.train.losses import compute_loss, member_losses_and_grads
+from tnattn.train.losses import compute_loss
 from tnattn.train.penalties import PenaltySchedule
 
 __all__ = ["EnsembleTrainer", "EnsembleResult", "CHECKPOINT_NAME"]
@@ -305,6 +299,10 @@ class EnsembleTrainer:
             raise ValueError("the model has no trainable parameters")
         full = [getattr(self.model, n).detach() for n in self.trainable]
         self.optimizer = make_optimizer(config.optimizer, full, self.lr)
+        #: How each group's losses and gradients are computed (tnattn.ensemble.steps), chosen once.
+        self.step = choose_step(self.train_x, self.model.stacked(), trainable=self.trainable, loss=config.loss,
+                                activation=config.activation, normalize_map=self.model.normalize_map,
+                                member_loss=self._loss)  # fmt: skip
 
         self.columns = (
             ["loss", "penalty", "batch_error", "train_error"]
@@ -398,13 +396,8 @@ class EnsembleTrainer:
 
         The group's parameters are fresh leaves (copies of its rows), so that autograd never
         scatters a group's gradient into full-size zero tensors (index_select's backward) and
-        sums those over the groups. Scenario A's setting (symbols, one output, squared error, CPU)
-        is one fused kernel call (:func:`tnattn.ensemble.fused.mse_step`). Otherwise, with symbols
-        and map normalisation, the head (normalise,
-        scale, pick the symbol's row) and the loss are differentiated by hand
-        (:func:`~tnattn.ensemble.model.symbol_head_backward`,
-        :func:`~tnattn.train.losses.member_losses_and_grads`) and autograd only runs the kernel's
-        backward.
+        sums those over the groups. The step strategy chosen for the run (:attr:`step`: fused,
+        head or autograd, see :mod:`tnattn.ensemble.steps`) computes the losses and gradients.
 
         Returns
         -------
@@ -424,36 +417,14 @@ class EnsembleTrainer:
         sub["A_right"] = sub["A_left"] if self.model.shared else sub["A_right"]
         Pg = StackedParams(sub["A_left"], sub["A_right"], sub["C"], sub["u"], sub["v"], sub.get("scale"))
         xg, yg = grp.x.to(self.device), grp.y.to(self.device)
-        wrong = None
-        if fused.supports(xg, Pg, loss=cfg.loss, activation=cfg.activation):
-            # One kernel call does forward, head, loss and backward (tnattn.ensemble.fused).
-            needs = tuple(n in self.trainable for n in fused.PARAM_NAMES)
-            losses, wrong, got = fused.mse_step(xg, yg, Pg, activation=cfg.activation,
-                                                normalize_map=self.model.normalize_map, needs=needs)  # fmt: skip
-            got = {n: g for n, g in got.items() if n in self.trainable}
-        elif not xg.is_floating_point() and self.model.normalize_map:
-            kernel_in = [sub[n] for n in self.trainable if n != "scale"]
-            W = tn_attention_ensemble(xg, Pg.A_left, Pg.A_right, Pg.C, Pg.u, Pg.v)
-            logits, saved = symbol_head_forward(W.detach(), xg, None if Pg.scale is None else Pg.scale.detach())
-            losses, g_logits = member_losses_and_grads(logits, yg, cfg.loss, cfg.activation)
-            gW, g_scale = symbol_head_backward(saved, g_logits, "scale" in self.trainable)
-            got = dict(zip([n for n in self.trainable if n != "scale"], torch.autograd.grad(W, kernel_in, gW) if kernel_in else ()))
-            if g_scale is not None:
-                got["scale"] = g_scale
-        else:
-            logits = ensemble_logits(Pg, xg, normalize_map=self.model.normalize_map)
-            ye = yg if yg.dim() == 3 else yg.expand(len(grp.rows), *yg.shape)
-            losses = self._loss(logits, ye)
-            got = dict(zip(self.trainable, torch.autograd.grad(losses.sum(), [sub[n] for n in self.trainable])))
-            logits, losses = logits.detach(), losses.detach()
-        if wrong is None:
-            wrong = _wrong_sites(logits, yg)
-        for n, g in got.items():
+        res = self.step(Pg, xg, yg)
+        wrong = res.wrong if res.wrong is not None else _wrong_sites(res.logits, yg)
+        for n, g in res.grads.items():
             if whole:
                 grads[n] = g
             else:
                 grads[n].index_copy_(0, rows, g)
-        return rows, losses, wrong, yg
+        return rows, res.losses, wrong, yg
 
     def train_epoch(self, epoch: int) -> dict:
         """One epoch of every active member; returns per-member measurements (arrays over the
