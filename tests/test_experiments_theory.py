@@ -48,6 +48,30 @@ def test_perceptron_1d_tiny(tmp_path):
     for d in res["grokking_time"].values():
         p = d["probability_theory"]
         assert abs(d["probability_mc"] - p) < 4.5 * np.sqrt(p * (1 - p) / 2000)
+    # "stays_zero": the same data sets grok with the same times (the bias moves monotonically);
+    # only the data sets whose test error is zero on the way to a nonzero end differ.
+    stays = mod.run(dataclasses.replace(cfg, out=str(tmp_path / "stays"), grokking_definition="stays_zero"))
+    for label, d in res["grokking_time"].items():
+        s = stays["grokking_time"][label]
+        assert s["probability_mc"] == d["probability_mc"]
+        np.testing.assert_allclose(s["t_grok_samples"], d["t_grok_samples"], rtol=0, atol=1e-9)
+        assert d["transient_zero_mc"] > 0 and s["transient_zero_mc"] == 0
+
+
+@pytest.mark.parametrize("name", ["perceptron-1d", "perceptron-ball", "scenario-b"])
+def test_grokking_definition_option(name, capsys):
+    from tnattn import cli
+    from tnattn.errors import ConfigError
+
+    mod = experiments.load(name)
+    assert mod.Config().grokking_definition == "first_zero"  # the paper's
+    assert cli.main(["experiment", name, "--grokking-definition", "stays_zero", "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["grokking_definition"] == "stays_zero"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["experiment", name, "--grokking-definition", "last", "--print-config"])
+    assert exc.value.code == 2
+    with pytest.raises(ConfigError, match="grokking_definition"):
+        mod.Config(grokking_definition="last")
 
 
 def test_perceptron_ball_tiny(tmp_path):

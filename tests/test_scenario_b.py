@@ -249,3 +249,66 @@ def test_analyse_tensor_estimator_options():
     for bad in ({"deff_on": "all"}, {"xi_method": "peak"}, {"eps_method": "var"}, {"definition": "last"}):
         with pytest.raises(ValueError, match=list(bad)[0]):
             sb.analyse_tensor(A[e], u[e], v[e], **kw, **bad)
+
+
+def test_train_classifier_brackets_the_zero_crossing():
+    # t_eps_lower is the latest time known to have a nonzero test error: bisected to 2^-refine of
+    # a record step with lambda1 = 0, the previous record with lambda1 > 0.
+    g = _gen(7)
+    A = sb.sample_tensors(400, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a)
+    x = torch.randint(0, 2, (30, 40), generator=g)
+    y = sb.rule_labels(x)
+    e = int(torch.nonzero(sb.acceptance(c, A, u, v, x, y))[0, 0])
+    L = sb.ensemble_contexts(A[e : e + 1], x, u[e : e + 1])
+    R = sb.ensemble_contexts(A[e : e + 1], x, v[e : e + 1], reverse=True)
+    Ft, yt = sb.features(L, R, x)[0].reshape(-1, 8), y.reshape(-1)
+    c0 = torch.randn(5, 8, generator=g, dtype=F64)
+    times = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-2, 6, 80, dtype=F64)])
+    res = sb.train_classifier(prob.F[e], prob.y, Ft, yt, c0, times, refine=30)
+    te, lo = res["t_eps"], res["t_eps_lower"]
+    assert torch.isfinite(te).all() and torch.all(lo < te)
+    assert torch.all(sb.flow_errors(sb.flow_weights(res["G"], res["a"], c0, lo), Ft, yt) > 0)
+    step = times[torch.searchsorted(times, te)] - times[torch.searchsorted(times, te) - 1]
+    assert torch.all(te - lo <= step * 2.0**-30 * 1.0001)
+    # Without refinement (lambda1 > 0) the lower end is the previous record.
+    rec = torch.tensor([0.0, 1.0, 2.0, 4.0, 8.0], dtype=F64)
+    got = sb._previous_record(torch.tensor([4.0, 0.0, float("nan"), 1.0, 8.0], dtype=F64), rec)
+    torch.testing.assert_close(got, torch.tensor([2.0, 0.0, float("nan"), 0.0, 4.0], dtype=F64), equal_nan=True)
+
+
+def test_nu_budget_parts_add_in_quadrature():
+    # Hand-computed: window = (1.2 - 0.9) / 2 = 0.15, resolution = |1.05 - 1.0| = 0.05,
+    # total = sqrt(0.2^2 + 0.15^2 + 0.05^2).
+    b = sb._nu_budget(1.0, 0.2, [{"nu": 1.0}, {"nu": 1.2}, {"nu": 0.9}, {"nu": float("nan")}], 1.05)
+    assert b["window_syst"] == pytest.approx(0.15)
+    assert b["resolution_syst"] == pytest.approx(0.05)
+    assert b["total"] == pytest.approx(math.sqrt(0.04 + 0.0225 + 0.0025))
+    assert math.isnan(sb._nu_budget(1.0, 0.2, [{"nu": 1.0}], float("nan"))["total"])
+
+
+def test_analyse_tensor_nu_error_budget():
+    g = _gen(7)
+    A = sb.sample_tensors(400, 2, generator=g)
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    c = sb.stationary_solution(prob.G0, prob.a)
+    x = torch.randint(0, 2, (30, 40), generator=g)
+    ok = sb.acceptance(c, A, u, v, x, sb.rule_labels(x))
+    e = int(torch.nonzero(ok)[0, 0])
+    a = sb.analyse_tensor(A[e], u[e], v[e], n_inits=20, test_sequences=40, test_length=60, n_times=60, gap_points=500)
+    assert math.isfinite(a.nu) and math.isfinite(a.nu_total)
+    # The central window is one of the family, and the window part is half the spread of nu over it.
+    nus = [w["nu"] for w in a.nu_by_window]
+    assert len(nus) >= 2 and a.nu in nus
+    assert a.nu_window_syst == pytest.approx(0.5 * (max(nus) - min(nus)))
+    for w in a.nu_by_window:
+        assert w["window"][0] < w["window"][1]
+        if w["nu"] != a.nu:  # the central band may be narrower; the others span a factor 3
+            assert w["band"][1] >= 3 * w["band"][0] * (1 - 1e-12)
+    # t_eps is bisected to 2^-40 of a record step: the resolution part is negligible here.
+    assert a.nu_resolution_syst < 1e-3
+    assert a.nu_total >= max(a.nu_err, a.nu_window_syst)
+    assert a.nu_total == pytest.approx(math.sqrt(a.nu_err**2 + a.nu_window_syst**2 + a.nu_resolution_syst**2))

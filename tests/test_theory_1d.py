@@ -69,7 +69,8 @@ def test_grokking_time_pdf_matches_simulated_histogram(n, eps, l1, l2):
     rng = np.random.default_rng(7 + n)
     R, dt = 20000, 0.005
     sim = p1.simulate_gradient_flow(n, eps, R, rng, lambda1=l1, lambda2=l2, dt=dt, t_max=14.0)
-    tg = sim.t_grok[np.isfinite(sim.t_grok)]
+    # The density is that of the data sets that grok (zero final test error).
+    tg = sim.t_grok[(sim.final_test_error == 0) & np.isfinite(sim.t_grok)]
     edges = np.linspace(0.0, 3.0, 13)
     counts, _ = np.histogram(tg, bins=edges)
     fine = np.linspace(1e-6, 3.0, 6001)
@@ -119,3 +120,35 @@ def test_bad_arguments():
         p1.bias(1.0, 0.1, 1.0, lambda1=-1.0)
     with pytest.raises(ValueError, match="method"):
         p1.sample_mean_density(0.1, 2, method="x")
+
+
+def test_simulated_zero_times_under_both_definitions_known_answer():
+    # lambda = 0: b(t) = xbar + (b0 - xbar) e^{-t}, falling from b0 = 10. The test error is zero
+    # while |b| <= eps, so it reaches zero when b passes eps, at t = ln((b0 - xbar) / (eps - xbar)),
+    # and the training error when b passes the smallest positive sample. Where xbar < -eps the test
+    # error becomes nonzero again: the paper's first zero is still that time, "stays zero" is nan.
+    # (For n = 1, xbar lies between the two samples, so the training error stays zero.)
+    n, eps, R, dt, b0, t_max = 1, 0.1, 4000, 1e-3, 10.0, 12.0
+    first = p1.simulate_gradient_flow(n, eps, R, np.random.default_rng(5), dt=dt, t_max=t_max)
+    stays = p1.simulate_gradient_flow(n, eps, R, np.random.default_rng(5), dt=dt, t_max=t_max,
+                                      definition="stays_zero")
+    pos, neg = p1.sample_datasets(n, eps, R, np.random.default_rng(5))
+    xbar = (pos.sum(1) + neg.sum(1)) / (2 * n)
+    np.testing.assert_allclose(first.xbar, xbar)
+    reach = xbar < eps - 1e-3  # b passes eps well within t_max
+    t_test = np.log((b0 - xbar[reach]) / (eps - xbar[reach]))
+    t_train = np.log((b0 - xbar) / (pos.min(1) - xbar))
+    # Euler steps: (1 - dt)^k instead of e^{-k dt}, a relative lag of about dt/2, plus one step.
+    tol = dt * (0.5 * t_max + 2)
+    np.testing.assert_allclose(first.t_eps[reach], t_test, atol=tol)
+    assert np.all(np.isnan(first.t_eps[xbar > eps + 1e-3]))  # never reaches the band
+    np.testing.assert_allclose(first.t_train, t_train, atol=tol)
+    np.testing.assert_allclose(stays.t_train, first.t_train, rtol=0, atol=1e-9)  # (k dt against (k-1) dt + dt)
+    left = xbar < -eps - 1e-3  # the test error becomes nonzero again
+    assert 0.2 * R < left.sum() < 0.6 * R
+    assert np.all(np.isnan(stays.t_eps[left])) and np.all(first.final_test_error[left] > 0)
+    grok = np.abs(xbar) < eps - 1e-3  # stationary bias inside the band: both conventions agree
+    assert grok.sum() > 0.05 * R
+    np.testing.assert_allclose(first.t_eps[grok], stays.t_eps[grok], rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="definition"):
+        p1.simulate_gradient_flow(n, eps, 3, np.random.default_rng(0), definition="last")

@@ -146,3 +146,18 @@ def test_simulate_gradient_flow_grokking_time_definitions():
     assert np.array_equal(np.isfinite(first.t_eps), np.isfinite(first.t_eps) | np.isfinite(stays.t_eps))
     with pytest.raises(ValueError, match="definition"):
         B.simulate_gradient_flow(rng=np.random.default_rng(4), definition="x", **kw)
+
+
+def test_first_zero_index_known_answers():
+    # Records ok/not ok per run: the paper's first zero is the first True; "stays zero" the start
+    # of the final run of Trues (none if the last record is not ok).
+    ok = np.array([[False, True, False, True, True],
+                   [True, True, True, True, True],
+                   [False, True, True, False, False],
+                   [False, False, False, False, False]])
+    idx, exists = B._first_zero_index(ok, "first_zero")
+    np.testing.assert_array_equal(idx[exists], [1, 0, 1])
+    np.testing.assert_array_equal(exists, [True, True, True, False])
+    idx, exists = B._first_zero_index(ok, "stays_zero")
+    np.testing.assert_array_equal(exists, [True, True, False, False])
+    np.testing.assert_array_equal(idx[exists], [3, 0])

@@ -109,10 +109,11 @@ def effective_dimension(points: Any) -> Any:
 GROKKING_DEFINITIONS = ("first_zero", "stays_zero")
 
 
-def check_definition(definition: str) -> str:
-    """Return ``definition`` if it names a grokking-time convention, else raise ValueError."""
+def check_definition(definition: str, name: str = "definition") -> str:
+    """Return ``definition`` if it names a grokking-time convention, else raise ValueError
+    (naming the argument ``name``)."""
     if definition not in GROKKING_DEFINITIONS:
-        raise ValueError(f"definition must be one of {GROKKING_DEFINITIONS}, got {definition!r}")
+        raise ValueError(f"{name} must be one of {GROKKING_DEFINITIONS}, got {definition!r}")
     return definition
 
 

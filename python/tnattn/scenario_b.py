@@ -66,6 +66,7 @@ __all__ = [
     "flow_errors",
     "train_classifier",
     "DEFF_ON",
+    "NU_WINDOW_FAMILY",
     "TensorAnalysis",
     "analyse_tensor",
 ]
@@ -675,7 +676,10 @@ def train_classifier(
     -------
     dict
         ``times`` (T,), ``train_error`` / ``test_error`` (R, T), ``t_train`` / ``t_eps`` /
-        ``t_grok`` (R,) with nan where zero is never reached, ``c_final`` (R, k).
+        ``t_grok`` (R,) with nan where zero is never reached, ``t_eps_lower`` (R,): the latest
+        time known to have a nonzero test error before ``t_eps`` (the lower end of the bisection
+        bracket, or the previous record without refinement; ``t_eps`` itself where ``t_eps`` is
+        the first record or nan), ``c_final`` (R, k).
     """
     metrics.check_definition(definition)
     P = F_train.shape[0]
@@ -700,15 +704,17 @@ def train_classifier(
     te = torch.stack([flow_errors(W[:, j], F_test, y_test) for j in range(times.numel())], 1)
     t_train = _first_zero_times(tr, times, definition)
     t_eps = _first_zero_times(te, times, definition)
+    t_eps_lower = _previous_record(t_eps, times)
     if lambda1 == 0 and refine:
-        t_train = _bisect(t_train, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_train, y_train) == 0, refine)
-        t_eps = _bisect(t_eps, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_test, y_test) == 0, refine)
+        t_train, _ = _bisect(t_train, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_train, y_train) == 0, refine)
+        t_eps, t_eps_lower = _bisect(t_eps, times, lambda t: flow_errors(flow_weights(G, a, c0, t), F_test, y_test) == 0, refine)
     return {
         "times": times,
         "train_error": tr,
         "test_error": te,
         "t_train": t_train,
         "t_eps": t_eps,
+        "t_eps_lower": t_eps_lower,
         "t_grok": t_eps - t_train,
         "c_final": W[:, -1],
         "G": G,
@@ -716,12 +722,22 @@ def train_classifier(
     }
 
 
-def _bisect(t_rec: Tensor, times: Tensor, ok, steps: int) -> Tensor:
-    """Refine first-zero times between the preceding record and the recorded time."""
+def _previous_record(t_rec: Tensor, times: Tensor) -> Tensor:
+    """The record before each recorded time (the time itself at the first record or nan)."""
+    sel = torch.isfinite(t_rec) & (t_rec > times[0])
+    idx = torch.searchsorted(times, torch.where(sel, t_rec, times[0]))
+    return torch.where(sel, times[(idx - 1).clamp_min(0)], t_rec)
+
+
+def _bisect(t_rec: Tensor, times: Tensor, ok, steps: int) -> tuple:
+    """Refine first-zero times between the preceding record and the recorded time.
+
+    Returns the refined times and the lower ends of their final brackets (error still nonzero).
+    """
     t_rec = t_rec.clone()
     sel = torch.isfinite(t_rec) & (t_rec > times[0])
     if not bool(sel.any()):
-        return t_rec
+        return t_rec, t_rec.clone()
     idx = torch.searchsorted(times, torch.where(sel, t_rec, times[0]))
     lo = times[(idx - 1).clamp_min(0)].clone()
     hi = torch.where(sel, t_rec, times[0]).clone()
@@ -730,7 +746,28 @@ def _bisect(t_rec: Tensor, times: Tensor, ok, steps: int) -> Tensor:
         good = ok(mid)
         hi = torch.where(sel & good, mid, hi)
         lo = torch.where(sel & ~good, mid, lo)
-    return torch.where(sel, hi, t_rec)
+    return torch.where(sel, hi, t_rec), torch.where(sel, lo, t_rec)
+
+
+#: Fit windows of nu in :func:`analyse_tensor` for the window systematic, as factors
+#: ``(f_lo, f_hi)`` of the central error band ``[min_count / Q, max_error]``: the window is the
+#: range of ``tau`` where the aligned mean error lies in ``[f_lo min_count / Q, f_hi max_error]``.
+#: Lower ends 0.5, 1, 2 times, upper ends 1/3, 1, 3 times the central ones; a band other than the
+#: central one is used when its upper end is at least 3 times its lower end, and any band only
+#: when it holds at least 4 grid points (without the central band, the whole ``tau`` range is the
+#: central window).
+NU_WINDOW_FAMILY = tuple((lo, hi) for lo in (0.5, 1.0, 2.0) for hi in (1 / 3, 1.0, 3.0))
+
+
+def _nu_budget(nu: float, stat: float, by_window: list, nu_lower: float) -> dict:
+    """Window and resolution systematics and the total of a Scenario B nu (see TensorAnalysis)."""
+    nus = np.array([b["nu"] for b in by_window], dtype=float)
+    nus = nus[np.isfinite(nus)]
+    window = float(0.5 * np.ptp(nus)) if nus.size else float("nan")
+    resolution = abs(nu_lower - nu) if np.isfinite(nu_lower) else float("nan")
+    parts = (stat, window, resolution)
+    total = float(math.sqrt(sum(p * p for p in parts))) if all(np.isfinite(parts)) else float("nan")
+    return {"window_syst": window, "resolution_syst": resolution, "total": total, "by_window": by_window}
 
 
 #: Point sets for the effective dimension in :func:`analyse_tensor`.
@@ -751,6 +788,18 @@ class TensorAnalysis:
     nu_fit_err : float
         The regression standard error of that fit (power-law misfit inside the window; for one
         tensor the runs share their data and scatter little, so this is usually the larger).
+    nu_window_syst : float
+        Systematic error of the fit window: half the spread (max - min) / 2 of nu over the
+        windows of :data:`NU_WINDOW_FAMILY` (``lambda1 > 0``: over ``max_error`` times 1/3, 1, 3).
+    nu_resolution_syst : float
+        Systematic error of the time resolution: the change of nu (same window) when every run is
+        aligned at the lower end of its ``t_eps`` bracket instead of ``t_eps`` (the true crossing
+        lies between the two). With ``lambda1 = 0`` the bracket is bisected to ``2^-refine`` of a
+        record step, so this part is tiny; with ``lambda1 > 0`` it is one record step.
+    nu_total : float
+        ``sqrt(nu_err^2 + nu_window_syst^2 + nu_resolution_syst^2)``, the total uncertainty.
+    nu_by_window : list of dict
+        Per window of the family: ``band`` (error band), ``window`` (tau range) and ``nu``.
     xi_star : float
         Max over classes of ``xi_left + xi_right`` (estimator ``xi_method``).
     xi_per_class : dict
@@ -795,6 +844,10 @@ class TensorAnalysis:
     eps_spread: float = float("nan")
     eps: float = float("nan")
     nu_fit_err: float = float("nan")
+    nu_window_syst: float = float("nan")
+    nu_resolution_syst: float = float("nan")
+    nu_total: float = float("nan")
+    nu_by_window: list = field(default_factory=list)
     variants: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
 
@@ -843,9 +896,12 @@ def analyse_tensor(
     * ``t_eps``: the grokking-time convention ``definition`` (:func:`tnattn.metrics.zero_times`).
     * ``nu``: every grokking run's test error is evaluated (closed-form flow, ``lambda1 = 0``) at
       ``t_eps - tau`` on a log grid of ``tau`` spanning ``tau_decades`` decades below the median
-      ``t_eps`` (runs that grok earlier than the median are left out of the average), then :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the
-      mean error lies between ``min_count / Q`` (``Q`` test sites; below, the error is a staircase
-      of single sites) and ``max_error``. With ``lambda1 > 0`` the recorded histories are used.
+      ``t_eps`` (runs that grok earlier than the median are left out of the average), then
+      :func:`tnattn.metrics.fit_critical_exponent` averages and fits where the mean error lies
+      between ``min_count / Q`` (``Q`` test sites; below, the error is a staircase of single
+      sites) and ``max_error``. With ``lambda1 > 0`` the recorded histories are used. The total
+      uncertainty ``nu_total`` adds the bootstrap error, the window systematic
+      (:data:`NU_WINDOW_FAMILY`) and the time-resolution systematic in quadrature.
     * Grokking times from :func:`train_classifier`.
 
     Parameters
@@ -895,49 +951,89 @@ def analyse_tensor(
     grokked_fraction = float(np.isfinite(t_eps).mean())
     grok = np.isfinite(t_eps) & (t_eps > 0)  # runs with a history before t_eps (for nu)
 
-    # nu from runs aligned at t_eps.
+    # nu from runs aligned at t_eps, with its error budget (see TensorAnalysis and NU_WINDOW_FAMILY).
     nu = nu_err = nu_fit_err = jump = float("nan")
+    budget = {"window_syst": float("nan"), "resolution_syst": float("nan"), "total": float("nan"), "by_window": []}
     aligned_tau = aligned_mean = None
     if grok.sum() >= 2:
+        t_lower = res["t_eps_lower"].numpy()
         if lambda1 == 0:
             # Align the runs whose t_eps is at least the median: their histories cover the whole
             # tau range up to tau_hi = median t_eps (runs that grok earlier would cut it short).
             tmed = float(np.median(t_eps[grok]))
             grok = grok & (t_eps >= tmed)
             tau = torch.as_tensor(np.geomspace(tmed * 10 ** (-tau_decades), tmed * 0.999, 60))
-            te_r = torch.as_tensor(t_eps[grok])
-            tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
-            Wg = flow_weights(res["G"], res["a"], c0[torch.as_tensor(grok)], tgrid)
-            Eg = flow_errors(Wg, F_test, yt)
+            c0g = c0[torch.as_tensor(grok)]
+
+            def aligned(te_np, window, n_boot):
+                te_r = torch.as_tensor(te_np)
+                tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
+                Eg = flow_errors(flow_weights(res["G"], res["a"], c0g, tgrid), F_test, yt)
+                return metrics.fit_critical_exponent(Eg.numpy(), tgrid.numpy(), te_np, window=window, n_boot=n_boot)
+
             try:
-                fit = metrics.fit_critical_exponent(
-                    Eg.numpy(), tgrid.numpy(), t_eps[grok], window=(float(tau[0]), float(tau[-1])), n_boot=100
-                )
+                full = aligned(t_eps[grok], (float(tau[0]), float(tau[-1])), 100)
+            except ValueError:
+                full = None
+            if full is not None:
+                jump = float(full.mean_error[0])
                 # Window: mean error between min_count/Q (below, the discrete test set makes the
-                # error a staircase of single sites) and max_error (the asymptotic regime).
+                # error a staircase of single sites) and max_error (the asymptotic regime); the
+                # family scales both ends.
                 lo_err = min_count / yt.numel()
-                jump = float(fit.mean_error[0])
-                sel = (fit.mean_error <= max_error) & (fit.mean_error >= lo_err)
-                if sel.sum() >= 4:
-                    fit = metrics.fit_critical_exponent(
-                        Eg.numpy(), tgrid.numpy(), t_eps[grok],
-                        window=(float(fit.tau[sel][0]), float(fit.tau[sel][-1])), n_boot=100,
-                    )
-                # else: the error never gets below max_error before t_eps (a jump, see
-                # error_jump); the fit over the whole tau range then reports nu ~ 0.
+                windows = {}
+                for f_lo, f_hi in NU_WINDOW_FAMILY:
+                    lo_e, hi_e = f_lo * lo_err, f_hi * max_error
+                    sel = (full.mean_error <= hi_e) & (full.mean_error >= lo_e)
+                    central = (f_lo, f_hi) == (1.0, 1.0)  # always tried, as before the family
+                    if (central or hi_e >= 3 * lo_e) and sel.sum() >= 4:
+                        windows[(f_lo, f_hi)] = (float(full.tau[sel][0]), float(full.tau[sel][-1]))
+                if (1.0, 1.0) in windows:
+                    fit = aligned(t_eps[grok], windows[(1.0, 1.0)], 100)
+                else:
+                    # The error never gets below max_error before t_eps (a jump, see error_jump),
+                    # or the band holds too few points: the fit over the whole tau range is the
+                    # central value (nu ~ 0 for a jump) and joins the family.
+                    fit = full
+                    windows = {(1.0, 1.0): (float(full.tau[0]), float(full.tau[-1])), **windows}
                 nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
                 aligned_tau, aligned_mean = fit.tau, fit.mean_error
-            except ValueError:
-                pass
+
+                def nu_or_nan(te_np, window):
+                    try:
+                        return aligned(te_np, window, 0).nu
+                    except ValueError:
+                        return float("nan")
+
+                by_window = [{"band": [f_lo * lo_err, f_hi * max_error] if (f_lo, f_hi) != (1.0, 1.0) or fit is not full
+                              else [0.0, 1.0], "window": list(w),
+                              "nu": fit.nu if (f_lo, f_hi) == (1.0, 1.0) else nu_or_nan(t_eps[grok], w)}
+                             for (f_lo, f_hi), w in windows.items()]  # fmt: skip
+                # Resolution: the same window with every run aligned at the lower end of its
+                # t_eps bracket instead (the true crossing lies in between).
+                nu_lower = nu_or_nan(t_lower[grok], fit.window)
+                budget = _nu_budget(nu, nu_err, by_window, nu_lower)
         else:
-            try:
-                fit = metrics.fit_critical_exponent(
-                    res["test_error"][torch.as_tensor(grok)].numpy(), times.numpy(), t_eps[grok], max_error=max_error
-                )
+            hist = res["test_error"][torch.as_tensor(grok)].numpy()
+
+            def recorded(te_np, n_boot, **kw):
+                try:
+                    return metrics.fit_critical_exponent(hist, times.numpy(), te_np, n_boot=n_boot, **kw)
+                except ValueError:
+                    return None
+
+            # Recorded histories: the window ends where the mean error exceeds f_hi max_error.
+            fit = recorded(t_eps[grok], 200, max_error=max_error)
+            if fit is not None:
                 nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
                 aligned_tau, aligned_mean = fit.tau, fit.mean_error
-            except ValueError:
-                pass
+                by_window = []
+                for f in sorted({f_hi for _, f_hi in NU_WINDOW_FAMILY}):
+                    v = fit if f == 1.0 else recorded(t_eps[grok], 0, max_error=f * max_error)
+                    if v is not None:
+                        by_window.append({"band": [float("nan"), f * max_error], "window": list(v.window), "nu": v.nu})
+                lower = recorded(t_lower[grok], 0, window=fit.window)
+                budget = _nu_budget(nu, nu_err, by_window, lower.nu if lower is not None else float("nan"))
 
     Fn, yn = F_test.numpy(), yt.numpy()
     deffs = {
@@ -992,6 +1088,10 @@ def analyse_tensor(
         eps_spread=float(epss["spread"]),
         eps=float(epss[eps_method]),
         nu_fit_err=float(nu_fit_err),
+        nu_window_syst=float(budget["window_syst"]),
+        nu_resolution_syst=float(budget["resolution_syst"]),
+        nu_total=float(budget["total"]),
+        nu_by_window=budget["by_window"],
         variants=variants,
         options={"deff_on": deff_on, "xi_method": xi_method, "eps_method": eps_method, "definition": definition},
     )

@@ -9,6 +9,9 @@ Writes ``results.json`` and ``perceptron_ball.png`` into ``config.out``:
   lambda1 = 0, rises towards 1 for 0 < lambda1 < eps);
 * the two-branch grokking-time density (mean-field theory with its fast and slow branches) against
   the histogram of simulated grokking times.
+
+``t_train`` and ``t_eps`` of the simulated flows follow ``grokking_definition`` (default the
+paper's first zero, :func:`tnattn.theory.ball.simulate_gradient_flow`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tnattn import metrics
 from tnattn._fields import check_fields, check_ranges, require
 from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
+from tnattn.metrics import GROKKING_DEFINITIONS
 from tnattn.theory import ball as B
 
 NAME = "perceptron-ball"
@@ -50,6 +54,7 @@ class Config:
     time_sigma0: float = field(default=1.0, metadata={"help": "initial weight scale of the grokking-time runs"})
     time_lambda2: float = field(default=0.01, metadata={"help": "lambda2 of the grokking-time runs"})
     time_runs: int = field(default=1500, metadata={"help": "simulated flows for the grokking-time histogram"})
+    grokking_definition: str = field(default="first_zero", metadata={"help": "t_train/t_eps: first time with zero error (the paper's) or first time from which it stays zero", "choices": ("first_zero", "stays_zero")})
 
     def __post_init__(self):
         self.D_values, self.prob_D = tuple(self.D_values), tuple(self.prob_D)
@@ -61,6 +66,8 @@ class Config:
                      above={"eps": 1.0, "time_eps": 1.0})
         for name in ("D_values", "prob_D", "prob_lambda1"):
             require(len(getattr(self, name)) >= 1, name, "must hold at least one value")
+        require(self.grokking_definition in GROKKING_DEFINITIONS, "grokking_definition",
+                f"must be one of {GROKKING_DEFINITIONS}, got {self.grokking_definition!r}")
 
 
 def _tqdm(it, progress, desc):
@@ -101,7 +108,7 @@ def _run(config: Config) -> dict:
         # Fine uniform records: the fit window starts at 10 record steps before t_eps.
         t = np.linspace(0.0, 12.0 / (1.0 / (D + 2) + config.lambda2), 6001)
         sim = B.simulate_gradient_flow(config.n, D, config.eps, config.runs, rng, lambda2=config.lambda2,
-                                       sigma0=config.sigma0, times=t)
+                                       sigma0=config.sigma0, times=t, definition=config.grokking_definition)
         # Fit on runs that grok after w_1 has relaxed (t_eps > 5/eps^2): there h(t) is nearly
         # linear over the fit window, as the asymptotic law needs; fast-branch runs cross h = 1
         # while h still curves on the window's time scale and bias the slope.
@@ -130,7 +137,8 @@ def _run(config: Config) -> dict:
     D, eps, l2, s0 = config.time_D, config.time_eps, config.time_lambda2, config.time_sigma0
     k_slow = 1.0 / (D + 2) + l2
     times = np.concatenate([[0.0], np.geomspace(1e-3, 40.0 / k_slow, 300)])
-    sim = B.simulate_gradient_flow(config.n, D, eps, config.time_runs, rng, lambda2=l2, sigma0=s0, times=times)
+    sim = B.simulate_gradient_flow(config.n, D, eps, config.time_runs, rng, lambda2=l2, sigma0=s0, times=times,
+                                   definition=config.grokking_definition)
     tg = sim.t_grok[np.isfinite(sim.t_grok)]
     s = np.geomspace(1e-4, 10.0 / k_slow, 600)
     total, fast, slow = B.grokking_time_pdf(s, config.n, eps, D, l2, s0, branches=True)

@@ -7,15 +7,17 @@ comparison:
    classifies a long random test set perfectly -- against lambda1 and lambda2 (same ``A`` samples
    for every setting);
 2. for the first ``n_analyse`` accepted tensors (no regularisation): ``C`` trained by gradient flow
-   from ``n_inits`` random initialisations; measured ``D_eff``, ``nu``, ``xi*``, ``eps`` and the
-   grokking times, and the predicted ``xi = (D_eff - 2 nu + 1)/2`` of the D-ball model.
+   from ``n_inits`` random initialisations; measured ``D_eff``, ``nu`` (with its total
+   uncertainty: bootstrap, fit-window and time-resolution parts, :func:`table_1`), ``xi*``,
+   ``eps`` and the grokking times, and the predicted ``xi = (D_eff - 2 nu + 1)/2`` of the D-ball
+   model.
 
 Also printed and stored: the probability under both conventions for tensors whose dominant
 eigenvalue of ``A[0]`` is a complex pair (:data:`tnattn.scenario_b.PROBABILITY_CONVENTIONS`), the
 paired difference of every regularised setting to the unregularised one with the smallest
 difference the run can detect (:func:`probability_report`), and every analysed tensor under every
 estimator choice (:func:`sensitivity_table`; the headline choices are ``--deff-on``,
-``--xi-method``, ``--eps-method`` and ``--definition``).
+``--xi-method``, ``--eps-method`` and ``--grokking-definition``).
 
 See :mod:`tnattn.scenario_b` for the pipeline and the documented choices (boundary vectors,
 stationary solutions, estimators).
@@ -63,20 +65,20 @@ class Config:
     deff_on: str = field(default="test", metadata={"help": "D_eff of the test, train or per-class test features", "choices": sb.DEFF_ON})
     xi_method: str = field(default="edges", metadata={"help": "xi at the edges of the support or from the max density", "choices": ("edges", "max_density")})
     eps_method: str = field(default="gap", metadata={"help": "eps estimator: centroid, gap or spread units", "choices": ("centroid", "gap", "spread")})
-    definition: str = field(default="first_zero", metadata={"help": "t_eps convention: first zero (paper) or stays zero", "choices": ("first_zero", "stays_zero")})
+    grokking_definition: str = field(default="first_zero", metadata={"help": "t_train/t_eps: first time with zero error (the paper's) or first time from which it stays zero", "choices": ("first_zero", "stays_zero")})
 
     def __post_init__(self):
-        from tnattn.metrics import EPS_METHODS, XI_METHODS, check_definition
+        from tnattn.metrics import EPS_METHODS, GROKKING_DEFINITIONS, XI_METHODS
 
         self.lambda1_values, self.lambda2_values = tuple(self.lambda1_values), tuple(self.lambda2_values)
         check_fields(self)
         check_ranges(self, positive=("n_tensors", "test_sequences", "test_length", "chunk", "analysis_sequences"),
                      nonnegative=("seed", "lambda1_values", "lambda2_values", "n_analyse"), above={"n_inits": 1})
         for name, val, allowed in (("deff_on", self.deff_on, sb.DEFF_ON), ("xi_method", self.xi_method, XI_METHODS),
-                                   ("eps_method", self.eps_method, EPS_METHODS)):  # fmt: skip
+                                   ("eps_method", self.eps_method, EPS_METHODS),
+                                   ("grokking_definition", self.grokking_definition, GROKKING_DEFINITIONS)):  # fmt: skip
             if val not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, got {val!r}")
-        check_definition(self.definition)
 
 
 def _row(k: int, a: sb.TensorAnalysis) -> dict:
@@ -87,6 +89,10 @@ def _row(k: int, a: sb.TensorAnalysis) -> dict:
         "nu": a.nu,
         "nu_err": a.nu_err,
         "nu_fit_err": a.nu_fit_err,
+        "nu_window_syst": a.nu_window_syst,
+        "nu_resolution_syst": a.nu_resolution_syst,
+        "nu_total": a.nu_total,
+        "nu_by_window": a.nu_by_window,
         "xi_star": a.xi_star,
         "xi_predicted": a.xi_predicted,
         "xi_per_class": a.xi_per_class,
@@ -109,9 +115,9 @@ def _row(k: int, a: sb.TensorAnalysis) -> dict:
 def format_table(rows: list) -> str:
     """Table-1-style text: our measurements, then the paper's values for comparison."""
     head = f"{'':8s}{'D_eff':>7s}{'nu':>15s}{'xi*':>7s}{'xi pred':>9s}{'eps gap':>9s}{'eps cen':>9s}{'jump':>9s}{'med t_G':>10s}"
-    lines = ["Scenario B (D = 2, rule 30): measured", head]
+    lines = ["Scenario B (D = 2, rule 30): measured (nu +- total uncertainty)", head]
     for r in rows:
-        nu = f"{r['nu']:.3f}+-{r['nu_err']:.3f}"
+        nu = f"{r['nu']:.3f}+-{r['nu_total']:.3f}"
         lines.append(
             f"A{r['tensor']:<7d}{r['D_eff']:7.2f}{nu:>15s}{r['xi_star']:7.2f}{r['xi_predicted']:9.2f}"
             f"{r['eps_gap']:9.2f}{r['eps_centroid']:9.2f}{r['error_jump']:9.2g}{r['median_t_grok']:10.3g}"
@@ -120,6 +126,22 @@ def format_table(rows: list) -> str:
     for k, p in enumerate(PAPER_TABLE_1):
         lines.append(
             f"paper{k:<3d}{p['D_eff']:7.2f}{p['nu']:15.2f}{p['xi_star']:7.2f}{p['xi_predicted']:9.2f}{p['eps']:9.2f}"
+        )
+    return "\n".join(lines)
+
+
+def table_1(rows: list) -> str:
+    """Markdown Table 1 with nu's error budget: the bootstrap over initialisations (stat), the
+    fit-window systematic, the time-resolution systematic, their total in quadrature
+    (:class:`tnattn.scenario_b.TensorAnalysis`) and, for reference, the regression standard error.
+    """
+    lines = ["| A | D_eff | nu | stat | window syst | resolution syst | **total** | fit s.e. | xi* (measured) | xi predicted = (D_eff − 2nu + 1)/2 | eps |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| A{r['tensor']} | {r['D_eff']:.2f} | {r['nu']:.3f} | {r['nu_err']:.3f} | {r['nu_window_syst']:.3f} | "
+            f"{r['nu_resolution_syst']:.3f} | **{r['nu_total']:.3f}** | {r['nu_fit_err']:.3f} | {r['xi_star']:.2f} | "
+            f"{r['xi_predicted']:.2f} | {r['eps']:.2f} |"
         )
     return "\n".join(lines)
 
@@ -174,12 +196,12 @@ def probability_report(prob: dict) -> dict:
 
 def sensitivity_table(rows: list) -> str:
     """Markdown table of every analysed tensor under every estimator choice (Table-1 quantities)."""
-    lines = ["| A | nu ± bootstrap (fit s.e.) | D_eff test / train / per class | xi* edges / max density | xi pred. (test / train / per class D_eff) | eps centroid / gap / spread |",
+    lines = ["| A | nu ± total (fit s.e.) | D_eff test / train / per class | xi* edges / max density | xi pred. (test / train / per class D_eff) | eps centroid / gap / spread |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
         v = r["variants"]
         lines.append(
-            f"| A{r['tensor']} | {r['nu']:.3f} ± {r['nu_err']:.3f} ({r['nu_fit_err']:.3f}) | "
+            f"| A{r['tensor']} | {r['nu']:.3f} ± {r['nu_total']:.3f} ({r['nu_fit_err']:.3f}) | "
             + " / ".join(f"{v['D_eff'][k]:.2f}" for k in sb.DEFF_ON) + " | "
             + " / ".join(f"{v['xi_star'][k]:.2f}" for k in ("edges", "max_density")) + " | "
             + " / ".join(f"{v['xi_predicted'][k]:.2f}" for k in sb.DEFF_ON) + " | "
@@ -216,13 +238,16 @@ def _run(config: Config) -> dict:
         a = sb.analyse_tensor(As[k], us[k], vs[k], n_inits=config.n_inits,
                               test_sequences=config.analysis_sequences, seed=config.seed + k,
                               deff_on=config.deff_on, xi_method=config.xi_method, eps_method=config.eps_method,
-                              definition=config.definition)  # fmt: skip
+                              definition=config.grokking_definition)  # fmt: skip
         rows.append(_row(k, a))
     table = format_table(rows)
     report = probability_report(prob)
     sens = sensitivity_table(rows)
+    t1 = table_1(rows)
     print(report["text"])
     print(table)
+    print("Table 1 with the error budget of nu:")
+    print(t1)
     print("Sensitivity of the Table-1 quantities to the estimator choices:")
     print(sens)
     results = {
@@ -231,6 +256,7 @@ def _run(config: Config) -> dict:
         "accepted_A": [A.tolist() for A in As[: config.n_analyse]],
         "accepted_boundaries": [[u.tolist(), v.tolist()] for u, v in zip(us[: config.n_analyse], vs[: config.n_analyse])],
         "table": table,
+        "table_1": t1,
         "probability_report": report,
         "sensitivity_table": sens,
         "paper_table_1": PAPER_TABLE_1,

@@ -186,7 +186,7 @@ def plot_scenario_b(results: dict, path) -> Path:
             continue
         tau, m = np.asarray(cv["aligned_tau"]), np.asarray(cv["aligned_mean_error"])
         ok = m > 0
-        ax[0, 2].loglog(tau[ok], m[ok], "o-", ms=3, color=f"C{j}", label=f"A{j}: nu = {r['nu']:.2f} +- {r['nu_err']:.2f}")
+        ax[0, 2].loglog(tau[ok], m[ok], "o-", ms=3, color=f"C{j}", label=f"A{j}: nu = {r['nu']:.2f} +- {r['nu_total']:.2f}")
     ax[0, 2].set_xlabel("t_eps - t")
     ax[0, 2].set_ylabel("<test error>")
     ax[0, 2].set_title("runs aligned at t_eps")

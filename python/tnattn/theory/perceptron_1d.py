@@ -483,10 +483,14 @@ class FlowSimulation:
     xbar, x_min : ndarray, shape (R,)
         Sample mean and smallest positive excess over ``eps`` of each data set.
     t_train, t_eps, t_grok : ndarray, shape (R,)
-        First times from which training / test error stay zero until ``t_max`` (``nan`` if never);
-        ``t_grok = t_eps - t_train``. The bias relaxes monotonically (arXiv:2210.15435, Sec. 3),
-        so both errors fall monotonically and this equals the paper's first zero: the two
-        conventions of :func:`tnattn.metrics.zero_times` coincide here.
+        Times at which training / test error reach zero under the ``definition`` of
+        :func:`simulate_gradient_flow` (``nan`` if never); ``t_grok = t_eps - t_train``. The bias
+        moves monotonically towards its stationary value (arXiv:2210.15435, Sec. 3), so for a
+        data set that groks (zero final test error) both conventions give the same times. They
+        differ where the bias passes through ``[-eps, eps]`` on its way to a stationary value
+        outside it: the test error is zero for a while, then not; ``"first_zero"`` gives that
+        passage's start, ``"stays_zero"`` gives ``nan``. Such a data set does not grok under
+        either convention (``final_test_error > 0``).
     final_bias, final_test_error : ndarray, shape (R,)
     times : ndarray, shape (T,) or None
         Recorded times (only with ``record_every``).
@@ -519,6 +523,7 @@ def simulate_gradient_flow(
     t_max: float = 20.0,
     dt: float = 1e-3,
     record_every: Optional[int] = None,
+    definition: str = "first_zero",
 ) -> FlowSimulation:
     """Monte Carlo: integrate the bias flow numerically on sampled data sets.
 
@@ -526,8 +531,10 @@ def simulate_gradient_flow(
     forward-backward (proximal) Euler scheme ``b <- soft(b + dt (xbar - (1+lambda2) b), dt lambda1)``,
     the standard discretisation of an L1 gradient flow (it does not chatter at ``b = 0``). After
     every step the training error (counted on the samples) and the population test error are
-    evaluated; ``t_train`` / ``t_eps`` are the times after the last step with nonzero error. This is
-    independent of the closed forms (only the data and the ODE are used), so it checks them.
+    evaluated; ``t_train`` / ``t_eps`` are the times of the first step with zero error
+    (``definition="first_zero"``) or of the step after the last one with nonzero error
+    (``"stays_zero"``). This is independent of the closed forms (only the data and the ODE are
+    used), so it checks them.
 
     Parameters
     ----------
@@ -545,11 +552,24 @@ def simulate_gradient_flow(
         Integration horizon and step.
     record_every : int, optional
         Store ``bias``/errors every that many steps (memory R x T).
+    definition : {"first_zero", "stays_zero"}
+        Grokking-time convention (:func:`tnattn.metrics.zero_times`); the default is the paper's
+        (arXiv:2210.15435, Sec. 3: the first time the error is zero). See :class:`FlowSimulation`
+        for when the two differ.
 
     Returns
     -------
     FlowSimulation
+
+    Raises
+    ------
+    ValueError
+        For ``n < 1``, negative penalties, ``dt``/``t_max`` out of order or an unknown
+        ``definition``.
     """
+    from tnattn.metrics import check_definition
+
+    check_definition(definition)
     n = _check_n(n)
     _check_nonneg(lambda1=lambda1, lambda2=lambda2)
     if not (dt > 0 and t_max > dt):
@@ -562,8 +582,10 @@ def simulate_gradient_flow(
     steps = int(round(t_max / dt))
     b = np.full(n_datasets, float(b0))
     c = 1.0 + lambda2
-    last_train = np.zeros(n_datasets)  # time of the last record with nonzero error
+    last_train = np.zeros(n_datasets)  # time of the last step with nonzero error
     last_test = np.zeros(n_datasets)
+    first_train = np.full(n_datasets, np.nan)  # time of the first step with zero error
+    first_test = np.full(n_datasets, np.nan)
     rec_t, rec_b, rec_tr, rec_te = [], [], [], []
 
     def errors(bb, full):
@@ -577,6 +599,8 @@ def simulate_gradient_flow(
     tr, te = errors(b, True)
     never_train = tr > 0  # whether the error was ever nonzero (else t = 0)
     never_test = te > 0
+    first_train[tr == 0] = 0.0
+    first_test[te == 0] = 0.0
     if record_every:
         rec_t.append(0.0), rec_b.append(b.copy()), rec_tr.append(tr), rec_te.append(te)
     for k in range(1, steps + 1):
@@ -587,13 +611,18 @@ def simulate_gradient_flow(
         tk = k * dt
         last_train = np.where(tr > 0, tk, last_train)
         last_test = np.where(te > 0, tk, last_test)
+        first_train = np.where(np.isnan(first_train) & (tr == 0), tk, first_train)
+        first_test = np.where(np.isnan(first_test) & (te == 0), tk, first_test)
         never_train |= tr > 0
         never_test |= te > 0
         if rec:
             rec_t.append(tk), rec_b.append(b.copy()), rec_tr.append(tr), rec_te.append(te)
-    # Zero reached at the step after the last nonzero one; nan if still nonzero at the end.
-    t_train = np.where(tr > 0, np.nan, np.where(never_train, last_train + dt, 0.0))
-    t_eps = np.where(te > 0, np.nan, np.where(never_test, last_test + dt, 0.0))
+    if definition == "first_zero":
+        t_train, t_eps = first_train, first_test
+    else:
+        # Zero from the step after the last nonzero one; nan if still nonzero at the end.
+        t_train = np.where(tr > 0, np.nan, np.where(never_train, last_train + dt, 0.0))
+        t_eps = np.where(te > 0, np.nan, np.where(never_test, last_test + dt, 0.0))
     out = FlowSimulation(
         xbar=xbar,
         x_min=x_min,
