@@ -79,3 +79,24 @@ def test_bad_input_and_no_runs():
         nu_error_budget(E, t_eps[:3])
     none = nu_error_budget(E, np.full(5, np.nan))
     assert math.isnan(none["nu"]) and "error" in none
+
+
+def test_window_systematic_on_a_bent_power_law():
+    # E = a tau for tau <= 5 epochs and a 5 (tau/5)^2 beyond (continuous): every window of the
+    # family that ends at tau = 5 sees slope 1 exactly, every other one a mix of 1 and 2. The window
+    # systematic is half the spread, so (max - 1)/2 with the steepest window below slope 2.
+    rng = np.random.default_rng(4)
+    n, T = 40, 300
+    t_star = rng.uniform(100, 200, n)
+    epochs = np.arange(1, T + 1, dtype=float)
+    tau = np.clip(t_star[:, None] - epochs[None], 0, None)
+    E = np.minimum(1e-3 * np.where(tau <= 5, tau, 5 * (tau / 5) ** 2), 0.5)
+    t_eps = np.ceil(t_star)
+    E[epochs[None] >= t_eps[:, None]] = 0.0
+    out = nu_error_budget(E, t_eps, t_eps_estimate="interpolated", n_boot=0)
+    nus = {tuple(b["window"]): b["nu"] for b in out["by_window"]}
+    for w in ((1.0, 5.0), (2.0, 5.0)):
+        assert nus[w] == pytest.approx(1.0, abs=0.02)
+    assert 1.3 < max(nus.values()) < 2.0 and max(nus.values()) == nus[(3.0, 20.0)]
+    assert out["window_syst"] == pytest.approx(0.5 * (max(nus.values()) - min(nus.values())))
+    assert out["window_syst"] == pytest.approx(0.5 * (nus[(3.0, 20.0)] - 1.0), abs=0.01)

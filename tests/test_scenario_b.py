@@ -312,3 +312,19 @@ def test_analyse_tensor_nu_error_budget():
     assert a.nu_resolution_syst < 1e-3
     assert a.nu_total >= max(a.nu_err, a.nu_window_syst)
     assert a.nu_total == pytest.approx(math.sqrt(a.nu_err**2 + a.nu_window_syst**2 + a.nu_resolution_syst**2))
+
+
+def test_stationary_solution_minimises_the_documented_mean_risk():
+    # The docstring's risk (1/P) sum_p (1/2)(<c, f_p> - y_p)^2 + lambda2/2 |c|^2, written out with
+    # autograd on the P = 2^3 * 3 = 24 training sites: its gradient vanishes at the solution. (With a
+    # sum instead of the mean, or a further 1/2, lambda2 would weigh 24 or 2 times less.)
+    A = sb.sample_tensors(20, 2, generator=_gen(5))
+    u, v, _ = sb.boundary_vectors(A)
+    prob = sb.training_problem(A, u, v)
+    assert prob.F.shape[1] == 24
+    lam2 = 1e-2
+    c = sb.stationary_solution(prob.G0, prob.a, 0.0, lam2).clone().requires_grad_(True)
+    pred = torch.einsum("epk,ek->ep", prob.F, c)
+    risk = (0.5 * (pred - prob.y) ** 2).sum(1) / 24 + 0.5 * lam2 * (c**2).sum(1)
+    (grad,) = torch.autograd.grad(risk.sum(), c)
+    assert float(grad.abs().max()) < 1e-10
