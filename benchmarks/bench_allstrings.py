@@ -5,7 +5,7 @@ ensemble trainer measures every member's training error on it every epoch. Two w
 predictions of E members on all of it:
 
 * ``kernel`` -- :func:`tnattn.ensemble.model.ensemble_predict` on ``all_sequences(M, d)``: one fused
-  context scan per string and member (what ``EnsembleTrainer._wrong_fraction`` runs);
+  context scan per string and member (what the chunked evaluator of tnattn.ensemble.evaluators runs);
 * ``trie``   -- :func:`tnattn.ensemble.allstrings.all_strings_predict`: contexts shared by all strings
   with the same prefix / suffix, local maps as batched matrix products.
 

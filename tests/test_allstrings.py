@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import types
 
 import numpy as np
 import pytest
@@ -12,8 +11,8 @@ from hypothesis import strategies as st
 
 from tnattn.data import all_sequences
 from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction, is_all_strings
+from tnattn.ensemble.evaluators import AllStrings, Chunked, FusedCount, choose_evaluator
 from tnattn.ensemble.model import StackedParams, ensemble_logits, ensemble_predict
-from tnattn.ensemble.trainer import EnsembleTrainer
 
 
 def make_params(seed, E, d, D, c=1, *, shared=False, scale="mixed", dtype=torch.float64, device="cpu"):
@@ -160,9 +159,8 @@ def test_float32_mismatches_only_at_the_decision_boundary():
 
 
 def trainer_wrong_fraction(P, x, y, *, normalize_map, d, c):
-    """EnsembleTrainer._wrong_fraction on a stand-in trainer (it reads only these attributes)."""
-    fake = types.SimpleNamespace(model=types.SimpleNamespace(d=d, normalize_map=normalize_map), c=c, device=torch.device("cpu"))
-    return EnsembleTrainer._wrong_fraction(fake, P, x, y)
+    """The trainer's test-set evaluator for these inputs (fused count or chunked, not the trie)."""
+    return choose_evaluator(x, c=c, d=d, normalize_map=normalize_map)(P, x, y)
 
 
 @pytest.mark.parametrize("c", [1, 2])
@@ -299,5 +297,22 @@ def test_trainer_uses_the_trie_for_all_strings_training_sets_only():
 
     base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
                 test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
-    assert EnsembleTrainer(TrainConfig(**base), [0, 1])._all_strings_M == 5
-    assert EnsembleTrainer(TrainConfig(**base, train_size=20), [0, 1])._all_strings_M is None
+    trie = EnsembleTrainer(TrainConfig(**base), [0, 1]).train_evaluator
+    assert isinstance(trie, AllStrings) and trie.M == 5
+    other = EnsembleTrainer(TrainConfig(**base, train_size=20), [0, 1])
+    assert other.train_evaluator == other.evaluator and other.evaluator.name == "fused count"
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_evaluators_agree_on_all_strings(c):
+    # The fused count (c = 1), the chunked predictions and the trie count the same wrong sites.
+    M, d, D, E = 6, 2, 4, 4
+    P = make_params(17, E, d, D, c)
+    x = all_sequences(M, d)
+    y = torch.randint(0, 2, (E, d**M, M), generator=torch.Generator().manual_seed(3))
+    want = AllStrings(M, True)(P, x, y)
+    np.testing.assert_array_equal(Chunked(True, d, c)(P, x, y), want)
+    if c == 1:
+        np.testing.assert_array_equal(FusedCount(True)(P, x, y), want)
+    assert choose_evaluator(x, c=c, d=d, normalize_map=True).name == ("fused count" if c == 1 else "chunked")
+    assert choose_evaluator(x.double(), c=c, d=d, normalize_map=True).name == "chunked"

@@ -336,8 +336,8 @@ def all_strings_predict(P: StackedParams, M: int, d: Optional[int] = None, *, no
 def all_strings_wrong_fraction(P: StackedParams, M: int, y: Tensor, *, normalize_map: bool, chunk: Optional[int] = None) -> np.ndarray:
     """Fraction of wrong sites per member on all strings of length M, against labels ``y``.
 
-    The value ``EnsembleTrainer._wrong_fraction(P, all_sequences(M, d), y)`` returns, without
-    materialising the (E, d**M, M) predictions.
+    The value the chunked evaluator (:mod:`tnattn.ensemble.evaluators`) returns for
+    ``all_sequences(M, d)``, without materialising the (E, d**M, M) predictions.
 
     Parameters
     ----------

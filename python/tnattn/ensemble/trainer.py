@@ -25,9 +25,12 @@ What differs from the single-model trainer
 
 Cost: members train together, one kernel call per group of members whose crops have the same length
 (at most ``crop_max - crop_min + 1`` calls per step), made by the step strategy chosen once for the
-run (:attr:`EnsembleTrainer.step`: fused, head or autograd, :mod:`tnattn.ensemble.steps`). Finished members leave the working set at the
-end of the epoch in which they stop (their parameters and optimiser state are written back), so they
-stop costing compute. ``shared_data=True`` makes every member see the same batches (one group per step,
+run (:attr:`EnsembleTrainer.step`: fused, head or autograd, :mod:`tnattn.ensemble.steps`); errors
+are counted by evaluators chosen once too (:attr:`EnsembleTrainer.evaluator`,
+:attr:`EnsembleTrainer.train_evaluator`: fused count, chunked or all-strings trie,
+:mod:`tnattn.ensemble.evaluators`). Finished members leave the working set at the end of the epoch
+in which they stop (their parameters and optimiser state are written back), so they stop costing
+compute. ``shared_data=True`` makes every member see the same batches (one group per step,
 the inputs shared in the kernel): faster, but then members are not independent runs.
 
 Run directory (optional): ``checkpoint.pt`` (atomic, ``weights_only``), ``summary.json`` and
@@ -56,13 +59,12 @@ import torch
 from torch import Tensor
 
 from tnattn.data import all_sequences, make_test_sets, random_sequences
-from tnattn.ensemble import fused
-from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.history import EnsembleHistory
-from tnattn.ensemble.model import EnsembleTNAttention, StackedParams, ensemble_positive, ensemble_predict
+from tnattn.ensemble.model import EnsembleTNAttention, StackedParams
 from tnattn.ensemble.ops import contexts_ensemble, kernel_threads
 from tnattn.ensemble.optim import add_scaled_rows, make_optimizer
+from tnattn.ensemble.evaluators import choose_evaluator, choose_train_evaluator
 from tnattn.ensemble.steps import choose_step
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.train.build import build_model, build_teacher, output_size, split_seed
@@ -83,9 +85,6 @@ __all__ = ["EnsembleTrainer", "EnsembleResult", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "ensemble_checkpoint.pt"
 ENSEMBLE_FORMAT = 1
-# Output entries (members x sequences x sites x d x c) per evaluation call: bounds the memory of
-# the local maps on long test sets while keeping kernel calls large.
-_EVAL_ELEMENTS = 1 << 22
 _SPIKE_WINDOW = 20  # as the single-model trainer
 # Stop reasons after which a member never trains again.
 _FINAL = ("grokked", "patience", "diverged", "dead")
@@ -282,11 +281,11 @@ class EnsembleTrainer:
         )  # fmt: skip
         y = teacher(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         self.train_x, self.train_y = x.to(self.device), y.to(self.device)
-        # The paper's training set holds every d**M string: then the training error is evaluated on a
-        # prefix/suffix trie of shared contexts (tnattn.ensemble.allstrings; exact, ~5x faster on the
-        # CPU than one kernel pass per string). On CUDA the fused kernel is faster (the trie is
-        # launch-bound), so the GPU keeps the kernel path.
-        self._all_strings_M = is_all_strings(x, d) if x.dim() == 2 and self.device.type == "cpu" else None
+        #: How wrong-site fractions are counted (tnattn.ensemble.evaluators), chosen once: on the
+        #: test sets, and on the training set (the all-strings trie for the paper's training set).
+        self.evaluator = choose_evaluator(self.train_x, c=self.c, d=d, normalize_map=self.model.normalize_map)
+        self.train_evaluator = choose_train_evaluator(self.train_x, c=self.c, d=d,
+                                                      normalize_map=self.model.normalize_map)  # fmt: skip
         tests = make_test_sets(teacher, config.test_lengths, n=config.test_size, d=d, seed=config.test_seed)
         self.test_sets = {int(m): s.to(self.device) for m, s in tests.items()}
         self.probe = self.test_sets[min(self.test_sets)].x[: config.deff_probe] if config.deff_probe > 0 else None
@@ -490,36 +489,6 @@ class EnsembleTrainer:
     # evaluation
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def _wrong_fraction(self, P: StackedParams, x: Tensor, y: Tensor) -> np.ndarray:
-        """Fraction of wrong sites per member of ``P`` on inputs x ((N, M) shared or (E, N, M))."""
-        E = P.E
-        N, M = x.shape[-2], x.shape[-1]
-        if self.c == 1 and not x.is_floating_point() and self.device.type == "cpu":
-            # counted inside one forward kernel call: no maps in memory, so no chunking either
-            return (fused.count_wrong(x, y, P, normalize_map=self.model.normalize_map) / (N * M)).numpy()
-        per_seq = M * self.model.d * self.c
-        wrong = torch.zeros(E, dtype=torch.float64)
-        m_chunk = max(1, min(E, _EVAL_ELEMENTS // per_seq))
-        n_chunk = max(1, _EVAL_ELEMENTS // (m_chunk * per_seq))
-        for m0 in range(0, E, m_chunk):
-            rows = torch.arange(m0, min(E, m0 + m_chunk), device=self.device)
-            Pm = P if len(rows) == E else P.select(rows)
-            for n0 in range(0, N, n_chunk):
-                if x.dim() == 2:
-                    xc, yc = x[n0 : n0 + n_chunk], y[n0 : n0 + n_chunk]
-                else:
-                    xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
-                if self.c == 1 and not xc.is_floating_point():  # booleans: no int64 predictions
-                    one = yc if yc.dtype == torch.bool else yc == 1
-                    bad = ensemble_positive(Pm, xc, normalize_map=self.model.normalize_map) != one
-                    if yc.dtype != torch.bool:
-                        bad |= (yc != 0) & ~one  # pred is 0 or 1: any other label is wrong
-                else:
-                    bad = ensemble_predict(Pm, xc, normalize_map=self.model.normalize_map) != yc
-                wrong[m0 : m0 + len(rows)] += bad.flatten(1).sum(1).double().cpu()
-        return (wrong / (N * M)).numpy()
-
-    @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
         """Training error every epoch; test errors and D_eff on each member's test epochs."""
         from tnattn.metrics import effective_dimension
@@ -528,10 +497,8 @@ class EnsembleTrainer:
         ids, idx, P, _ = self._work
         Ea = len(ids)
         out: dict[str, np.ndarray] = {}
-        if self._all_strings_M is not None:
-            out["train_error"] = all_strings_wrong_fraction(P, self._all_strings_M, self.train_y, normalize_map=self.model.normalize_map)
-        else:
-            out["train_error"] = self._wrong_fraction(P, self.train_x if self.train_x.dim() == 2 else self.train_x[idx], self.train_y if self.train_y.dim() == 2 else self.train_y[idx])
+        x, y = self.train_x, self.train_y
+        out["train_error"] = self.train_evaluator(P, x if x.dim() == 2 else x[idx], y if y.dim() == 2 else y[idx])
         test_now = np.full(Ea, epoch % cfg.eval_every == 0)
         if cfg.eval_when_fit:
             test_now |= out["train_error"] == 0.0
@@ -543,7 +510,7 @@ class EnsembleTrainer:
             Pc = P if cand.size == Ea else P.select(torch.as_tensor(cand, dtype=torch.long, device=self.device))
             clean = np.ones(cand.size, dtype=bool)
             for s in self.test_sets.values():
-                clean &= self._wrong_fraction(Pc, s.x[:k], s.y[:k]) == 0.0
+                clean &= self.evaluator(Pc, s.x[:k], s.y[:k]) == 0.0
             test_now[cand[clean]] = True
         sel = np.nonzero(test_now)[0]
         for m in self.test_sets:
@@ -554,7 +521,7 @@ class EnsembleTrainer:
             rows = torch.as_tensor(sel, dtype=torch.long, device=self.device)
             Ps = P if sel.size == Ea else P.select(rows)
             for m, s in self.test_sets.items():
-                out[f"test_error_{m}"][sel] = self._wrong_fraction(Ps, s.x, s.y)
+                out[f"test_error_{m}"][sel] = self.evaluator(Ps, s.x, s.y)
             if self.probe is not None:
                 # D_eff uses the left context of the middle site only, which depends on the symbols
                 # before it: scanning that prefix gives the same values for a quarter of the work
