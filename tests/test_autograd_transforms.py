@@ -389,3 +389,17 @@ def test_gradgradcheck_against_finite_differences(case, raw):
     op = RAW_CASES[case] if raw else CASES[case][0]
     args = _leaves(CASES[case][2])
     assert torch.autograd.gradgradcheck(op, args)
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
+@pytest.mark.parametrize("case", ["contexts", "tn_attention", "contexts_ensemble", "tn_attention_ensemble_shared_x"])
+def test_functionalize_and_its_compositions(case, raw):
+    """torch.func.functionalize (no autograd.Function rule in torch): the op's value, and grad of it."""
+    op, ref, args = CASES[case]
+    if raw:
+        op = RAW_CASES[case]
+    torch.testing.assert_close(torch.func.functionalize(op)(*args), ref(*args), rtol=1e-10, atol=1e-12)
+    got = torch.func.grad(torch.func.functionalize(_loss(op)), argnums=_argnums(args))(*args)
+    want = torch.func.grad(_loss(ref), argnums=_argnums(args))(*args)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)

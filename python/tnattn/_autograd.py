@@ -373,6 +373,12 @@ def _grad_or_jvp_transform() -> bool:
     )  # fmt: skip
 
 
+def functionalize_innermost() -> bool:
+    """torch.func.functionalize is the innermost torch.func transform."""
+    interp = torch._C._functorch.peek_interpreter_stack()
+    return interp is not None and interp.key() == torch._C._functorch.TransformType.Functionalize
+
+
 def _has_tangent(t) -> bool:
     return (
         isinstance(t, Tensor) and _forward_ad._current_level >= 0 and _forward_ad.unpack_dual(t).tangent is not None
@@ -488,7 +494,7 @@ def _functorch_front_kernel(op_name: str, call_function: Callable) -> Callable:
         from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
         interpreter = retrieve_current_functorch_interpreter()
-        if interpreter.key() == torch._C._functorch.TransformType.Functionalize:
+        if functionalize_innermost():
             from torch._subclasses.functional_tensor import FunctorchFunctionalizeAPI
 
             api = FunctorchFunctionalizeAPI(interpreter)

@@ -21,13 +21,15 @@ three paths over the same implementation functions:
   jacrev, jacfwd, hessian, vmap -- a vmapped single op runs as one ensemble kernel call). Higher
   and forward-mode derivatives come from the plain-PyTorch reference (:mod:`tnattn.reference`),
   which computes the same function;
-* under ``torch.compile``/``torch.export`` and for tensor subclasses (fake tensors): the registered
-  ops ``torch.ops.tnattn.*``. Called directly, these give the same derivatives under every
+* under ``torch.compile``/``torch.export``, for tensor subclasses (fake tensors) and under
+  ``torch.func.functionalize`` (which has no rule for autograd.Functions): the registered ops
+  ``torch.ops.tnattn.*``. Called directly, these give the same derivatives under every
   transform: plain backward runs torch's custom-op autograd (the registered backward op, which is
   what compile traces), whose own derivative (double backward, ``create_graph``) comes from the
-  reference; under torch.func's grad and jvp transforms and forward-mode AD the op's Autograd kernel
-  hands the call to the torch.func-ready ``torch.autograd.Function`` above (torch's generated one
-  cannot run there); vmap maps onto the ensemble ops. Only the raw backward ops themselves refuse
+  reference; under torch.func transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap) and
+  forward-mode AD (dual tensors) the op's functorch and Autograd kernels hand the call to the
+  torch.func-ready ``torch.autograd.Function`` above, as the public function does (torch's generated
+  one cannot run there, or drops tangents). Only the raw backward ops themselves refuse
   torch.func grad transforms and forward-mode AD, with a ``NotImplementedError`` naming the op,
   the transform and the function to differentiate instead (see :mod:`tnattn._autograd`).
 
@@ -103,15 +105,19 @@ _EAGER, _FUNCTION, _TRANSFORM, _OP = 0, 1, 2, 3
 def _route(*tensors: Tensor) -> int:
     """Which path a call takes (see the module docstring).
 
-    ``_OP`` (the registered custom op) under ``torch.compile`` and for tensor subclasses (fake
-    tensors); otherwise the autograd.Functions of :mod:`tnattn._autograd`: ``_TRANSFORM`` (the
+    ``_OP`` (the registered custom op) under ``torch.compile``, for tensor subclasses (fake
+    tensors) and under ``torch.func.functionalize``; otherwise the autograd.Functions of :mod:`tnattn._autograd`: ``_TRANSFORM`` (the
     torch.func-ready class) while a torch.func transform is active or a forward-mode AD level is
     open, ``_FUNCTION`` (the lean class, same derivatives) when an input requires grad, and
     ``_EAGER`` (the kernel, nothing recorded) otherwise.
     """
     if torch.compiler.is_compiling() or not all(type(t) is Tensor for t in tensors):
         return _OP
-    if torch._C._are_functorch_transforms_active() or _forward_ad._current_level >= 0:
+    if torch._C._are_functorch_transforms_active():
+        # torch.func.functionalize has no rule for autograd.Functions; the registered op handles it
+        # (and hands every other transform to the same class, see tnattn._autograd)
+        return _OP if _autograd.functionalize_innermost() else _TRANSFORM
+    if _forward_ad._current_level >= 0:
         return _TRANSFORM
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _FUNCTION
