@@ -142,8 +142,16 @@ def _first(f, a):
     return torch.autograd.grad(_loss(f)(*leaves), leaves)
 
 
+def _batched_cotangents(f, a):
+    leaves = _leaves(a)
+    out = f(*leaves)
+    grads = torch.stack([_rand(*out.shape, seed=200 + k) for k in range(3)])
+    return torch.autograd.grad(out, leaves, grads, is_grads_batched=True)
+
+
 TRANSFORMS = {
     "autograd.grad": _first,
+    "autograd.grad_is_grads_batched": _batched_cotangents,
     "create_graph": _double_backward,
     "functional.jacobian": lambda f, a: torch.autograd.functional.jacobian(f, a),
     "functional.jacobian_vectorize": lambda f, a: torch.autograd.functional.jacobian(f, a, vectorize=True),
