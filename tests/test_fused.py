@@ -108,6 +108,17 @@ def test_maps_whose_squared_norm_leaves_the_range_match_the_scale_safe_head(dtyp
                                    msg=lambda m, n=n: f"{n}: {m}")  # fmt: skip
 
 
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("E,N,M", [(2, 37, 150), (1, 9, 3400)])
+def test_long_blocks_match_the_unfused_path(dtype, E, N, M):
+    # Lanes-across-sequences step (D <= 12, N filling half a register): M = 150 has more sites per
+    # lane than the head's float lane sums hold before moving into double (64) and, with three
+    # blocks per member, more than the gradients' lane sums hold before the flush (64);
+    # M = 3400 is past the length for which the step keeps the products L^T C (recomputed then).
+    x, y, P = make(E, N, M, 2, 10, dtype=dtype, seed=6)
+    compare(x, y, P, dtype=dtype)
+
+
 @settings(max_examples=25, deadline=None)
 @given(E=st.integers(1, 4), N=st.integers(1, 12), M=st.integers(1, 9), d=st.integers(2, 3), D=st.integers(1, 12),
        seed=st.integers(0, 2**16), sig=st.booleans(), norm=st.booleans())  # fmt: skip
@@ -176,7 +187,7 @@ def test_count_wrong_matches_positive_predictions(dtype, shared_x, normalize_map
     from tnattn.ensemble.fused import count_wrong
     from tnattn.ensemble.model import ensemble_positive
 
-    x, y, P = make(4, 9, 7, 2, 10, dtype=dtype, seed=5, shared_x=shared_x)
+    x, y, P = make(4, 19, 7, 2, 10, dtype=dtype, seed=5, shared_x=shared_x)  # a full and a partial block
     P = StackedParams(P.A_left, P.A_right, P.C, P.u, P.v, P.scale * torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=dtype))
     y = y[0] if shared_x else y
     pos = ensemble_positive(P, x, normalize_map=normalize_map)

@@ -10,6 +10,47 @@ using tnattn::cpu::detail::pool_run;
 constexpr int kBlock = 8;
 
 // ------------------------------------------------------------------------------------------------
+// Scratch memory
+
+// Allocator of the kernels' large per-call scratch (contexts, norms, staged symbols). A buffer of
+// kHugeBytes or more is aligned to it and marked for transparent huge pages: a fresh multi-MB
+// buffer otherwise takes one page fault per 4 KiB on first touch, which on one long sequence cost
+// as much time as the scans themselves and made the per-token cost grow with M (measured: a third
+// of the process time in the OS's page-fault and page-clearing paths at N = 1, M = 10^6, D = 8).
+constexpr size_t kHugeBytes = size_t(2) << 20;
+
+template <typename T>
+struct ScratchAlloc {
+  using value_type = T;
+  ScratchAlloc() = default;
+  template <class U>
+  ScratchAlloc(const ScratchAlloc<U>&) noexcept {}
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes < kHugeBytes) return static_cast<T*>(::operator new(bytes));
+    const size_t rounded = (bytes + kHugeBytes - 1) / kHugeBytes * kHugeBytes;
+    void* p = std::aligned_alloc(kHugeBytes, rounded);
+    if (!p) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: without THP the buffer works as usual
+#endif
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t n) noexcept {
+    if (n * sizeof(T) < kHugeBytes) ::operator delete(p);
+    else std::free(p);
+  }
+  template <class U>
+  bool operator==(const ScratchAlloc<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const ScratchAlloc<U>&) const noexcept { return false; }
+};
+
+// A std::vector on ScratchAlloc (value-initialised like any vector).
+template <typename T>
+using Scratch = std::vector<T, ScratchAlloc<T>>;
+
+// ------------------------------------------------------------------------------------------------
 // Threads
 
 // Work below this many scalar multiply-adds runs on the calling thread: waking a worker costs

@@ -20,6 +20,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>  // madvise: huge pages for large scratch (csrc/cpu/detail.h)
+#endif
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>  // the SoA path's vector square roots (csrc/cpu/soa.inc)
 #endif
