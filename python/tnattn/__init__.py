@@ -23,8 +23,19 @@ stays cheap.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 __version__ = "0.1.0"
+
+# torch's OpenMP worker threads spin for a while after every parallel torch operation; on a machine
+# with few cores they then compete with the kernels' own threads (tnattn.ops runs its C++ kernels
+# on a pool of std::threads). Measured with `tnattn bench kernels --threads 2` on a 2-core machine:
+# 1.2-1.7x faster forward and forward+backward with passive waiting (docs/benchmarks.md). libgomp
+# reads the setting when torch loads, so it applies only when tnattn is imported before torch, and
+# never overrides a value the user set (OMP_WAIT_POLICY=ACTIVE restores spinning).
+if "torch" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from tnattn import data, ops, reference, rules, teachers  # noqa: E402
 from tnattn.buildinfo import build_info  # noqa: E402
