@@ -170,7 +170,9 @@ def test_flow_weights_closed_form_matches_euler():
     torch.testing.assert_close(got, c, rtol=1e-3, atol=1e-3)
 
 
-def test_train_classifier_zero_times_are_refined_crossings():
+def _first_accepted():
+    """The first accepted tensor e of a seeded sample of 400, with the sample, its training problem,
+    test sequences x of length 40 and their labels y, and the generator for further draws."""
     g = _gen(7)
     A = sb.sample_tensors(400, 2, generator=g)
     u, v, _ = sb.boundary_vectors(A)
@@ -178,14 +180,25 @@ def test_train_classifier_zero_times_are_refined_crossings():
     c = sb.stationary_solution(prob.G0, prob.a)
     x = torch.randint(0, 2, (30, 40), generator=g)
     y = sb.rule_labels(x)
-    ok = sb.acceptance(c, A, u, v, x, y)
-    e = int(torch.nonzero(ok)[0, 0])
+    e = int(torch.nonzero(sb.acceptance(c, A, u, v, x, y))[0, 0])
+    return g, A, u, v, prob, x, y, e
+
+
+def _accepted_tensor_problem():
+    """The first accepted tensor's training problem, test features Ft and labels, five initial
+    classifiers and record times (shared by the train_classifier tests)."""
+    g, A, u, v, prob, x, y, e = _first_accepted()
     L = sb.ensemble_contexts(A[e : e + 1], x, u[e : e + 1])
     R = sb.ensemble_contexts(A[e : e + 1], x, v[e : e + 1], reverse=True)
     Ft = sb.features(L, R, x)[0].reshape(-1, 8)
     c0 = torch.randn(5, 8, generator=g, dtype=F64)
     times = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-2, 6, 80, dtype=F64)])
-    res = sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times)
+    return prob.F[e], prob.y, Ft, y, c0, times
+
+
+def test_train_classifier_zero_times_are_refined_crossings():
+    F, Fy, Ft, y, c0, times = _accepted_tensor_problem()
+    res = sb.train_classifier(F, Fy, Ft, y.reshape(-1), c0, times)
     te = res["t_eps"]
     assert torch.isfinite(te).all()
     G, a = res["G"], res["a"]
@@ -195,14 +208,14 @@ def test_train_classifier_zero_times_are_refined_crossings():
     assert torch.all(before > 0)
     # "stays_zero" can only be later than the paper's first zero, and equal where the recorded test
     # error never leaves zero once reached.
-    stays = sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times, definition="stays_zero")
+    stays = sb.train_classifier(F, Fy, Ft, y.reshape(-1), c0, times, definition="stays_zero")
     assert torch.all(stays["t_eps"] >= te)
     te_rec = res["test_error"]
     first = (te_rec == 0).int().argmax(1)
     never_left = torch.tensor([bool((te_rec[r, first[r]:] == 0).all()) for r in range(5)])
     assert torch.all(stays["t_eps"][never_left] == te[never_left])
     with pytest.raises(ValueError, match="definition"):
-        sb.train_classifier(prob.F[e], prob.y, Ft, y.reshape(-1), c0, times, definition="last")
+        sb.train_classifier(F, Fy, Ft, y.reshape(-1), c0, times, definition="last")
 
 
 def test_bad_inputs():
@@ -226,14 +239,7 @@ def test_minimum_detectable_effect_closed_form():
 
 
 def test_analyse_tensor_estimator_options():
-    g = _gen(7)
-    A = sb.sample_tensors(400, 2, generator=g)
-    u, v, _ = sb.boundary_vectors(A)
-    prob = sb.training_problem(A, u, v)
-    c = sb.stationary_solution(prob.G0, prob.a)
-    x = torch.randint(0, 2, (30, 40), generator=g)
-    ok = sb.acceptance(c, A, u, v, x, sb.rule_labels(x))
-    e = int(torch.nonzero(ok)[0, 0])
+    _, A, u, v, _, _, _, e = _first_accepted()
     kw = dict(n_inits=6, test_sequences=20, test_length=40, n_times=40, gap_points=500)
     a = sb.analyse_tensor(A[e], u[e], v[e], **kw)
     b = sb.analyse_tensor(A[e], u[e], v[e], deff_on="train", xi_method="max_density", eps_method="spread", **kw)
@@ -254,20 +260,9 @@ def test_analyse_tensor_estimator_options():
 def test_train_classifier_brackets_the_zero_crossing():
     # t_eps_lower is the latest time known to have a nonzero test error: bisected to 2^-refine of
     # a record step with lambda1 = 0, the previous record with lambda1 > 0.
-    g = _gen(7)
-    A = sb.sample_tensors(400, 2, generator=g)
-    u, v, _ = sb.boundary_vectors(A)
-    prob = sb.training_problem(A, u, v)
-    c = sb.stationary_solution(prob.G0, prob.a)
-    x = torch.randint(0, 2, (30, 40), generator=g)
-    y = sb.rule_labels(x)
-    e = int(torch.nonzero(sb.acceptance(c, A, u, v, x, y))[0, 0])
-    L = sb.ensemble_contexts(A[e : e + 1], x, u[e : e + 1])
-    R = sb.ensemble_contexts(A[e : e + 1], x, v[e : e + 1], reverse=True)
-    Ft, yt = sb.features(L, R, x)[0].reshape(-1, 8), y.reshape(-1)
-    c0 = torch.randn(5, 8, generator=g, dtype=F64)
-    times = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-2, 6, 80, dtype=F64)])
-    res = sb.train_classifier(prob.F[e], prob.y, Ft, yt, c0, times, refine=30)
+    F, Fy, Ft, y, c0, times = _accepted_tensor_problem()
+    yt = y.reshape(-1)
+    res = sb.train_classifier(F, Fy, Ft, yt, c0, times, refine=30)
     te, lo = res["t_eps"], res["t_eps_lower"]
     assert torch.isfinite(te).all() and torch.all(lo < te)
     assert torch.all(sb.flow_errors(sb.flow_weights(res["G"], res["a"], c0, lo), Ft, yt) > 0)
@@ -290,14 +285,7 @@ def test_nu_budget_parts_add_in_quadrature():
 
 
 def test_analyse_tensor_nu_error_budget():
-    g = _gen(7)
-    A = sb.sample_tensors(400, 2, generator=g)
-    u, v, _ = sb.boundary_vectors(A)
-    prob = sb.training_problem(A, u, v)
-    c = sb.stationary_solution(prob.G0, prob.a)
-    x = torch.randint(0, 2, (30, 40), generator=g)
-    ok = sb.acceptance(c, A, u, v, x, sb.rule_labels(x))
-    e = int(torch.nonzero(ok)[0, 0])
+    _, A, u, v, _, _, _, e = _first_accepted()
     a = sb.analyse_tensor(A[e], u[e], v[e], n_inits=20, test_sequences=40, test_length=60, n_times=60, gap_points=500)
     assert math.isfinite(a.nu) and math.isfinite(a.nu_total)
     # The central window is one of the family, and the window part is half the spread of nu over it.
