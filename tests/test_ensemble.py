@@ -11,7 +11,6 @@ from tnattn import ops, reference
 from tnattn.data import MiniBatches, all_sequences, random_sequences
 from tnattn.ensemble import EnsembleTNAttention, contexts_ensemble, tn_attention_ensemble
 from tnattn.ensemble.data import EnsembleBatches
-from tnattn.ensemble.model import _SymbolHead
 from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import StackedAdam, StackedSGD
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
@@ -143,24 +142,6 @@ def test_ensemble_ops_reject_bad_input():
         kernel_threads(0)
 
 
-def test_symbol_head_matches_normalise_then_gather():
-    E, N, M, d, c = 3, 4, 5, 3, 2
-    g = torch.Generator().manual_seed(5)
-    W = torch.randn(E, N, M, d, c, generator=g, dtype=F64, requires_grad=True)
-    scale = torch.randn(E, generator=g, dtype=F64, requires_grad=True)
-    x = torch.randint(0, d, (E, N, M), generator=g)
-    z = _SymbolHead.apply(W, x, scale)
-    Z = reference.normalize(W.reshape(E, N, M, d * c)).reshape(E, N, M, d, c) * scale.view(E, 1, 1, 1, 1)
-    ref = Z.gather(3, x.view(E, N, M, 1, 1).expand(E, N, M, 1, c)).squeeze(3)
-    torch.testing.assert_close(z, ref, rtol=1e-13, atol=1e-14)
-    assert torch.autograd.gradcheck(lambda W, s: _SymbolHead.apply(W, x, s), (W, scale))
-    # exact-zero rule: a zero map gives zero logits and zero gradient, no NaN
-    W0 = torch.zeros(1, 1, 2, 2, 1, dtype=F64, requires_grad=True)
-    z0 = _SymbolHead.apply(W0, torch.zeros(1, 2, dtype=torch.long), torch.ones(1, dtype=F64))
-    (gW0,) = torch.autograd.grad(z0.sum(), [W0])
-    assert torch.equal(z0, torch.zeros_like(z0)) and torch.equal(gW0, torch.zeros_like(W0))
-
-
 # ------------------------------------------------------------------------------------------------
 # model
 # ------------------------------------------------------------------------------------------------
@@ -239,29 +220,6 @@ def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_memb
             assert sorted(covered) == members
             steps += 1
         assert steps == len(mbs[0])
-
-
-@pytest.mark.parametrize("loss,activation", [("mse", "sigmoid"), ("mse", "none"), ("hinge", "sigmoid"), ("logistic", "sigmoid"), ("ce", "sigmoid")])
-@pytest.mark.parametrize("c,shared_y", [(1, False), (3, False), (1, True)])
-def test_member_losses_and_grads_equal_autograd_of_compute_loss(loss, activation, c, shared_y):
-    from tnattn.train.losses import compute_loss, member_losses_and_grads
-
-    g = torch.Generator().manual_seed(8)
-    E, N, M = 3, 5, 4
-    z = torch.randn(E, N, M, c, generator=g, dtype=F64)
-    y = torch.randint(0, max(c, 2), (N, M) if shared_y else (E, N, M), generator=g)
-    losses, grad = member_losses_and_grads(z, y, loss, activation)
-    for e in range(E):
-        ze = z[e].clone().requires_grad_()
-        ref = compute_loss(ze, y if shared_y else y[e], loss, activation)
-        (gref,) = torch.autograd.grad(ref, ze)
-        torch.testing.assert_close(losses[e], ref.detach(), rtol=1e-14, atol=0)
-        torch.testing.assert_close(grad[e], gref, rtol=1e-14, atol=1e-300)
-    if c == 1:  # binary targets may come as booleans
-        losses_b, grad_b = member_losses_and_grads(z, y.bool(), loss, activation)
-        assert torch.equal(losses_b, losses) and torch.equal(grad_b, grad)
-    with pytest.raises(ValueError, match="y must have shape"):
-        member_losses_and_grads(z, y[..., :2], loss, activation)
 
 
 def test_stacked_adam_and_sgd_equal_torch_optimisers_per_member():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tnattn import reference
-from tnattn.ensemble.model import _SymbolHead, symbol_head_backward, symbol_head_forward
+from tnattn.models.head import SymbolHead, symbol_head_backward, symbol_head_forward
 from tnattn.models import TNAttention
 
 F32, F64 = torch.float32, torch.float64
@@ -82,7 +82,7 @@ def test_ensemble_symbol_head_scale_safe(s, symbol):
     W = (torch.tensor([3.0, 4.0], dtype=F64) * s).to(F32).view(1, 1, 1, 2, 1).requires_grad_()
     scale = torch.tensor([2.0], dtype=F32, requires_grad=True)
     x = torch.tensor([[[symbol]]])
-    z = _SymbolHead.apply(W, x, scale)
+    z = SymbolHead.apply(W, x, scale)
     w = [0.6, 0.8][symbol]
     torch.testing.assert_close(z.view(()), torch.tensor(2 * w, dtype=F32), rtol=2e-6, atol=0)
     gW, gs = torch.autograd.grad(z.sum(), [W, scale])
@@ -117,7 +117,7 @@ def test_ensemble_head_mixed_scales_in_one_batch(monkeypatch, sync_free):
     """Maps of norms from 1e-35 to 1e35 (float32) side by side: logits equal those of the unscaled
     maps and gradients scale by 1/s, on the CPU path (one reduction decides) and on the sync-free
     path the accelerators take; a map below float32's normal range still gives finite logits."""
-    from tnattn.ensemble import model as ens_model
+    from tnattn.models import head as ens_model
 
     if sync_free:
         monkeypatch.setattr(ens_model, "_host_sync_is_cheap", lambda t: False)

@@ -7,8 +7,8 @@ block of sequences (as the backward of :func:`tnattn.ensemble.tn_attention_ensem
 the local maps, applies the symbol head and the loss site by site, and runs the adjoint scans, so
 neither the local maps W nor their gradient is ever written to memory and no torch operation runs
 between forward and backward. It computes exactly what the unfused path computes (the ensemble
-ops, :func:`tnattn.ensemble.model.symbol_head_forward`/``symbol_head_backward`` and
-:func:`tnattn.train.losses.member_losses_and_grads`), in the same order of operations per site;
+ops, :func:`tnattn.models.head.symbol_head_forward`/``symbol_head_backward`` and
+:func:`tnattn.models.head.member_losses_and_grads`), in the same order of operations per site;
 only sums over sites are ordered differently (tests/test_fused.py compares the two).
 
 :func:`count_wrong` is the evaluation counterpart: the number of wrongly predicted sites per member

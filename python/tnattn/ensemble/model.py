@@ -23,6 +23,8 @@ from tnattn import reference
 from tnattn.ensemble.ops import contexts_ensemble, tn_attention_ensemble
 from tnattn.models import NonFiniteParameterError, TNAttention
 from tnattn.models._ties import TiedContextsMixin
+from tnattn.models.head import SymbolHead as _SymbolHead
+from tnattn.models.head import symbol_head_backward, symbol_head_forward  # noqa: F401 (moved there)
 
 __all__ = ["EnsembleTNAttention", "StackedParams", "ensemble_logits", "ensemble_predict", "ensemble_contexts"]
 
@@ -99,133 +101,6 @@ def ensemble_maps(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor
     E, N, M, d, c = W.shape
     # Same arithmetic as TNAttention._normalise (normalise over the d*c entries, then scale).
     return reference.normalize(W.reshape(E, N, M, d * c)).reshape(E, N, M, d, c) * P.scale.view(E, 1, 1, 1, 1)
-
-
-def symbol_head_forward(W: Tensor, x: Tensor, scale: Optional[Tensor]) -> tuple[Tensor, tuple]:
-    """``logits[..., o] = scale * W[..., x, o] / |W|`` (norm over the d*c map entries) for symbols.
-
-    The same arithmetic as normalising the whole map with :func:`tnattn.reference.normalize`,
-    scaling and gathering the symbol's row (TNAttention's). Exact-zero rule: a map with norm
-    exactly 0 gives logits 0 (and zero gradient in :func:`symbol_head_backward`). Scale-safe: maps
-    whose squared norm would over- or underflow are rescaled first (see
-    :func:`_rescale_out_of_range`), so logits and gradients stay finite and exact at any scale. Why by hand: on
-    the CPU, reductions over a trailing dimension of size d*c, ``torch.where`` and gathers through
-    autograd each cost several contiguous elementwise passes, so the norm is a chain of
-    multiply-adds over the (strided) entries, the symbol's row one ``gather`` (exact, unlike a
-    blend with 0/1 masks), and the backward writes the map's gradient in the map's own layout (no
-    transposed copies on either side of the kernel).
-
-    Parameters
-    ----------
-    W : Tensor, shape (E, N, M, d, c)
-        Local maps (not differentiated here: see :func:`symbol_head_backward`).
-    x : Tensor
-        Integer symbols, (E, N, M) or (N, M) shared by all members.
-    scale : Tensor, shape (E,), or None
-
-    Returns
-    -------
-    logits : Tensor, shape (E, N, M, c)
-    saved : tuple
-        What :func:`symbol_head_backward` needs.
-    """
-    E, N, M, d, c = W.shape
-    K = N * M
-    W = W.contiguous()
-    flat = W.view(E, K, d * c)
-    sq = flat[..., 0] * flat[..., 0]
-    for k in range(1, d * c):
-        sq = torch.addcmul(sq, flat[..., k], flat[..., k])
-    rescaled = _rescale_out_of_range(flat, sq)  # None when every norm is in range (the usual case)
-    r = None
-    if rescaled is not None:
-        m, r = rescaled
-        flat = flat / m.unsqueeze(-1)  # W/m on the rescaled maps, W elsewhere (m = 1)
-        W = flat.view(E, N, M, d, c)
-    # 1/|W|, and 0 where |W| = 0 (1/0 = inf becomes 0; a NaN stays NaN); on rescaled maps m/|W|
-    inv = sq.sqrt_().reciprocal_().nan_to_num_(nan=float("nan"), posinf=0.0)  # (E, K)
-    # index of the symbol's row; a batch shared by all members stays un-expanded (stride 0)
-    idx = x.reshape(E if x.dim() == 3 else 1, K, 1, 1).long().expand(E, K, 1, c)
-    sel = W.view(E, K, d, c).gather(2, idx).view(E, K, c)
-    fac = inv if scale is None else inv * scale.view(E, 1)
-    z = sel[..., 0] * fac if c == 1 else sel * fac.unsqueeze(-1)
-    return z.view(E, N, M, c), (W, idx, inv, fac, sel, r)
-
-
-def _host_sync_is_cheap(t: Tensor) -> bool:
-    return t.device.type == "cpu"
-
-
-def _rescale_out_of_range(flat: Tensor, sq: Tensor) -> Optional[tuple[Tensor, Tensor]]:
-    """Per-map divisors ``m`` and factors ``r = 1/m`` (E, K) that make the head's arithmetic safe,
-    or None when all are 1.
-
-    ``sq`` (the squared norms, updated in place) is trusted where it is well inside the range:
-    not below ``tiny**0.8`` (about 1e-30 in float32, 1e-246 in float64), where the backward's
-    ``1/|W|^2`` factor would come within reach of overflow and the squares lose digits or
-    underflow, and finite. Elsewhere (rare: maps of norm below ~1e-15 or above ~1e19 in float32)
-    the map is divided by its largest |entry| m, as BLAS ``nrm2`` does, and ``sq`` becomes
-    ``|W/m|^2`` in [1, d*c] (an all-zero map keeps m = 1). On the CPU one reduction decides whether
-    any map needs it; on accelerators the factors are computed for every map (no host
-    synchronisation). In-range results are bitwise those of the plain formula.
-    """
-    fi = torch.finfo(sq.dtype)
-    if _host_sync_is_cheap(sq):
-        lo, hi = sq.aminmax()
-        if not (bool(lo < fi.tiny**0.8) or bool(hi > fi.max)):
-            return None
-    bad = (sq < fi.tiny**0.8) | (sq > fi.max)
-    big = flat.abs().amax(-1)
-    m = torch.where(bad & (big > 0), big, torch.ones_like(big))
-    w = flat / m.unsqueeze(-1)  # division: also exact for subnormal m, whose reciprocal overflows
-    sq.copy_(torch.where(bad, (w * w).sum(-1), sq))
-    return m, m.reciprocal()
-
-
-def symbol_head_backward(saved: tuple, g: Tensor, need_scale: bool = True) -> tuple[Tensor, Optional[Tensor]]:
-    """Gradients of :func:`symbol_head_forward` given ``g = dL/dlogits`` (E, N, M, c).
-
-    Returns
-    -------
-    gW : Tensor, shape (E, N, M, d, c), contiguous
-    g_scale : Tensor, shape (E,), or None (without ``need_scale``)
-    """
-    W, idx, inv, fac, sel, r = saved  # on rescaled maps (r != 1): W/m, m/|W|, sel/m
-    E, N, M, d, c = W.shape
-    K = N * M
-    g = g.reshape(E, K, c)
-    t = g[..., 0] * sel[..., 0]  # sum_o g_o W[x, o]
-    for o in range(1, c):
-        t = torch.addcmul(t, g[..., o], sel[..., o])
-    # through the norm: d inv / d W = -inv^3 W, so dW_k -= (t inv fac inv) W_k; the symbol's entry
-    # also gets g fac (added after the product: the same rounding as g fac - q W_k). On a rescaled
-    # map every quantity is that of W/m, and the chain rule through W/m multiplies by r = 1/m.
-    u = t * inv  # also d logits / d scale, summed
-    g_scale = u.sum(1) if need_scale else None
-    neg_q = (u * fac).mul_(inv).neg_()
-    fac_x = fac
-    if r is not None:
-        neg_q.mul_(r)
-        fac_x = fac * r
-    gW = W.view(E, K, d, c) * neg_q.view(E, K, 1, 1)
-    gW.scatter_add_(2, idx, (g * fac_x.unsqueeze(-1)).view(E, K, 1, c))
-    return gW.view(E, N, M, d, c), g_scale
-
-
-class _SymbolHead(torch.autograd.Function):
-    """:func:`symbol_head_forward` with :func:`symbol_head_backward` as its backward (``scale`` may be None)."""
-
-    @staticmethod
-    def forward(ctx, W: Tensor, x: Tensor, scale: Optional[Tensor]):
-        z, saved = symbol_head_forward(W, x, scale)
-        ctx.saved = saved  # intermediate results, not inputs: no version-counter checks needed
-        return z
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        need_scale = ctx.needs_input_grad[2]
-        gW, g_scale = symbol_head_backward(ctx.saved, g, need_scale)
-        return gW, None, g_scale
 
 
 def ensemble_logits(P: StackedParams, x: Tensor, *, normalize_map: bool) -> Tensor:

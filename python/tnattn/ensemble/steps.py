@@ -9,8 +9,8 @@ calls it on every group of members of every mini-batch:
 ``HeadStep`` (``"head"``)
     Integer symbols with map normalisation: the ensemble op's forward pass; the head (normalise,
     scale, pick the symbol's row) and the loss are differentiated by hand
-    (:func:`~tnattn.ensemble.model.symbol_head_backward`,
-    :func:`~tnattn.train.losses.member_losses_and_grads`), and autograd runs only the op's backward.
+    (:func:`~tnattn.models.head.symbol_head_backward`,
+    :func:`~tnattn.models.head.member_losses_and_grads`), and autograd runs only the op's backward.
 ``AutogradStep`` (``"autograd"``)
     Everything else: autograd through :func:`~tnattn.ensemble.model.ensemble_logits` and the loss.
 
@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 from tnattn.ensemble import fused
-from tnattn.ensemble.model import StackedParams, ensemble_logits, symbol_head_backward, symbol_head_forward
+from tnattn.ensemble.model import StackedParams, ensemble_logits
 from tnattn.ensemble.ops import tn_attention_ensemble
-from tnattn.train.losses import member_losses_and_grads
+from tnattn.models.head import member_losses_and_grads, symbol_head_backward, symbol_head_forward
 
 __all__ = ["StepResult", "FusedStep", "HeadStep", "AutogradStep", "choose_step", "STEPS"]
 

@@ -16,10 +16,10 @@ from .. import reference
 from . import init as _init
 from ._backend import BACKENDS, resolve_backend
 from ._ties import TiedContextsMixin
+from .head import ACTIVATIONS
 
 __all__ = ["TNAttention", "NonFiniteParameterError", "ACTIVATIONS"]
 
-ACTIVATIONS = ("sigmoid", "none")
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
