@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (the trie's), default 2")
     p.add_argument("--kernel-threads", type=int, default=None,
-                   help="threads of the fused kernel (default --threads; EnsembleTrainer.fit runs the kernels on "
+                   help="threads of the fused kernel (default --threads; Trainer.fit runs the kernels on "
                         "config.threads and torch's own ops on 1 thread)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per row; the median is reported (default 3)")
     p.add_argument("--chunk", default=None, help="comma-separated member chunk sizes for the trie (default: automatic)")

@@ -7,12 +7,12 @@ one member is 1024 x (mean crop length 8) = 8192 of them.
 
 Implementations compared:
 
-* ``ensemble``  -- :class:`tnattn.ensemble.EnsembleTrainer`, E members per kernel call, each on its
+* ``ensemble``  -- :class:`tnattn.train.Trainer` with E seeds, E members per kernel call, each on its
                    own batches (equal to E separate runs);
 * ``ensemble-shared`` -- the same with one batch stream shared by all members (``shared_data``);
 * ``ensemble-Pproc`` -- the largest E split over P one-thread processes running at once (default
                    P = --threads), as ``torchrun --nproc-per-node P ... experiment scenario-a`` runs;
-* ``single``    -- :class:`tnattn.train.Trainer` (fused ops), one member after the other;
+* ``single``    -- :meth:`tnattn.train.Trainer.from_model` (fused ops), one member after the other;
 * ``loop``      -- a straightforward PyTorch training loop over a model whose contexts are a Python
                    loop over positions (:mod:`tnattn.reference`, autograd backward), as the
                    seed's code is written.
@@ -107,7 +107,7 @@ def bench_single(cfg, members: int, epochs: int) -> dict:
         ms, ds = split_seed(seed)
         prob = build_problem(cfg, generator=torch.Generator().manual_seed(ds), teacher=teacher)
         model = build_model(cfg, teacher, generator=torch.Generator().manual_seed(ms))
-        trainer = Trainer(model, prob.batches, cfg, train_set=prob.train_set, test_sets=prob.test_sets)
+        trainer = Trainer.from_model(model, prob.batches, cfg, train_set=prob.train_set, test_sets=prob.test_sets)
         t0 = time.perf_counter()
         trainer.fit()
         wall += time.perf_counter() - t0

@@ -85,7 +85,7 @@ timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vecto
 fi
 
 step "GPU ensemble training: Scenario A setting (D = 10, batch 128, crops 6-10, L1 1e-3)"
-# Member-token-steps/s of EnsembleTrainer on the GPU; the rate is the difference between a long and a
+# Member-token-steps/s of tnattn.train.Trainer (E members) on the GPU; the rate is the difference between a long and a
 # short run, so CUDA start-up and the first epoch's allocations cancel out.
 timeout 150 "$PY" - <<'PYEOF' || fail "GPU ensemble training"
 import sys, time

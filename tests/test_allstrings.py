@@ -292,14 +292,14 @@ def test_cuda_equals_kernel(c):
 
 
 def test_trainer_uses_the_trie_for_all_strings_training_sets_only():
-    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train import Trainer
     from tnattn.train import TrainConfig
 
     base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
                 test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
-    trie = EnsembleTrainer(TrainConfig(**base), [0, 1]).train_evaluator
+    trie = Trainer(TrainConfig(**base), [0, 1]).train_evaluator
     assert isinstance(trie, AllStrings) and trie.M == 5
-    other = EnsembleTrainer(TrainConfig(**base, train_size=20), [0, 1])
+    other = Trainer(TrainConfig(**base, train_size=20), [0, 1])
     assert other.train_evaluator == other.evaluator and other.evaluator.name == "fused count"
 
 

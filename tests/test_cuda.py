@@ -258,12 +258,12 @@ def test_ensemble_trainer_on_cuda_equals_cpu():
 
     import numpy as np
 
-    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train import Trainer
     from tnattn.train import TrainConfig
 
     cfg = TrainConfig(D=4, train_length=6, crop_min=4, crop_max=6, batch_size=16, max_epochs=4, test_lengths=(12,),
                       test_size=8, deff_probe=4, dtype="float64", l1=1e-3, progress=False, plots=False)  # fmt: skip
-    runs = [EnsembleTrainer(dataclasses.replace(cfg, device=dev), [0, 3, 7], lr=[0.005, 0.02, 0.005]).fit()
+    runs = [Trainer(dataclasses.replace(cfg, device=dev), [0, 3, 7], lr=[0.005, 0.02, 0.005]).fit()
             for dev in ("cpu", "cuda")]  # fmt: skip
     cpu, gpu = runs
     for col in ("loss", "train_error", "test_error_12", "deff", "grad_norm"):

@@ -1,4 +1,4 @@
-"""Ensembles: ops, stacked model, per-member batches and optimisers, the trainer against single runs, stats."""
+"""Ensembles: ops, stacked model, per-member batches and optimisers, stats (the trainer: tests/test_trainer.py)."""
 
 import dataclasses
 import math
@@ -14,7 +14,6 @@ from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import StackedAdam, StackedSGD
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
-from tnattn.ensemble.trainer import EnsembleTrainer
 from tnattn.models import TNAttention
 from tnattn.rules import elementary
 from tnattn.train import TrainConfig, train
@@ -245,144 +244,6 @@ def test_stacked_adam_and_sgd_equal_torch_optimisers_per_member():
 
 
 # ------------------------------------------------------------------------------------------------
-# the trainer against single-model runs (the key property)
-# ------------------------------------------------------------------------------------------------
-_COMPARE = ["loss", "penalty", "batch_error", "train_error", "test_error_30", "test_error_12", "deff", "grad_norm", "lambda1", "lambda2", "norm_A_left", "norm_C", "norm_scale"]
-
-
-def _assert_member_equals_single(res, e, single, rtol):
-    hs, he = single.history, res.history.member(e, epochs=len(single.history))
-    for col in _COMPARE:
-        if col == "norm_scale" and "norm_scale" not in hs.columns:  # a model without map normalisation
-            continue
-        a, b = hs.column(col), he.column(col)
-        assert np.array_equal(np.isnan(a), np.isnan(b)), col
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * 1e-3, err_msg=col)
-    m = res.members[e]
-    assert (m["t_train"], m["t_eps"]) == (single.t_train, single.t_eps)
-    assert m["loss_spikes"] == single.summary["loss_spikes"]
-
-
-def test_ensemble_reproduces_separate_single_runs_with_per_member_hyperparameters(tmp_path):
-    cfg = TrainConfig(**TINY, dtype="float64", l1=1e-3)
-    seeds, lrs, l1s, l2s = [0, 5, 9], [0.005, 0.02, 0.005], [1e-3, 0.0, 1e-3], [0.0, 0.0, 1e-3]
-    res = EnsembleTrainer(cfg, seeds, lr=lrs, l1=l1s, l2=l2s).fit()
-    assert res.summary["member_token_steps"] > 0
-    for e, s in enumerate(seeds):
-        single = train(dataclasses.replace(cfg, seed=s, lr=lrs[e], l1=l1s[e], l2=l2s[e], out=str(tmp_path / str(s))))
-        _assert_member_equals_single(res, e, single, rtol=2e-6)  # float32 history storage
-        torch.testing.assert_close(res.model.member(e).C, single.model.C, rtol=1e-9, atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "kw",
-    [
-        {"random_k": 1, "alphabet": 3, "rule_seed": 4},  # d = 3, c = 3: squared error on one-hot targets
-        {"random_k": 1, "alphabet": 3, "rule_seed": 4, "loss": "ce", "shared": False},
-        {"loss": "hinge", "l2": 1e-3, "l2_mode": "penalty"},  # loss through autograd, L2 as a penalty
-        {"activation": "none", "l2": 1e-3, "l2_mode": "decoupled"},
-        {"normalize_map": False, "train_boundary": True, "boundary_vectors": "random"},  # plain autograd path
-    ],
-)
-def test_ensemble_reproduces_single_runs_across_models_and_losses(tmp_path, kw):
-    cfg = TrainConfig(**{**TINY, "max_epochs": 4, "eval_every": 2, "deff_probe": 0}, dtype="float64", l1=1e-3, **kw)
-    seeds = [1, 4]
-    res = EnsembleTrainer(cfg, seeds).fit()
-    for e, s in enumerate(seeds):
-        single = train(dataclasses.replace(cfg, seed=s, out=str(tmp_path / str(s))))
-        _assert_member_equals_single(res, e, single, rtol=2e-6)
-        for name in ("A_left", "C", "u", "scale"):
-            if getattr(single.model, name) is not None:
-                torch.testing.assert_close(getattr(res.model.member(e), name), getattr(single.model, name), rtol=1e-10, atol=1e-13)
-
-
-def test_float32_ensemble_tracks_single_runs(tmp_path):
-    cfg = TrainConfig(**{**TINY, "max_epochs": 5}, l1=0.0)
-    res = EnsembleTrainer(cfg, [1, 2]).fit()
-    single = train(dataclasses.replace(cfg, seed=2, out=str(tmp_path)))
-    _assert_member_equals_single(res, 1, single, rtol=1e-4)
-
-
-def test_per_member_hyperparameters_do_not_leak_between_members():
-    cfg = TrainConfig(**{**TINY, "max_epochs": 6}, dtype="float64")
-    a = EnsembleTrainer(cfg, [4, 8], lr=[0.005, 0.005], l1=[1e-3, 0.0]).fit()
-    b = EnsembleTrainer(cfg, [4, 8], lr=[0.005, 0.05], l1=[1e-3, 1e-2]).fit()
-    np.testing.assert_allclose(a.history.column("loss")[0], b.history.column("loss")[0], rtol=1e-12)
-    assert not np.allclose(a.history.column("loss")[1], b.history.column("loss")[1])
-    assert torch.allclose(a.model.C[0], b.model.C[0], rtol=1e-12, atol=0)
-
-
-def _stopping_config(**kw):
-    # Started from exact neighbourhood contexts with a large step, members reach zero test error
-    # within 6-35 epochs, each at its own time (stop_after_grok=0 stops each at its own t_eps).
-    return TrainConfig(**{**TINY, "max_epochs": 40, "eval_every": 1, "stop_after_grok": 0}, exact=True,
-                       lr=0.05, l1=0.0, dtype="float64", **kw)  # fmt: skip
-
-
-def test_stopped_members_stay_frozen_and_leave_the_working_set(tmp_path):
-    cfg = _stopping_config()
-    sizes = []
-    res = EnsembleTrainer(cfg, [0, 1, 2, 3], on_epoch=lambda tr, ep: sizes.append(len(tr._work[0]))).fit()
-    stop = np.array([m["epochs"] for m in res.members])
-    assert len(set(stop.tolist())) > 1, "need members that stop at different epochs"
-    assert all(m["stop_reason"] == "grokked" and m["t_eps"] == m["epochs"] for m in res.members)
-    assert sizes == sorted(sizes, reverse=True) and sizes[-1] < 4  # the working set shrinks
-    # cost: only active members were trained
-    assert res.summary["member_epochs"] == int(stop.sum())
-    loss = res.history.column("loss")
-    for e, T in enumerate(stop):
-        assert np.isnan(loss[e, T:]).all() and not np.isnan(loss[e, :T]).any()
-        # frozen at its stop epoch: the final parameters are those of a single run stopped there
-        single = train(dataclasses.replace(cfg, seed=e, out=str(tmp_path / f"s{e}")))
-        assert single.summary["epochs"] == T
-        for name in ("A_left", "C", "scale"):
-            torch.testing.assert_close(getattr(res.model, name)[e], getattr(single.model, name), rtol=1e-6, atol=1e-6)
-
-
-def test_checkpoint_resume_equals_uninterrupted_run(tmp_path):
-    cfg = TrainConfig(**{**TINY, "max_epochs": 8, "checkpoint_every": 3}, dtype="float64")
-    full = EnsembleTrainer(cfg, [2, 3], run_dir=tmp_path / "full").fit()
-    EnsembleTrainer(dataclasses.replace(cfg, max_epochs=5), [2, 3], run_dir=tmp_path / "part").fit()
-    resumed = EnsembleTrainer(dataclasses.replace(cfg, resume=True), [2, 3], run_dir=tmp_path / "part").fit()
-    for col in ("loss", "train_error", "test_error_30", "deff"):
-        np.testing.assert_array_equal(full.history.column(col), resumed.history.column(col))
-    assert torch.equal(full.model.C, resumed.model.C)
-    assert (tmp_path / "part" / "summary.json").exists() and (tmp_path / "part" / "histories.npz").exists()
-    with pytest.raises(ValueError, match="different seeds"):
-        EnsembleTrainer(dataclasses.replace(cfg, resume=True), [2, 4], run_dir=tmp_path / "part").fit()
-
-
-def test_checkpoint_of_another_format_names_the_versions():
-    from tnattn import __version__
-
-    trainer = EnsembleTrainer(TrainConfig(**TINY), [2, 3])
-    with pytest.raises(ValueError, match=rf"ensemble checkpoint of format 2; tnattn {__version__} reads format 1"):
-        trainer.load_state_dict({**trainer.state_dict(), "ensemble_format": 2})
-
-
-def test_shared_data_member_equals_the_run_that_owns_the_data(tmp_path):
-    cfg = TrainConfig(**{**TINY, "max_epochs": 5}, dtype="float64")
-    res = EnsembleTrainer(cfg, [6, 7], shared_data=True, data_seed=6).fit()
-    single = train(dataclasses.replace(cfg, seed=6, out=str(tmp_path)))
-    _assert_member_equals_single(res, 0, single, rtol=2e-6)
-    # member 7 trains its own initial model on member 6's batches
-    assert not np.allclose(res.history.column("loss")[0], res.history.column("loss")[1])
-
-
-def test_trainer_rejects_bad_arguments():
-    cfg = TrainConfig(**TINY)
-    with pytest.raises(ValueError, match="must differ"):
-        EnsembleTrainer(cfg, [1, 1])
-    EnsembleTrainer(cfg, [1, 1], l1=[0.0, 1e-3])  # same seed, another regulariser: allowed
-    with pytest.raises(ValueError, match="lr must hold one value per member"):
-        EnsembleTrainer(cfg, [1, 2], lr=[0.1])
-    with pytest.raises(ValueError, match="l1 values"):
-        EnsembleTrainer(cfg, [1, 2], l1=[0.1, -1.0])
-    with pytest.raises(TypeError, match="TrainConfig"):
-        EnsembleTrainer({"D": 3}, [1])
-
-
-# ------------------------------------------------------------------------------------------------
 # statistics
 # ------------------------------------------------------------------------------------------------
 def test_grokking_time_histogram_is_a_density():
@@ -524,36 +385,3 @@ def test_scenario_a_experiment_writes_table_json_and_png(tmp_path):
         Config(regularisers=("l3",))
     with pytest.raises(ValueError, match="t_eps_estimate"):
         Config(t_eps_estimate="exact")
-
-
-@pytest.mark.parametrize("definition, expected", [("first_zero", ([2, -1], [3, -1])), ("stays_zero", ([4, -1], [5, -1]))])
-def test_ensemble_trainer_grokking_definition(definition, expected):
-    # Member 0: training error zero at epoch 2, back up at 3, zero from 4; test error zero at 3, 0.02
-    # at 4, zero from 5 (unmeasured at 6). Member 1 never reaches zero.
-    from types import SimpleNamespace
-
-    from tnattn.ensemble.trainer import EnsembleTrainer
-    from tnattn.train.config import TrainConfig
-
-    fake = SimpleNamespace(config=TrainConfig(grokking_definition=definition, stop_after_grok=-1, max_epochs=100),
-                           test_sets={100: None}, t_train=np.full(2, -1), t_eps=np.full(2, -1),
-                           stop_reason=[None, None], stop_epoch=np.zeros(2))  # fmt: skip
-    rows = [(1, 0.2, 0.3), (2, 0.0, 0.1), (3, 0.1, 0.0), (4, 0.0, 0.02), (5, 0.0, 0.0), (6, 0.0, np.nan), (7, 0.0, 0.0)]
-    for epoch, tr, te in rows:
-        row = {"train_error": np.array([tr, 0.5]), "test_error_100": np.array([te, 0.5]), "finite": np.array([True, True])}
-        EnsembleTrainer._update_members(fake, epoch, np.arange(2), row)
-    assert (fake.t_train.tolist(), fake.t_eps.tolist()) == expected
-
-
-def test_ensemble_eval_screen_records_t_eps_to_the_epoch():
-    # As tnattn.train's screen test: testing every epoch and, with the default screen, testing
-    # periodically only every 1000th epoch record the same t_eps per member; without the screen
-    # nothing is recorded within the 100 epochs.
-    base = dict(TINY, test_lengths=(40, 12), test_size=50, lr=0.05, max_epochs=100, eval_when_fit=False,
-                stop_after_grok=0, deff_probe=0)  # fmt: skip
-    every = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1}, eval_screen=0), [0, 3]).fit()
-    screened = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1000}), [0, 3]).fit()
-    sparse = EnsembleTrainer(TrainConfig(**{**base, "eval_every": 1000}, eval_screen=0), [0, 3]).fit()
-    assert np.isfinite(every.t_eps).any()
-    np.testing.assert_array_equal(screened.t_eps, every.t_eps)
-    assert np.isnan(sparse.t_eps).all()

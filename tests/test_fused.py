@@ -164,7 +164,7 @@ def test_supports():
 
 
 def test_trainer_takes_the_fused_step_in_scenario_a_settings_only(monkeypatch):
-    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train import Trainer
     from tnattn.ensemble import fused as fused_mod
     from tnattn.train import TrainConfig
 
@@ -173,10 +173,10 @@ def test_trainer_takes_the_fused_step_in_scenario_a_settings_only(monkeypatch):
     monkeypatch.setattr(fused_mod, "mse_step", lambda *a, **k: calls.append(1) or real(*a, **k))
     base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
                 test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
-    EnsembleTrainer(TrainConfig(**base), [0, 1]).fit()
+    Trainer(TrainConfig(**base), [0, 1]).fit()
     assert len(calls) > 0
     calls.clear()
-    EnsembleTrainer(TrainConfig(**base, loss="hinge"), [0, 1]).fit()
+    Trainer(TrainConfig(**base, loss="hinge"), [0, 1]).fit()
     assert calls == []
 
 
@@ -220,13 +220,13 @@ def test_count_wrong_rejects_bad_input():
     ({"random_k": 1, "alphabet": 3, "rule_seed": 4}, "head"),  # c = 3 outputs
 ])  # fmt: skip
 def test_trainer_chooses_its_step_strategy_once(fields, step):
-    from tnattn.ensemble import EnsembleTrainer
+    from tnattn.train import Trainer
     from tnattn.ensemble.steps import STEPS
     from tnattn.train import TrainConfig
 
     base = dict(D=3, train_length=5, crop_min=3, crop_max=5, batch_size=8, max_epochs=1, test_lengths=(8,),
                 test_size=4, deff_probe=0, progress=False, plots=False)  # fmt: skip
-    trainer = EnsembleTrainer(TrainConfig(**{**base, **fields}), [0, 1])
+    trainer = Trainer(TrainConfig(**{**base, **fields}), [0, 1])
     assert trainer.step.name == step and isinstance(trainer.step, STEPS[step])
 
 

@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from tnattn.ensemble import EnsembleTrainer
-from tnattn.ensemble.history import EnsembleHistory
+from tnattn.train import Trainer
+from tnattn.train.history import MemberHistory
 from tnattn.loggers import Logger, TensorBoardLogger, WandbLogger, ensemble_scalars, make_logger
 from tnattn.train import TrainConfig, train
 
@@ -62,7 +62,7 @@ class _Recorder(Logger):
 
 def _fake_ensemble(E=3):
     """Two recorded epochs with hand-chosen values; member 2 stopped after epoch 1."""
-    h = EnsembleHistory(["loss", "train_error", "test_error_30"], E)
+    h = MemberHistory(["loss", "train_error", "test_error_30"], E)
     h.record(1, np.arange(E), {"loss": [0.5, 0.25, 1.0], "train_error": [0.1, 0.0, 0.2],
                                "test_error_30": [np.nan, 0.0, 0.3]}, 1.0)  # fmt: skip
     h.record(2, np.array([0, 1]), {"loss": [0.4, 0.2], "train_error": [0.0, 0.0], "test_error_30": [0.05, 0.0]}, 2.0)
@@ -101,7 +101,7 @@ def test_logger_options_and_factory_errors(tmp_path):
         make_logger("tensorbord", tmp_path)
     assert make_logger("none", tmp_path) is None
     with pytest.raises(TypeError, match="on_ensemble_epoch"):
-        EnsembleTrainer(TrainConfig(**TINY, max_epochs=1), [0], callbacks=[object()])
+        Trainer(TrainConfig(**TINY, max_epochs=1), [0], callbacks=[object()])
 
 
 def test_tensorboard_single_run_reads_back(tmp_path):
@@ -124,7 +124,7 @@ def test_tensorboard_ensemble_per_member_and_aggregates(tmp_path):
                       l1=0.0, dtype="float64")  # fmt: skip
     log_dir = tmp_path / "tb"
     with TensorBoardLogger(log_dir, max_members=2) as logger:
-        tr = EnsembleTrainer(cfg, [0, 1, 2], callbacks=[logger])
+        tr = Trainer(cfg, [0, 1, 2], callbacks=[logger])
         res = tr.fit()
     events = _read_events(log_dir)
     loss = res.history.column("loss")  # (E, T), nan after a member stopped

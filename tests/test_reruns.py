@@ -12,7 +12,7 @@ import torch
 
 from tnattn import cli
 from tnattn.errors import DeadModelWarning, RunDirectoryError, RunLockedError
-from tnattn.ensemble import EnsembleTrainer
+from tnattn.train import Trainer
 from tnattn.ensemble.distributed import load_merged, run_ensemble
 from tnattn.io import read_json
 from tnattn.train import TrainConfig
@@ -116,7 +116,7 @@ def test_an_experiment_directory_in_use_is_refused_in_one_line(tmp_path, capsys)
 
 def test_dead_ensemble_members_stop_and_the_others_go_on():
     cfg = TrainConfig(**{**ENS, "max_epochs": 4, "l1": 0.0, "deff_probe": 0})
-    trainer = EnsembleTrainer(cfg, [0, 1, 2], elementwise_threads=None)
+    trainer = Trainer(cfg, [0, 1, 2], elementwise_threads=None)
     with torch.no_grad():
         trainer.model.A_left[1].zero_()  # member 1: every context after the boundary is zero
     with pytest.warns(DeadModelWarning, match=r"member\(s\) \[1\]"):
@@ -130,7 +130,7 @@ def test_dead_ensemble_members_stop_and_the_others_go_on():
 
 def test_dead_ensemble_member_with_a_penalty_is_caught_by_its_contexts():
     cfg = TrainConfig(**{**ENS, "max_epochs": 4, "l1": 1e-3})
-    trainer = EnsembleTrainer(cfg, [0, 1], elementwise_threads=None)
+    trainer = Trainer(cfg, [0, 1], elementwise_threads=None)
     with torch.no_grad():
         trainer.model.A_left[0].zero_()
     with pytest.warns(DeadModelWarning):

@@ -160,7 +160,7 @@ def test_training_at_extreme_init_scales_is_alive_with_finite_norms(init_std, lr
     rule = elementary(30)
     x = all_sequences(cfg.train_length)
     batches = MiniBatches(x, rule, batch_size=16, crop=(3, 6), generator=torch.Generator().manual_seed(1))
-    result = Trainer(model, batches, cfg, test_sets=make_test_sets(rule, (30,), n=20)).fit()
+    result = Trainer.from_model(model, batches, cfg, test_sets=make_test_sets(rule, (30,), n=20)).fit().run(0)
     assert result.stop_reason == "max_epochs"
     assert all(0 < row["grad_norm"] < float("inf") for row in result.history)
     last = result.history[-1]

@@ -27,7 +27,7 @@ from tnattn.structure import (
     spike_events,
     spike_spectrum,
 )
-from tnattn.train import Callback, Trainer, TrainConfig
+from tnattn.train import Callback, MemberView, Trainer, TrainConfig
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def _tiny_trainer(tmp_path=None, callbacks=(), max_epochs=6, seed=0, D=3, model=
         model = TNAttention(D, d=2, c=1, generator=torch.Generator().manual_seed(seed))
     batches = MiniBatches(x, teacher, batch_size=16, generator=torch.Generator().manual_seed(seed + 1))
     test_sets = make_test_sets(teacher, (40,), n=32)
-    return Trainer(model, batches, config, train_set=LabelledSet(x, teacher(x)), test_sets=test_sets,
+    return Trainer.from_model(model, batches, config, train_set=LabelledSet(x, teacher(x)), test_sets=test_sets,
                    run_dir=tmp_path, callbacks=callbacks)
 
 
@@ -248,20 +248,21 @@ def test_guard_reverts_exactly_when_deff_rises(direction):
     low, high = _low_and_high()
     first, second = (low, high) if direction == "up" else (high, low)
     guard = SpikeGuard(lookback=1)
+    member = MemberView(trainer, 0)  # what a callback sees
     _set_contexts(trainer.model, first)
     d_first = _probe_deff(trainer)
-    guard.on_train_start(trainer)
-    guard.on_epoch_start(trainer, 1)  # state "first" is the pre-spike state (start of epoch t-1)
+    guard.on_train_start(member)
+    guard.on_epoch_start(member, 1)  # state "first" is the pre-spike state (start of epoch t-1)
     saved = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     _set_contexts(trainer.model, second)  # what epoch 1 "did"
     d_second = _probe_deff(trainer)
     assert (d_second > d_first) == (direction == "up")  # the hand-made case is what we claim
     row = {"spike": 0.0, "deff": math.nan}
-    guard.on_epoch_end(trainer, 1, row)
+    guard.on_epoch_end(member, 1, row)
     assert row["guard_revert"] == 0.0  # no spike, no revert, whatever D_eff did
-    guard.on_epoch_start(trainer, 2)
+    guard.on_epoch_start(member, 2)
     row = {"spike": 1.0, "deff": math.nan}
-    guard.on_epoch_end(trainer, 2, row)
+    guard.on_epoch_end(member, 2, row)
     assert row["guard_deff_before"] == pytest.approx(d_first, rel=1e-6)
     assert row["guard_deff_after"] == pytest.approx(d_second, rel=1e-6)
     state = trainer.model.state_dict()
@@ -275,17 +276,18 @@ def test_guard_reverts_exactly_when_deff_rises(direction):
 
 def test_guard_respects_min_increase_and_max_reverts():
     trainer = _tiny_trainer()
+    member = MemberView(trainer, 0)  # what a callback sees
     low, high = _low_and_high()
 
     def spike_after_rise(guard):
         _set_contexts(trainer.model, low)
         guard.deff_now = math.nan
         guard.buffer.clear()
-        guard.on_train_start(trainer)
-        guard.on_epoch_start(trainer, 1)
+        guard.on_train_start(member)
+        guard.on_epoch_start(member, 1)
         _set_contexts(trainer.model, high)
         row = {"spike": 1.0, "deff": math.nan}
-        guard.on_epoch_end(trainer, 1, row)
+        guard.on_epoch_end(member, 1, row)
         return row
 
     rise = _probe_deff_pair(trainer, low, high)
@@ -330,7 +332,7 @@ def test_guard_in_a_training_run_follows_its_rule(tmp_path):
     trainer = _tiny_trainer(tmp_path, callbacks=[_Corrupt([60, 85]), guard], max_epochs=100, model=model,
                             D=4, lr=0.05, l1=1e-3)
     trainer.fit()
-    rows = trainer.history.rows
+    rows = trainer.history.member(0).rows
     spikes = [r for r in rows if r["spike"] == 1.0]
     assert spikes, "the planted corruption should cause at least one loss spike"
     for r in rows:

@@ -15,6 +15,7 @@ from tnattn.train import (
     Callback,
     PenaltySchedule,
     TrainConfig,
+    MemberView,
     Trainer,
     apply_l2,
     build_teacher,
@@ -186,7 +187,7 @@ def _tiny_trainer(config, model, callbacks=(), run_dir=None):
     batches = MiniBatches(x, rule, batch_size=config.batch_size or None,
                           crop=(config.crop_min, config.crop_max), generator=g)
     tests = make_test_sets(rule, config.test_lengths, n=config.test_size)
-    return Trainer(model, batches, config, train_set=LabelledSet(x, rule(x)), test_sets=tests,
+    return Trainer.from_model(model, batches, config, train_set=LabelledSet(x, rule(x)), test_sets=tests,
                    callbacks=callbacks, run_dir=run_dir)
 
 
@@ -271,7 +272,7 @@ def test_callback_hooks_extra_columns_and_request_stop():
     cfg = TrainConfig(**TINY)
     model = TNAttention(4, backend="reference", generator=torch.Generator().manual_seed(0))
     rec = _Recorder()
-    result = _tiny_trainer(cfg, model, callbacks=[rec]).fit()
+    result = _tiny_trainer(cfg, model, callbacks=[rec]).fit().run(0)
     assert rec.events == ["start"] + [e for k in (1, 2, 3) for e in (("epoch_start", k), ("batch", k), ("epoch_end", k))] + ["end"]
     assert result.history.column("marker").tolist() == [10, 20, 30]
     assert result.stop_reason == "enough"
@@ -281,12 +282,13 @@ def test_snapshot_restore_reverts_parameters_and_optimizer():
     cfg = TrainConfig(**TINY)
     model = TNAttention(4, backend="reference", generator=torch.Generator().manual_seed(0))
     tr = _tiny_trainer(cfg, model)
+    member = MemberView(tr, 0)  # what a callback sees
     tr.train_epoch(1)
-    snap = tr.snapshot()
+    snap = member.snapshot()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     tr.train_epoch(2)
     assert not torch.equal(model.C, before["C"])
-    tr.restore(snap)
+    member.restore(snap)
     for k, v in before.items():
         assert torch.equal(model.state_dict()[k], v)
     assert int(tr.optimizer.state_dict()["state"][0]["step"]) == len(tr.batches)
@@ -369,9 +371,9 @@ def test_online_spike_flags_equal_offline_detection():
     loss[[30, 31, 70, 100]] *= [30.0, 20.0, 50.0, 10.0]  # a two-epoch spike and two single ones
     flags = []
     for epoch, value in enumerate(loss, start=1):
-        flag = tr._spike_onset(float(value))
+        flag = tr._spike_onset(0, float(value))
         flags.append(flag)
-        tr.history.append({c: math.nan for c in tr.columns} | {"epoch": epoch, "loss": float(value), "spike": flag})
+        tr.history.record(epoch, np.zeros(1, dtype=np.int64), {"loss": [float(value)], "spike": [flag]}, 0.0)
     offline = detect_loss_spikes(loss)
     assert offline.tolist() == [30, 70, 100]  # the synthetic spikes, onsets only
     assert np.nonzero(np.array(flags))[0].tolist() == offline.tolist()
@@ -402,12 +404,17 @@ def test_grokking_definition_in_the_trainer(definition, expected):
 
     from tnattn.train.trainer import Trainer
 
+    # Member 1 never reaches zero: each member's times are its own bookkeeping.
     rows = [(1, 0.2, 0.3), (2, 0.0, 0.1), (3, 0.1, 0.0), (4, 0.0, 0.02), (5, 0.0, 0.0), (6, 0.0, math.nan), (7, 0.0, 0.0)]
-    fake = SimpleNamespace(config=TrainConfig(grokking_definition=definition), t_train=None, t_eps=None,
+    fake = SimpleNamespace(config=TrainConfig(grokking_definition=definition), t_train=np.full(2, -1),
+                           t_eps=np.full(2, -1), stop_reason=[None, None], stop_message=[None, None],
                            test_sets={100: None})  # fmt: skip
+    two = lambda v: np.full(2, v)  # noqa: E731
     for epoch, tr, te in rows:
-        Trainer._update_grokking(fake, {"epoch": epoch, "train_error": tr, "test_error_100": te})
-    assert (fake.t_train, fake.t_eps) == expected
+        row = {"train_error": np.array([tr, 0.5]), "test_error_100": np.array([te, 0.5]), "finite": two(True),
+               "contexts_zero": two(False), "loss": two(0.1), "grad_norm": two(1.0)}  # fmt: skip
+        Trainer._update_members(fake, epoch, np.arange(2), row)
+    assert (fake.t_train.tolist(), fake.t_eps.tolist()) == ([expected[0], -1], [expected[1], -1])
     with pytest.raises(ValueError, match="grokking_definition"):
         TrainConfig(grokking_definition="last")
 

@@ -16,7 +16,7 @@ a few seconds; the statistics are correspondingly rough.
 # Run the study
 # -------------
 # :mod:`tnattn.experiments.scenario_a` trains one ensemble holding ``members`` runs for each
-# regulariser (none, L2 1e-4, L1 1e-3) with :class:`tnattn.ensemble.EnsembleTrainer`: all members
+# regulariser (none, L2 1e-4, L1 1e-3) with :class:`tnattn.train.Trainer`: all members
 # share each kernel call. Member ``k`` uses the same seed under every regulariser, so the
 # regularisers are compared on paired runs.
 import tempfile

@@ -7,8 +7,9 @@ Layers, left to right (a module only imports from layers to its left)::
 
 ``tnattn.ensemble`` trains E members at once; its modules sit beside those of one model and import
 from them: ``ensemble.ops`` beside ``tnattn.ops``, ``ensemble.model`` beside ``tnattn.models``,
-``ensemble.trainer`` (with ``ensemble.data``, ``ensemble.optim``, ``ensemble.distributed``) beside
-``tnattn.train``; the experiments use both.
+``ensemble.data``, ``ensemble.optim``, ``ensemble.steps`` and ``ensemble.evaluators`` under the one
+trainer ``tnattn.train.Trainer`` (E >= 1 members), and ``ensemble.distributed`` (members sharded over
+ranks) above it.
 
 Beside them: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
 (teachers) with ``tnattn.teachers`` (the registry a training config names its teacher from),

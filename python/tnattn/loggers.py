@@ -1,7 +1,7 @@
 """Experiment loggers: TensorBoard and Weights & Biases, for single runs and ensembles.
 
 A logger is a :class:`tnattn.train.Callback` for :class:`tnattn.train.Trainer` (pass it in
-``callbacks=``) and a per-epoch hook for :class:`tnattn.ensemble.EnsembleTrainer` (pass it in
+``callbacks=``) and a per-epoch hook for :class:`tnattn.train.Trainer` of E members (pass it in
 ``callbacks=``). The command line builds one with ``--logger tensorboard`` or ``--logger wandb``.
 
 What is logged, with the epoch as the step:
@@ -60,7 +60,7 @@ def ensemble_scalars(
 
     Parameters
     ----------
-    trainer : tnattn.ensemble.EnsembleTrainer
+    trainer : tnattn.train.Trainer
         After ``epoch`` was recorded in ``trainer.history``.
     epoch : int
         1-based epoch.
@@ -159,7 +159,7 @@ class Logger(Callback):
             self.write(scalars, trainer.epoch)
         self.flush()
 
-    # -- ensembles (tnattn.ensemble.EnsembleTrainer callbacks) -----------------------------------
+    # -- ensembles (run observers of tnattn.train.Trainer) -----------------------------------
     def on_ensemble_epoch(self, trainer, epoch: int) -> None:
         self.write(ensemble_scalars(trainer, epoch, max_members=self.max_members, member_columns=self.member_columns), epoch)
 

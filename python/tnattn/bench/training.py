@@ -1,9 +1,8 @@
 """Training throughput: member-token-steps per second, single model and ensemble.
 
 A member-token-step is one token (site) of one member's mini-batch going through one optimiser
-step (forward, backward, update). Single model: :class:`tnattn.train.Trainer`; ensemble:
-:class:`tnattn.ensemble.trainer.EnsembleTrainer` (E members per kernel call; skipped if the module
-is missing). Both run their own ``fit`` for ``warmup + epochs`` epochs without stopping rules; the
+step (forward, backward, update). Single model: :meth:`tnattn.train.Trainer.from_model`; ensemble:
+:class:`tnattn.train.Trainer` with E seeds (E members per kernel call). Both run their own ``fit`` for ``warmup + epochs`` epochs without stopping rules; the
 rate of each epoch is taken from the trainer's own training-time and token counters (evaluation
 is not included), and the median over the epochs after the warm-up is reported.
 """
@@ -11,7 +10,6 @@ is not included), and the median over the epochs after the warm-up is reported.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import statistics
 from typing import Optional, Sequence
 
@@ -62,22 +60,20 @@ def single_throughput(config, *, epochs: int = 5, warmup: int = 1, seed: int = 0
         def on_epoch_end(self, trainer, epoch, row):
             samples.append((trainer.train_seconds, trainer.train_sites))
 
-    trainer = Trainer(model, problem.batches, config, test_sets={m: s.to(device) for m, s in problem.test_sets.items()},
-                      callbacks=[_Record()], device=device)  # fmt: skip
+    trainer = Trainer.from_model(model, problem.batches, config, device=device, callbacks=[_Record()],
+                                 test_sets={m: s.to(device) for m, s in problem.test_sets.items()})  # fmt: skip
     trainer.fit()
     return {"kind": "single", "E": 1, "member_token_steps_per_s": _median_rate(samples, warmup), "epochs": epochs}
 
 
 def ensemble_throughput(config, E: int, *, epochs: int = 5, warmup: int = 1) -> Optional[dict]:
-    """Member-token-steps/s of an :class:`EnsembleTrainer` with E members (None without the module)."""
-    if importlib.util.find_spec("tnattn.ensemble.trainer") is None:
-        return None
-    from tnattn.ensemble.trainer import EnsembleTrainer
+    """Member-token-steps/s of a :class:`~tnattn.train.Trainer` with E members."""
+    from tnattn.train.trainer import Trainer
 
     config = dataclasses.replace(config, max_epochs=warmup + epochs)
     samples: list[tuple[float, float]] = []
-    trainer = EnsembleTrainer(config, seeds=list(range(E)),
-                              on_epoch=lambda t, epoch: samples.append((t.train_seconds, t.member_tokens)))  # fmt: skip
+    trainer = Trainer(config, seeds=list(range(E)),
+                      on_epoch=lambda t, epoch: samples.append((t.train_seconds, t.member_tokens)))  # fmt: skip
     trainer.fit()
     return {"kind": "ensemble", "E": E, "member_token_steps_per_s": _median_rate(samples, warmup), "epochs": epochs}
 
@@ -120,13 +116,13 @@ def ensemble_run(config_dict: dict, E: int, epochs: int, *, first_seed: int = 0,
     """
     import time
 
-    from tnattn.ensemble import EnsembleTrainer
     from tnattn.train.config import TrainConfig
+    from tnattn.train.trainer import Trainer
 
     torch.set_num_threads(threads)
     cfg = TrainConfig(**{**config_dict, "max_epochs": epochs})
-    trainer = EnsembleTrainer(cfg, list(range(first_seed, first_seed + E)), shared_data=shared,
-                              kernel_threads=threads, elementwise_threads=1)  # fmt: skip
+    trainer = Trainer(cfg, list(range(first_seed, first_seed + E)), shared_data=shared,
+                      kernel_threads=threads, elementwise_threads=1)  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit()
     return {"member_token_steps": trainer.member_tokens, "train_s": trainer.train_seconds,

@@ -10,7 +10,7 @@ files, so a study can move between one process and many.
 Files under ``out``
 -------------------
 ``shards/rank<r>-of<world>/``
-    One :class:`~tnattn.ensemble.trainer.EnsembleTrainer` run directory per shard (its checkpoint,
+    One :class:`~tnattn.train.Trainer` run directory per shard (its checkpoint,
     written every ``checkpoint_every`` epochs *and* whenever members finish), plus ``shard.pt``,
     the shard's final results (atomic, ``weights_only``), written once all its members stopped.
 ``ensemble.json``, ``histories.npz``, ``params.pt``
@@ -51,13 +51,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from tnattn.ensemble.history import EnsembleHistory
-from tnattn.ensemble.trainer import EnsembleTrainer, MemberTimes
 from tnattn.errors import CheckpointError, CheckpointWarning, RunLockedError
 from tnattn.io import atomic_write, result_envelope, write_json
 from tnattn.locks import lock_directory
 from tnattn.train.checkpoint import load_checkpoint, save_checkpoint
 from tnattn.train.config import TrainConfig
+from tnattn.train.history import MemberHistory
+from tnattn.train.trainer import MemberTimes, Trainer
 
 __all__ = ["init_distributed", "shard_members", "run_ensemble", "MergedResult", "load_merged", "lock_for_ranks"]
 
@@ -156,8 +156,8 @@ class MergedResult(MemberTimes):
     Attributes
     ----------
     members : list of dict
-        Per-member summaries (see :meth:`EnsembleTrainer.member_summaries`), in member order.
-    history : EnsembleHistory
+        Per-member summaries (see :meth:`tnattn.train.Trainer.member_summaries`), in member order.
+    history : MemberHistory
         Every column as (E, T); T is the longest shard's epoch count, nan-padded.
     params : dict of str -> Tensor
         Final parameters, (E, ...) each.
@@ -166,13 +166,13 @@ class MergedResult(MemberTimes):
     """
 
     members: list
-    history: EnsembleHistory
+    history: MemberHistory
     params: dict
     summary: dict
 
 
 
-def _shard_state(trainer: EnsembleTrainer, result, index: list) -> dict:
+def _shard_state(trainer: Trainer, result, index: list) -> dict:
     return {
         "format": 1,
         "shard_format": SHARD_FORMAT,
@@ -224,7 +224,7 @@ def run_ensemble(
     Parameters
     ----------
     config : TrainConfig
-        Shared settings (see :class:`~tnattn.ensemble.trainer.EnsembleTrainer`).
+        Shared settings (see :class:`~tnattn.train.Trainer`).
     seeds : sequence of int
         All members' run seeds (every rank passes the same list).
     out : path
@@ -232,13 +232,13 @@ def run_ensemble(
     lr, l1, l2 : sequence of float, optional
         Per-member hyperparameters over all members.
     shared_data : bool
-        See :class:`EnsembleTrainer`.
+        See :class:`tnattn.train.Trainer`.
     resume : bool
         Reuse finished shards and continue from checkpoints (True), or start every shard afresh.
     on_epoch : callable, optional
         ``on_epoch(trainer, epoch)`` on every rank after every epoch.
     callbacks : sequence, optional
-        Per-epoch callbacks of this rank's :class:`EnsembleTrainer` (such as a logger of
+        Per-epoch callbacks of this rank's :class:`~tnattn.train.Trainer` (such as a logger of
         :mod:`tnattn.loggers`); they see this rank's shard, whose member ``k`` is the k-th of
         :func:`shard_members`. A shard that resumes as finished runs no epochs and calls nothing.
 
@@ -268,7 +268,7 @@ def run_ensemble(
                 done = None
             if done is None:
                 cfg = dataclasses.replace(config, resume=resume, out=str(sdir))
-                trainer = EnsembleTrainer(
+                trainer = Trainer(
                     cfg, mine, lr=pick(lr), l1=pick(l1), l2=pick(l2), shared_data=shared_data, run_dir=sdir,
                     on_epoch=on_epoch, callbacks=callbacks,
                 )  # fmt: skip
@@ -300,10 +300,10 @@ def _merge(out: Path, seeds: list, config: TrainConfig, world: int) -> MergedRes
     for index, state in shards:
         for i, m in zip(index, state["members"]):
             members[i] = dict(m, member=i)
-    hists = [(index, EnsembleHistory.from_state_dict(state["history"])) for index, state in shards]
+    hists = [(index, MemberHistory.from_state_dict(state["history"])) for index, state in shards]
     columns = hists[0][1].columns
     T = max(h.T for _, h in hists)
-    merged = EnsembleHistory(columns, E)
+    merged = MemberHistory(columns, E)
     merged._grow(T)
     for index, h in hists:
         for c in columns:
@@ -347,7 +347,7 @@ def load_merged(out: str | os.PathLike) -> MergedResult:
     wall = arrays.pop("wall_time")
     cols = list(arrays)
     E, T = arrays[cols[0]].shape
-    h = EnsembleHistory(cols, E)
+    h = MemberHistory(cols, E)
     h._grow(T)
     for c in cols:
         h.data[c][:, :T] = arrays[c]

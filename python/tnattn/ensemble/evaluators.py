@@ -1,6 +1,6 @@
-"""Evaluators of the ensemble trainer: the fraction of wrongly predicted sites of every member.
+"""Evaluators of the trainer's stacked members: the fraction of wrongly predicted sites of every member.
 
-:class:`tnattn.ensemble.EnsembleTrainer` chooses its evaluators once per run
+:class:`tnattn.train.Trainer` (its stacked members) chooses its evaluators once per run
 (:func:`choose_evaluator`, :func:`choose_train_evaluator`) and calls them as ``evaluator(P, x, y)``
 with the members' parameters ``P``, inputs ``x`` ((N, M) shared or (E, N, M) per member) and labels
 ``y``; each returns an array (E,) of wrong-site fractions. All give the same counts; they differ in

@@ -11,7 +11,7 @@
 * :func:`protocol_cost` -- the wall time of the full protocol, projected from a scaled-down run.
 
 Inputs are plain arrays: ``values`` (E, T) with nan where not measured (row t = epoch t + 1, as in
-:class:`tnattn.ensemble.history.EnsembleHistory`) and per-member epochs (E,) with nan (or a
+:class:`tnattn.train.MemberHistory`) and per-member epochs (E,) with nan (or a
 negative value) for "never".
 """
 
@@ -272,7 +272,7 @@ def protocol_cost(
     """Project the wall time of a full protocol from a scaled-down ensemble run.
 
     Cost model, fitted to the run itself: the wall time of epoch t is ``a + b * n(t)``, with n(t) the
-    number of members still training (finished members cost nothing, :class:`EnsembleTrainer`),
+    number of members still training (finished members cost nothing, :class:`tnattn.train.Trainer`),
     fitted by least squares over the run's epochs. The full protocol trains ``full_members`` runs of
     every group (e.g. every regulariser) for up to ``full_epochs`` epochs with the same stopping rule;
     the fraction of a group still training at epoch t is taken from the run (its survival curve), and

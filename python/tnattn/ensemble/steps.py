@@ -1,6 +1,6 @@
-"""Step strategies of the ensemble trainer: how a group of members gets its losses and gradients.
+"""Step strategies of the trainer's stacked members: how a group of members gets its losses and gradients.
 
-:class:`tnattn.ensemble.EnsembleTrainer` chooses one strategy per run with :func:`choose_step` and
+:class:`tnattn.train.Trainer` (its stacked members) chooses one strategy per run with :func:`choose_step` and
 calls it on every group of members of every mini-batch:
 
 ``FusedStep`` (``"fused"``)

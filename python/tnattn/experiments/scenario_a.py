@@ -6,7 +6,7 @@ The paper's protocol (documentation: Science, "The two training scenarios" and "
 about 1000 random initialisations per setting, up to 7000 epochs. For every D one ensemble holds
 ``members`` runs per regulariser (the same run seeds under each regulariser: the same initial models
 and batches, so the regularisers are compared on paired runs) and is trained by
-:class:`tnattn.ensemble.EnsembleTrainer`, sharded over the ranks of ``torchrun`` when launched with
+:class:`tnattn.train.Trainer`, sharded over the ranks of ``torchrun`` when launched with
 it (:mod:`tnattn.ensemble.distributed`).
 
 Measured per (D, regulariser):

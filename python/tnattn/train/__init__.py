@@ -6,7 +6,13 @@ Quick start::
     result = train(TrainConfig(seed=1, out="runs/demo"))
     print(result.t_train, result.t_eps, result.run_dir)
 
-Library users with their own model or data use :class:`Trainer` directly.
+E members at once, one per seed (member e equals ``train`` with its seed)::
+
+    from tnattn.train import Trainer
+    result = Trainer(TrainConfig(), seeds=[0, 1, 2]).fit()
+    print(result.t_G, result.history.column("loss").shape)  # (E,), (E, T)
+
+Library users with their own model or data use :meth:`Trainer.from_model`.
 """
 
 from tnattn.train.build import Problem, build_model, build_problem, build_teacher, split_seed
@@ -22,11 +28,11 @@ from tnattn.train.config import (
     TrainConfig,
     preset,
 )
-from tnattn.train.history import History, HistoryFiles, read_history_csv, read_history_jsonl
+from tnattn.train.history import History, HistoryFiles, MemberHistory, read_history_csv, read_history_jsonl
 from tnattn.train.losses import compute_loss, make_loss, member_losses_and_grads
 from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
 from tnattn.train.run import default_run_dir, load_run_config, train
-from tnattn.train.trainer import TrainResult, Trainer, evaluate_error
+from tnattn.train.trainer import FitResult, MemberView, TrainResult, Trainer, evaluate_error
 
 __all__ = [
     "TrainConfig",
@@ -40,6 +46,9 @@ __all__ = [
     "train",
     "Trainer",
     "TrainResult",
+    "FitResult",
+    "MemberView",
+    "MemberHistory",
     "load_run_config",
     "default_run_dir",
     "evaluate_error",

@@ -1,7 +1,11 @@
 """Callback hooks of the :class:`~tnattn.train.Trainer`, and the built-in callbacks.
 
-A callback subclasses :class:`Callback` and overrides any of its hooks. The trainer calls them in
-the order the callbacks were given:
+A callback subclasses :class:`Callback` and overrides any of its hooks. The trainer calls them per
+member, in the order the callbacks were given, with a :class:`~tnattn.train.MemberView` as
+``trainer``: that member's ``t_train``, ``t_eps``, ``model``, ``snapshot()``/``restore()`` and
+``request_stop()``, and the trainer's other attributes (``epoch``, ``config``, ``probe``, ...).
+``on_batch_end`` is called for a trainer of one module (:meth:`~tnattn.train.Trainer.from_model`)
+only: stacked members train every batch in one step.
 
 ``on_train_start(trainer)``
     after the optimiser exists and a checkpoint (if any) was loaded;
@@ -28,7 +32,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from tnattn.train.trainer import Trainer
+    from tnattn.train.trainer import MemberView as Trainer
 
 __all__ = ["Callback", "StopAfterGrokking", "Patience", "ProgressBar"]
 

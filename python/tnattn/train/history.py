@@ -1,8 +1,10 @@
 """Per-epoch training history and its files (``history.csv`` and ``history.jsonl``).
 
-A :class:`History` is a list of rows (dicts) with a fixed list of columns. Values are plain Python
-numbers (ints, floats; ``nan`` for "not measured this epoch"), so the history can be stored inside a
-``weights_only`` checkpoint and compared exactly between runs.
+A :class:`MemberHistory` holds E members' columns as (E, T) arrays (what a
+:class:`~tnattn.train.Trainer` records); a :class:`History` is one member's list of rows (dicts)
+with a fixed list of columns. Values are plain Python numbers (ints, floats; ``nan`` for "not
+measured this epoch"), so the history can be stored inside a ``weights_only`` checkpoint and
+compared exactly between runs.
 
 :class:`HistoryFiles` appends one line per epoch to both files and flushes them, so a killed run
 leaves complete rows behind; on resume the files are rewritten (atomically) from the checkpoint's
@@ -23,7 +25,7 @@ import numpy as np
 
 from tnattn.io import atomic_write, to_jsonable
 
-__all__ = ["History", "HistoryFiles", "read_history_csv", "read_history_jsonl"]
+__all__ = ["History", "MemberHistory", "HistoryFiles", "read_history_csv", "read_history_jsonl"]
 
 
 class History:
@@ -76,6 +78,120 @@ class History:
     @classmethod
     def from_state_dict(cls, state: dict) -> "History":
         return cls(state["columns"], state["rows"])
+
+
+class MemberHistory:
+    """Per-member, per-epoch measurements of E members: every column an (E, T) array.
+
+    Values are stored as float32 (nan = not measured: a non-test epoch, or an epoch after the
+    member stopped), grown by doubling; float32 keeps a thousand members times thousands of
+    epochs in memory. A single member (E = 1) keeps float64, the precision of its history files.
+    ``wall_time`` is one value per epoch for all members.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Column names (``epoch`` excluded: row t is epoch t + 1).
+    E : int
+        Number of members.
+    dtype : numpy dtype, optional
+        Storage (default float64 for E = 1, else float32).
+    """
+
+    def __init__(self, columns: Sequence[str], E: int, dtype=None):
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"columns must be unique, got {list(columns)}")
+        self.columns = list(columns)
+        self.E = int(E)
+        self.dtype = np.dtype(dtype if dtype is not None else (np.float64 if self.E == 1 else np.float32))
+        self.T = 0
+        self._cap = 0
+        self.data: dict[str, np.ndarray] = {c: np.full((self.E, 0), np.nan, dtype=self.dtype) for c in self.columns}
+        self.wall = np.zeros(0, dtype=np.float64)
+
+    def _grow(self, T: int) -> None:
+        if T <= self._cap:
+            return
+        cap = max(T, 2 * self._cap, 16)
+        for c, arr in self.data.items():
+            new = np.full((self.E, cap), np.nan, dtype=self.dtype)
+            new[:, : self._cap] = arr
+            self.data[c] = new
+        wall = np.zeros(cap, dtype=np.float64)
+        wall[: self._cap] = self.wall
+        self.wall = wall
+        self._cap = cap
+
+    def record(self, epoch: int, members: np.ndarray, values: dict, wall: float) -> None:
+        """Store epoch ``epoch`` (1-based) of ``members``; ``values[c]`` has one entry per member."""
+        if epoch != self.T + 1:
+            raise ValueError(f"epochs must be recorded in order: expected {self.T + 1}, got {epoch}")
+        self._grow(epoch)
+        unknown = set(values) - set(self.columns)
+        if unknown:
+            raise ValueError(f"unknown columns {sorted(unknown)}")
+        for c, v in values.items():
+            self.data[c][members, epoch - 1] = v
+        self.wall[epoch - 1] = wall
+        self.T = epoch
+
+    def column(self, name: str) -> np.ndarray:
+        """Column ``name`` as an (E, T) float array (a view)."""
+        if name == "epoch":
+            return np.broadcast_to(np.arange(1, self.T + 1, dtype=self.dtype), (self.E, self.T))
+        if name not in self.data:
+            raise KeyError(f"no column {name!r}; columns: {self.columns}")
+        return self.data[name][:, : self.T]
+
+    def member(self, e: int, epochs: int | None = None) -> History:
+        """Member ``e``'s rows as a :class:`tnattn.train.History` (first ``epochs`` epochs; default
+        all epochs up to the member's last recorded one), with a ``wall_time`` column."""
+        T = self.T if epochs is None else int(epochs)
+        cols = ["epoch"] + self.columns + ["wall_time"]
+        h = History(cols)
+        T = min(T, self.T)
+        for t in range(T):
+            row = {"epoch": t + 1, "wall_time": float(self.wall[t])}
+            for c in self.columns:
+                row[c] = float(self.data[c][e, t])
+            h.append(row)
+        return h
+
+    def truncate(self, T: int) -> None:
+        """Forget the epochs after ``T``."""
+        T = int(T)
+        for arr in self.data.values():
+            arr[:, T:] = np.nan
+        self.T = min(self.T, T)
+
+    def state_dict(self) -> dict:
+        """Plain containers and arrays as tensors (for a ``weights_only`` checkpoint)."""
+        import torch
+
+        return {
+            "columns": list(self.columns),
+            "E": self.E,
+            "T": self.T,
+            "data": {c: torch.from_numpy(np.ascontiguousarray(a[:, : self.T])) for c, a in self.data.items()},
+            "wall": torch.from_numpy(self.wall[: self.T].copy()),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "MemberHistory":
+        h = cls(state["columns"], state["E"], dtype=state["data"][state["columns"][0]].numpy().dtype if state["columns"] else None)
+        T = int(state["T"])
+        h._grow(T)
+        for c in h.columns:
+            h.data[c][:, :T] = state["data"][c].numpy()
+        h.wall[:T] = state["wall"].numpy()
+        h.T = T
+        return h
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every column as an (E, T) array plus ``wall_time`` (T,): for ``np.savez``."""
+        out = {c: np.ascontiguousarray(self.column(c)) for c in self.columns}
+        out["wall_time"] = self.wall[: self.T].copy()
+        return out
 
 
 def _plain(value: Any) -> Any:

@@ -140,17 +140,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainRe
             logger = make_logger(config.logger, run_dir / "logs", config=config.to_dict())
             callbacks = [*callbacks, logger]
         try:
-            trainer = Trainer(
-                model,
-                problem.batches,
-                config,
-                train_set=problem.train_set.to(device),
-                test_sets=test_sets,
-                run_dir=run_dir,
-                callbacks=callbacks,
-                device=device,
-            )
-            return trainer.fit(resume_from=state)
+            trainer = Trainer.from_model(model, problem.batches, config, train_set=problem.train_set.to(device),
+                                         test_sets=test_sets, run_dir=run_dir, callbacks=callbacks, device=device)
+            return trainer.fit(resume_from=state).run(0)
         finally:
             if logger is not None:
                 logger.close()
