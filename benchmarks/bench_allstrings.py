@@ -4,7 +4,7 @@ Scenario A's training set is every string of length M (``tnattn.data.all_sequenc
 ensemble trainer measures every member's training error on it every epoch. Two ways to get the
 predictions of E members on all of it:
 
-* ``kernel`` -- :func:`tnattn.ensemble.model.ensemble_predict` on ``all_sequences(M, d)``: one fused
+* ``kernel`` -- :func:`tnattn.models.functional.predict` on ``all_sequences(M, d)``: one fused
   context scan per string and member (what the chunked evaluator of tnattn.ensemble.evaluators runs);
 * ``trie``   -- :func:`tnattn.ensemble.allstrings.all_strings_predict`: contexts shared by all strings
   with the same prefix / suffix, local maps as batched matrix products.
@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tnattn.data import all_sequences
     from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction
-    from tnattn.ensemble.model import StackedParams, ensemble_predict
+    from tnattn.models.functional import Params as StackedParams
+    from tnattn.models.functional import predict as ensemble_predict
     from tnattn.ensemble.ops import kernel_threads
 
     args = build_parser().parse_args(argv)

@@ -2,8 +2,8 @@
 
 Times one call of :func:`tnattn.ensemble.fused.mse_step` (local maps, symbol head, squared-error
 loss on the sigmoid and all gradients in one C++ call) and of the unfused path with the same result
-(ensemble forward op, :func:`~tnattn.ensemble.model.symbol_head_forward`/``backward``,
-:func:`~tnattn.train.losses.member_losses_and_grads`, the op's backward through autograd), at the
+(ensemble forward op, :func:`~tnattn.models.head.symbol_head_forward`/``backward``,
+:func:`~tnattn.models.head.member_losses_and_grads`, the op's backward through autograd), at the
 paper's setting (D = 10, d = 2, batch 128 per member, float32). Also the fused step with no
 parameter gradient requested, which leaves the recomputed scans, the maps, the head and the left
 adjoint pass. Then the per-epoch test evaluation: wrong sites on a shared test set counted inside
@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from tnattn.bench.machine import machine_header
     from tnattn.ensemble.fused import count_wrong, mse_step
-    from tnattn.ensemble.model import StackedParams, ensemble_positive, symbol_head_backward, symbol_head_forward
+    from tnattn.models.functional import Params as StackedParams
+    from tnattn.models.functional import positive as ensemble_positive
+    from tnattn.models.head import symbol_head_backward, symbol_head_forward
     from tnattn.ensemble.ops import kernel_threads, tn_attention_ensemble
-    from tnattn.train.losses import member_losses_and_grads
+    from tnattn.models.head import member_losses_and_grads
 
     torch.set_num_threads(args.threads)
     for k, v in machine_header("cpu").items():

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from tnattn.data import all_sequences
 from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.evaluators import AllStrings, Chunked, FusedCount, choose_evaluator
-from tnattn.ensemble.model import StackedParams, ensemble_logits, ensemble_predict
+from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import logits as ensemble_logits
+from tnattn.models.functional import predict as ensemble_predict
 
 
 def make_params(seed, E, d, D, c=1, *, shared=False, scale="mixed", dtype=torch.float64, device="cpu"):
@@ -230,7 +232,7 @@ def test_bad_arguments():
         all_strings_predict(P, 0, normalize_map=True)
     with pytest.raises(ValueError, match="chunk"):
         all_strings_predict(P, 4, normalize_map=True, chunk=0)
-    with pytest.raises(TypeError, match="StackedParams"):
+    with pytest.raises(TypeError, match="Params"):
         all_strings_predict((P.A_left,), 4, normalize_map=True)
     with pytest.raises(ValueError, match="too many"):
         all_strings_predict(P, 40, normalize_map=True)

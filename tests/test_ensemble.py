@@ -9,7 +9,7 @@ import torch
 
 from tnattn import ops, reference
 from tnattn.data import MiniBatches, all_sequences, random_sequences
-from tnattn.ensemble import EnsembleTNAttention, contexts_ensemble, tn_attention_ensemble
+from tnattn.ensemble import contexts_ensemble, tn_attention_ensemble
 from tnattn.ensemble.data import EnsembleBatches
 from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import StackedAdam, StackedSGD
@@ -139,45 +139,6 @@ def test_ensemble_ops_reject_bad_input():
         tn_attention_ensemble(bad, AL, AR, C, u, v)
     with pytest.raises(ValueError, match="n must be"):
         kernel_threads(0)
-
-
-# ------------------------------------------------------------------------------------------------
-# model
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("kw", [{}, {"shared": False, "boundary": "random"}, {"boundary": "eig", "init": "orthogonal"}])
-def test_members_are_the_seeded_single_models(kw):
-    seeds = [3, 11, 7]
-    ens = EnsembleTNAttention(5, seeds=seeds, **kw)
-    x = torch.randint(0, 2, (6, 9), generator=torch.Generator().manual_seed(0))
-    xe = torch.randint(0, 2, (3, 6, 9), generator=torch.Generator().manual_seed(1))
-    shared_logits, own_logits = ens.logits(x), ens.logits(xe)
-    for e, s in enumerate(seeds):
-        single = TNAttention(5, generator=torch.Generator().manual_seed(s), **kw)
-        for name, p in single.named_parameters():
-            assert torch.equal(getattr(ens, name)[e], p), name
-        torch.testing.assert_close(shared_logits[e], single.logits(x), rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(own_logits[e], single.logits(xe[e]), rtol=1e-6, atol=1e-6)
-        assert torch.equal(ens.member(e).C, single.C)
-    assert ens.A_right is ens.A_left if kw.get("shared", True) else ens.A_right is not ens.A_left
-    assert ens.logits(x, members=[2, 0]).shape == (2, 6, 9, 1)
-    torch.testing.assert_close(ens.logits(x, members=[2, 0])[0], shared_logits[2])
-
-
-def test_model_rejects_bad_input():
-    with pytest.raises(ValueError, match="seeds"):
-        EnsembleTNAttention(3, seeds=[])
-    with pytest.raises(TypeError, match="generator"):
-        EnsembleTNAttention(3, seeds=[1], generator=torch.Generator())
-    a, b = TNAttention(3), TNAttention(4)
-    with pytest.raises(ValueError, match="member 1 has D=4"):
-        EnsembleTNAttention.from_members([a, b])
-    ens = EnsembleTNAttention(3, seeds=[0, 1])
-    with pytest.raises(ValueError, match=r"\(E=2, N, M\)"):
-        ens.logits(torch.zeros(3, 4, 5, dtype=torch.long))
-    with pytest.raises(ValueError, match="symbols outside"):
-        ens.logits(torch.full((2, 3), 2))
-    with pytest.raises(ValueError, match="members must lie"):
-        ens.logits(torch.zeros(2, 3, dtype=torch.long), members=[5])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -313,35 +274,6 @@ def test_eager_path_and_custom_op_agree():
         assert torch.equal(a, b)
     c1 = contexts_ensemble(leaves[0], x, leaves[3], reverse=True)
     assert torch.equal(c1, torch.ops.tnattn.contexts_ensemble(leaves[0], x, leaves[3], reverse=True))
-
-
-@pytest.mark.parametrize("kw", [{}, {"normalize_map": False}, {"c": 3, "d": 3}])
-def test_predict_equals_thresholded_logits(kw):
-    ens = EnsembleTNAttention(4, seeds=[0, 1, 2], **kw)
-    if ens.scale is not None:
-        with torch.no_grad():
-            ens.scale[1] = -ens.scale[1]  # a negative scale flips the signs
-    x = torch.randint(0, ens.d, (3, 20, 7), generator=torch.Generator().manual_seed(0))
-    z = ens.logits(x)
-    want = (z[..., 0] > 0).long() if ens.c == 1 else z.argmax(-1)
-    assert torch.equal(ens.predict(x), want)
-
-
-def test_positive_matches_logits_for_shared_inputs_zero_scale_and_zero_maps():
-    from tnattn.ensemble.model import ensemble_positive
-
-    ens = EnsembleTNAttention(4, seeds=[3, 4, 5], dtype=torch.float64)
-    with torch.no_grad():
-        ens.scale[0] = 0.0  # logit 0 everywhere: never positive
-        ens.scale[1] = -ens.scale[1]
-        ens.u[2] = 0.0  # zero left contexts: zero maps, logit 0
-    x = torch.randint(0, 2, (20, 7), generator=torch.Generator().manual_seed(1))  # shared by all members
-    P = ens.stacked()
-    got = ensemble_positive(P, x, normalize_map=True)
-    assert torch.equal(got, ens.logits(x)[..., 0] > 0)
-    assert not got[0].any() and not got[2].any() and got[1].any()
-    with pytest.raises(ValueError, match="c = 1"):
-        ensemble_positive(P, x.double(), normalize_map=True)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tnattn.ensemble.fused import mse_step, supports
-from tnattn.ensemble.model import StackedParams, symbol_head_backward, symbol_head_forward
+from tnattn.models.functional import Params as StackedParams
+from tnattn.models.head import symbol_head_backward, symbol_head_forward
 from tnattn.ensemble.ops import tn_attention_ensemble
-from tnattn.train.losses import member_losses_and_grads
+from tnattn.models.head import member_losses_and_grads
 
 F64, F32 = torch.float64, torch.float32
 NAMES = ("A_left", "A_right", "C", "u", "v", "scale")
@@ -185,7 +186,7 @@ def test_trainer_takes_the_fused_step_in_scenario_a_settings_only(monkeypatch):
 @pytest.mark.parametrize("normalize_map", [True, False])
 def test_count_wrong_matches_positive_predictions(dtype, shared_x, normalize_map):
     from tnattn.ensemble.fused import count_wrong
-    from tnattn.ensemble.model import ensemble_positive
+    from tnattn.models.functional import positive as ensemble_positive
 
     x, y, P = make(4, 19, 7, 2, 10, dtype=dtype, seed=5, shared_x=shared_x)  # a full and a partial block
     P = StackedParams(P.A_left, P.A_right, P.C, P.u, P.v, P.scale * torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=dtype))

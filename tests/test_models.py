@@ -15,7 +15,7 @@ from tnattn.models import (
     exact_local_rule,
     exact_rule30,
 )
-from tnattn.models import _backend
+from tnattn.models import _backend, functional
 from tnattn.rules import elementary
 
 F64 = torch.float64
@@ -146,14 +146,29 @@ def test_ops_backend_equals_reference():
                 torch.testing.assert_close(q.grad, p.grad, msg=lambda m: f"{name}: {m}")
 
 
-def test_backends_are_a_registry_with_the_native_ops_imported_plainly():
-    from tnattn import ops, reference
+def test_backends_are_a_registry_over_member_stacks():
+    from tnattn import ops
+    from tnattn.ensemble.ops import tn_attention_ensemble
 
     assert _backend.BACKENDS == ("ops", "reference", "vectorized")
+    g = gen(2)
+    A, C = torch.randn(2, 2, 3, 3, generator=g, dtype=F64), torch.randn(2, 2, 3, 3, 1, generator=g, dtype=F64)
+    u = torch.randn(2, 3, generator=g, dtype=F64)
+    xs = torch.randint(0, 2, (2, 4, 6), generator=g)
+    # the native backend: member stacks in one kernel call, one model's parameters as they are
     fast = _backend.resolve_backend("ops")
-    assert (fast.name, fast.contexts, fast.tn_attention) == ("ops", ops.contexts, ops.tn_attention)
-    vec = _backend.resolve_backend("vectorized")
-    assert vec.tn_attention is reference.tn_attention_vectorized
+    assert fast.name == "ops"
+    assert torch.equal(fast.tn_attention(xs, A, A, C, u, u), tn_attention_ensemble(xs, A, A, C, u, u))
+    assert torch.equal(fast.tn_attention(xs[1], A[1], A[1], C[1], u[1], u[1]), ops.tn_attention(xs[1], A[1], A[1], C[1], u[1], u[1]))
+    # the reference backends run the oracle member by member, on shared or per-member batches
+    for name, fn in (("reference", reference.tn_attention), ("vectorized", reference.tn_attention_vectorized)):
+        W = _backend.resolve_backend(name).tn_attention(xs, A, A, C, u, u)
+        for e in range(2):
+            assert torch.equal(W[e], fn(xs[e], A[e], A[e], C[e], u[e], u[e]))
+        L = _backend.resolve_backend(name).contexts(A, xs[0], u, reverse=True)
+        torch.testing.assert_close(L[1], reference.contexts(A[1], xs[0], u[1], reverse=True), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="per-member batches"):
+        _backend.resolve_backend("reference").tn_attention(xs[:1].expand(3, 4, 6), A, A, C, u, u)
     with pytest.raises(ValueError, match=r"backend must be one of \('ops', 'reference', 'vectorized'\), got 'gpu'"):
         _backend.resolve_backend("gpu")
     with pytest.raises(ValueError, match="backend must be one of"):
@@ -546,3 +561,152 @@ def test_stack_validates_layers():
     single = TNAttentionStack.build(3, 1, generator=gen(0), backend="reference", dtype=F64)
     x = symbols(2, 5)
     torch.testing.assert_close(single(x), make(D=3, seed=0)(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# members: one class, parameters with a leading member dimension E (seeds=[...])
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw", [{}, {"shared": False, "boundary": "random"}, {"boundary": "eig", "init": "orthogonal"}])
+def test_members_are_the_seeded_single_models(kw):
+    seeds = [3, 11, 7]
+    ens = TNAttention(5, seeds=seeds, **kw)
+    x = torch.randint(0, 2, (6, 9), generator=torch.Generator().manual_seed(0))
+    xe = torch.randint(0, 2, (3, 6, 9), generator=torch.Generator().manual_seed(1))
+    shared_logits, own_logits = ens.logits(x), ens.logits(xe)
+    for e, s in enumerate(seeds):
+        single = TNAttention(5, generator=torch.Generator().manual_seed(s), **kw)
+        for name, p in single.named_parameters():
+            assert torch.equal(getattr(ens, name)[e], p), name
+        torch.testing.assert_close(shared_logits[e], single.logits(x), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(own_logits[e], single.logits(xe[e]), rtol=1e-6, atol=1e-6)
+        assert torch.equal(ens.member(e).C, single.C)
+    assert ens.A_right is ens.A_left if kw.get("shared", True) else ens.A_right is not ens.A_left
+    assert ens.logits(x, members=[2, 0]).shape == (2, 6, 9, 1)
+    torch.testing.assert_close(ens.logits(x, members=[2, 0])[0], shared_logits[2])
+
+
+def test_model_rejects_bad_input():
+    with pytest.raises(ValueError, match="seeds"):
+        TNAttention(3, seeds=[])
+    with pytest.raises(TypeError, match="generator"):
+        TNAttention(3, seeds=[1], generator=torch.Generator())
+    a, b = TNAttention(3), TNAttention(4)
+    with pytest.raises(ValueError, match="member 1 has D=4"):
+        TNAttention.from_members([a, b])
+    ens = TNAttention(3, seeds=[0, 1])
+    with pytest.raises(ValueError, match=r"\(E=2, N, M\)"):
+        ens.logits(torch.zeros(3, 4, 5, dtype=torch.long))
+    with pytest.raises(ValueError, match="symbols outside"):
+        ens.logits(torch.full((2, 3), 2))
+    with pytest.raises(ValueError, match="members must lie"):
+        ens.logits(torch.zeros(2, 3, dtype=torch.long), members=[5])
+
+
+@pytest.mark.parametrize("kw", [{}, {"normalize_map": False}, {"c": 3, "d": 3}])
+def test_predict_equals_thresholded_logits(kw):
+    ens = TNAttention(4, seeds=[0, 1, 2], **kw)
+    if ens.scale is not None:
+        with torch.no_grad():
+            ens.scale[1] = -ens.scale[1]  # a negative scale flips the signs
+    x = torch.randint(0, ens.d, (3, 20, 7), generator=torch.Generator().manual_seed(0))
+    z = ens.logits(x)
+    want = (z[..., 0] > 0).long() if ens.c == 1 else z.argmax(-1)
+    assert torch.equal(ens.predict(x), want)
+
+
+def test_positive_matches_logits_for_shared_inputs_zero_scale_and_zero_maps():
+    ens = TNAttention(4, seeds=[3, 4, 5], dtype=torch.float64)
+    with torch.no_grad():
+        ens.scale[0] = 0.0  # logit 0 everywhere: never positive
+        ens.scale[1] = -ens.scale[1]
+        ens.u[2] = 0.0  # zero left contexts: zero maps, logit 0
+    x = torch.randint(0, 2, (20, 7), generator=torch.Generator().manual_seed(1))  # shared by all members
+    P = ens.stacked()
+    got = functional.positive(P, x, normalize_map=True)
+    assert torch.equal(got, ens.logits(x)[..., 0] > 0)
+    assert not got[0].any() and not got[2].any() and got[1].any()
+    with pytest.raises(ValueError, match="c = 1"):
+        functional.positive(P, x.double(), normalize_map=True)
+
+
+def test_a_single_model_is_the_member_stack_at_e_1():
+    """The forward pass runs on the stacked (E = 1) views of the parameters: the functional call
+    on ``stacked()`` gives the model's outputs and its gradients reach the parameters."""
+    model = make(D=4, seed=5, dtype=F64)
+    x = symbols(3, 8)
+    P = model.stacked()
+    assert model.E == 1 and not model.has_member_dim and P.E == 1 and P.A_right is P.A_left
+    assert P.A_left.shape == (1, 2, 4, 4) and P.scale.shape == (1,)
+    z = functional.logits(P, x, normalize_map=True, backend=model.backend)
+    assert torch.equal(z[0], model.logits(x))
+    z.sum().backward()
+    assert model.C.grad is not None and model.scale.grad is not None
+    with pytest.raises(ValueError, match="members= needs a model with a member dimension"):
+        model.logits(x, members=[0])
+    with pytest.raises(ValueError, match=r"shape \(N, M\), got \(1, 3, 8\)"):
+        model.logits(x[None])
+    assert torch.equal(model.member(0).C, model.C)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_members_features_contexts_and_maps_are_those_of_each_member(backend):
+    ens = TNAttention(3, 3, 2, seeds=[4, 9], shared=False, dtype=F64, backend=backend)
+    x = torch.randint(0, 3, (2, 5, 6), generator=gen(3))
+    f, W, (L, R) = ens.features(x), ens.local_maps(x), ens.contexts(x)
+    assert ens.classifier_matrix().shape == (2, 3 * 3 * 3, 2)
+    for e in range(2):
+        m = ens.member(e)
+        assert m.backend == backend
+        torch.testing.assert_close(f[e], m.features(x[e]), rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(W[e], m.local_maps(x[e]), rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(L[e], m.contexts(x[e])[0], rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(R[e], m.contexts(x[e])[1], rtol=1e-13, atol=1e-13)
+        torch.testing.assert_close(ens.classifier_matrix()[e], m.classifier_matrix(), rtol=0, atol=0)
+    # features @ classifier_matrix gives the raw outputs W[x] of each member
+    raw = TNAttention(3, 3, 2, seeds=[4, 9], shared=False, dtype=F64, normalize_map=False, backend=backend)
+    torch.testing.assert_close(raw.features(x) @ raw.classifier_matrix().unsqueeze(1), raw.logits(x), rtol=1e-12, atol=1e-12)
+
+
+def test_members_reset_boundary_per_member_and_load_their_state_dict():
+    ens = TNAttention(4, seeds=[1, 2], boundary="eig", dtype=F64)
+    with torch.no_grad():
+        ens.A_left.mul_(torch.linspace(0.5, 2.0, 32, dtype=F64).view(2, 4, 4))
+    ens.reset_boundary()
+    for e in range(2):
+        m = ens.member(e)
+        m.reset_boundary()
+        assert torch.equal(ens.u[e], m.u) and torch.equal(ens.v[e], m.v)
+    rnd = TNAttention(4, seeds=[1, 2], boundary="random", dtype=F64)
+    rnd.reset_boundary(gen(0))
+    g = gen(0)
+    from tnattn.models import init as _init
+
+    want = [_init.random_unit(4, g) for _ in range(4)]  # u_0, v_0, u_1, v_1: members in order
+    assert torch.equal(rnd.u, torch.stack([want[0], want[2]])) and torch.equal(rnd.v, torch.stack([want[1], want[3]]))
+    copy = TNAttention(4, seeds=[7, 8], dtype=F64)
+    copy.load_state_dict(ens.state_dict())
+    assert torch.equal(copy.A_left, ens.A_left) and copy.A_right is copy.A_left
+    with pytest.raises(TypeError, match="single TNAttention"):
+        TNAttention.from_members([ens])
+
+
+def test_deprecated_ensemble_model_names_warn_and_still_work():
+    import tnattn.ensemble as ens_pkg
+
+    x = symbols(3, 6)
+    with pytest.warns(DeprecationWarning, match="EnsembleTNAttention is deprecated"):
+        Ens = ens_pkg.EnsembleTNAttention
+    model = Ens(3, seeds=[0, 1])
+    assert isinstance(model, TNAttention) and model.E == 2
+    with pytest.warns(DeprecationWarning, match="StackedParams is deprecated"):
+        assert ens_pkg.StackedParams is functional.Params
+    with pytest.warns(DeprecationWarning, match="ensemble_logits is deprecated"):
+        z = ens_pkg.ensemble_logits(model.stacked(), x, normalize_map=True)
+    assert torch.equal(z, model.logits(x))
+    with pytest.warns(DeprecationWarning, match="ensemble_contexts is deprecated"):
+        L, R = ens_pkg.ensemble_contexts(model.stacked(), x)
+    assert torch.equal(L, model.contexts(x)[0]) and torch.equal(R, model.contexts(x)[1])
+    with pytest.raises(AttributeError):
+        ens_pkg.no_such_name
+    with pytest.raises(ImportError):
+        import tnattn.ensemble.model  # noqa: F401  (the module is gone)

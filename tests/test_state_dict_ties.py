@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tnattn.ensemble import EnsembleTNAttention
 from tnattn.models import TNAttention
 
 
@@ -15,10 +14,10 @@ def _single(shared=True, seed=0):
 
 
 def _ensemble(shared=True, seeds=(0, 1)):
-    return EnsembleTNAttention(D=3, seeds=list(seeds), shared=shared, dtype=torch.float64)
+    return TNAttention(D=3, seeds=list(seeds), shared=shared, dtype=torch.float64)
 
 
-MODELS = {"TNAttention": _single, "EnsembleTNAttention": _ensemble}
+MODELS = {"TNAttention": _single, "TNAttention(seeds)": _ensemble}
 
 
 def _adam_step(model):

@@ -14,8 +14,8 @@ or suffixes of length k), and the local maps of site i become one batched matrix
 
 The arithmetic is that of :func:`tnattn.reference.contexts` and the fused kernels (normalise after
 every step, exact-zero rule: a context of norm exactly 0 becomes the zero vector), only the order of
-the floating-point sums differs. Predictions therefore equal :func:`tnattn.ensemble.model.
-ensemble_predict` except where a logit lies within rounding of 0 (or, for c > 1, two logits within
+the floating-point sums differs. Predictions therefore equal :func:`tnattn.models.functional.
+predict` except where a logit lies within rounding of 0 (or, for c > 1, two logits within
 rounding of each other). Cost per member: about ``c D M d**M`` multiply-adds for the maps plus
 ``2 D**2 d**M / (d-1)`` for the contexts, against ``(2 + d c) D**2 M d**M`` for the per-string kernel
 (13 times fewer at D = M = 10, d = 2, c = 1), all in batched matrix products. Implementation
@@ -25,7 +25,7 @@ details (column layout, prefixes stored newest-symbol-first, reused buffers) are
 Where it pays: on the CPU (the trainer's case) the batched products beat the per-string kernel
 several times over (``benchmarks/bench_allstrings.py``). On a GPU the fused kernel is already fast
 and this path costs a few hundred small kernel launches per chunk of members, so it wins only for
-very large E in one chunk; callers on CUDA should keep ``ensemble_predict`` unless they measured.
+very large E in one chunk; callers on CUDA should keep ``tnattn.models.functional.predict`` unless they measured.
 
 The map of string ``(p, s, t)`` at site i, ``W[p, :, t, :]``, is the same for every symbol s (the
 contexts exclude site i), so the full ``d x c`` map needed for ``normalize_map`` with c > 1 comes
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tnattn.ensemble.model import StackedParams
+from tnattn.models.functional import Params
 
 __all__ = ["all_strings_predict", "all_strings_wrong_fraction", "is_all_strings"]
 
@@ -59,8 +59,8 @@ _MAX_STRINGS = 2**26
 
 def _check_params(P, M, d) -> tuple[int, int, int, int]:
     """Validate ``P``, ``M`` and ``d``; return (E, d, D, c)."""
-    if not isinstance(P, StackedParams):
-        raise TypeError(f"P must be a StackedParams, got {type(P).__name__}")
+    if not isinstance(P, Params):
+        raise TypeError(f"P must be a Params, got {type(P).__name__}")
     A = P.A_left
     if not isinstance(A, Tensor) or A.dim() != 4 or A.shape[2] != A.shape[3]:
         raise ValueError(f"P.A_left must have shape (E, d, D, D), got {getattr(A, 'shape', None)}")
@@ -235,10 +235,10 @@ def _site_maps(L: Tensor, C: Tensor, R: Tensor, out_buf: Tensor) -> Tensor:
 
 
 def _predict_from_maps(W: Tensor, scale: Optional[Tensor], normalize_map: bool, out_buf: Tensor) -> Tensor:
-    """Predictions (E, P*d*T) from the maps (E, P, d, c, T) of one site, as ``ensemble_predict``.
+    """Predictions (E, P*d*T) from the maps (E, P, d, c, T) of one site, as ``tnattn.models.functional.predict``.
 
     c = 1: ``W > 0`` (bool); the sign of ``scale`` is already folded into C by the caller. c > 1:
-    argmax (int64) of the logits of ``ensemble_logits``, ``scale * W[x, :] / |W|`` with the norm over
+    argmax (int64) of the logits of ``tnattn.models.functional.logits``, ``scale * W[x, :] / |W|`` with the norm over
     the d*c map entries, or of ``W[x, :]`` without ``normalize_map``. A view of ``out_buf``.
     """
     E, c = W.shape[0], W.shape[3]
@@ -254,7 +254,7 @@ def _predict_from_maps(W: Tensor, scale: Optional[Tensor], normalize_map: bool, 
     return torch.argmax(W, dim=3, out=out.view(W.shape[:3] + W.shape[4:])).view(E, -1)
 
 
-def _site_predictions(P: StackedParams, M: int, normalize_map: bool, chunk: int) -> Iterator[tuple[int, int, int, Tensor]]:
+def _site_predictions(P: Params, M: int, normalize_map: bool, chunk: int) -> Iterator[tuple[int, int, int, Tensor]]:
     """Yield ``(e0, e1, i, pred)``: members ``e0:e1``, site i, pred (e1-e0, d**M) with strings in the
     order of :func:`_reversed_prefix_order` (bool, symbol 1, for c = 1; int64 for c > 1); members in
     chunks, sites in order within a chunk. ``pred`` is a view of a buffer that the next step
@@ -268,7 +268,7 @@ def _site_predictions(P: StackedParams, M: int, normalize_map: bool, chunk: int)
         scale = None if P.scale is None else P.scale[e0:e1]
         if c == 1 and normalize_map and scale is not None:
             # sign(scale) * W == W computed with sign(scale) * C, bit for bit (negation is exact),
-            # and scale = 0 gives the zero map, predicted 0 as in ensemble_predict
+            # and scale = 0 gives the zero map, predicted 0 as in tnattn.models.functional.predict
             C = C * torch.sign(scale).view(-1, 1, 1, 1, 1)
         rights = _right_levels(AR, v, M, ws)
         ML = _left_matrix(AL)
@@ -286,16 +286,16 @@ def _site_predictions(P: StackedParams, M: int, normalize_map: bool, chunk: int)
 
 
 @torch.no_grad()
-def all_strings_predict(P: StackedParams, M: int, d: Optional[int] = None, *, normalize_map: bool, chunk: Optional[int] = None) -> Tensor:
+def all_strings_predict(P: Params, M: int, d: Optional[int] = None, *, normalize_map: bool, chunk: Optional[int] = None) -> Tensor:
     """Predictions of every member on every site of every string of ``all_sequences(M, d)``.
 
-    Equals ``ensemble_predict(P, all_sequences(M, d), normalize_map=normalize_map)`` (up to logits
+    Equals ``tnattn.models.functional.predict(P, all_sequences(M, d), normalize_map=normalize_map)`` (up to logits
     within rounding of the decision boundary; see the module docstring), computed with contexts
     shared along the prefix/suffix trie.
 
     Parameters
     ----------
-    P : StackedParams
+    P : Params
         E members: A_left, A_right (E, d, D, D) (``A_right`` may be ``A_left`` or None for the
         shared-tensor model), C (E, d, D, D, c), u, v (E, D), scale (E,) or None. Any floating dtype,
         any device (pure torch).
@@ -333,7 +333,7 @@ def all_strings_predict(P: StackedParams, M: int, d: Optional[int] = None, *, no
 
 
 @torch.no_grad()
-def all_strings_wrong_fraction(P: StackedParams, M: int, y: Tensor, *, normalize_map: bool, chunk: Optional[int] = None) -> np.ndarray:
+def all_strings_wrong_fraction(P: Params, M: int, y: Tensor, *, normalize_map: bool, chunk: Optional[int] = None) -> np.ndarray:
     """Fraction of wrong sites per member on all strings of length M, against labels ``y``.
 
     The value the chunked evaluator (:mod:`tnattn.ensemble.evaluators`) returns for
@@ -341,7 +341,7 @@ def all_strings_wrong_fraction(P: StackedParams, M: int, y: Tensor, *, normalize
 
     Parameters
     ----------
-    P : StackedParams
+    P : Params
         E members (see :func:`all_strings_predict`).
     M : int
         String length.

@@ -29,7 +29,9 @@ from torch import Tensor
 
 from tnattn.ensemble import fused
 from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
-from tnattn.ensemble.model import StackedParams, ensemble_positive, ensemble_predict
+from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import positive as ensemble_positive
+from tnattn.models.functional import predict as ensemble_predict
 
 __all__ = ["FusedCount", "Chunked", "AllStrings", "choose_evaluator", "choose_train_evaluator", "EVAL_ELEMENTS"]
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from tnattn import _C
-from tnattn.ensemble.model import StackedParams
+from tnattn.models.functional import Params as StackedParams
 from tnattn.ensemble.ops import _call, _check_tn_attention
 from tnattn.ops import _ptr, _raise_bad_symbols
 
@@ -147,7 +147,7 @@ def count_wrong(x: Tensor, y: Tensor, P: StackedParams, *, normalize_map: bool =
     """Wrongly predicted sites per member, shape (E,), float64, in one forward kernel call.
 
     The prediction is ``z > 0`` for the logit ``z = scale * W[x] / |W|`` (``W[x]`` without
-    ``normalize_map``), i.e. :func:`tnattn.ensemble.model.ensemble_positive`; a site is wrong when
+    ``normalize_map``), i.e. :func:`tnattn.models.functional.positive`; a site is wrong when
     that differs from ``y == 1`` or when its label is neither 0 nor 1. The local maps are formed
     block by block in scratch memory and never written out.
 

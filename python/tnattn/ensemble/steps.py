@@ -12,7 +12,7 @@ calls it on every group of members of every mini-batch:
     (:func:`~tnattn.models.head.symbol_head_backward`,
     :func:`~tnattn.models.head.member_losses_and_grads`), and autograd runs only the op's backward.
 ``AutogradStep`` (``"autograd"``)
-    Everything else: autograd through :func:`~tnattn.ensemble.model.ensemble_logits` and the loss.
+    Everything else: autograd through :func:`~tnattn.models.functional.logits` and the loss.
 
 All three give the same losses and gradients up to rounding (tests/test_ensemble.py, test_fused.py);
 they differ in speed only. A strategy is called as ``step(P, x, y)`` with the group's parameters
@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from tnattn.ensemble import fused
-from tnattn.ensemble.model import StackedParams, ensemble_logits
+from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import logits as ensemble_logits
 from tnattn.ensemble.ops import tn_attention_ensemble
 from tnattn.models.head import member_losses_and_grads, symbol_head_backward, symbol_head_forward
 

@@ -78,7 +78,7 @@ def normalize_maps(W: Tensor, scale: Tensor) -> Tensor:
     Parameters
     ----------
     W : Tensor, shape (E, N, M, d, c) or (N, M, d, c)
-    scale : Tensor, shape (E,) or ()
+    scale : Tensor, shape (E,) or (), or None (taken as 1)
 
     Returns
     -------
@@ -86,6 +86,8 @@ def normalize_maps(W: Tensor, scale: Tensor) -> Tensor:
     """
     *lead, d, c = W.shape
     out = reference.normalize(W.reshape(*lead, d * c)).reshape(W.shape)
+    if scale is None:
+        return out
     return out * (scale if scale.dim() == 0 else scale.view(-1, *([1] * (W.dim() - 1))))
 
 
@@ -118,7 +120,7 @@ def head_logits(W: Tensor, x: Tensor, scale: Optional[Tensor], *, normalize_map:
     W : Tensor, shape (E, N, M, d, c)
     x : Tensor
         As in :func:`select`.
-    scale : Tensor, shape (E,), or None (needed with ``normalize_map``)
+    scale : Tensor, shape (E,), or None (taken as 1)
     normalize_map : bool
 
     Returns

@@ -1,27 +1,36 @@
-"""The uniform TN-attention layer as a ``torch.nn.Module``.
+"""The uniform TN-attention layer as a ``torch.nn.Module``, for one member or E members at once.
 
-The paper's model; see the documentation's Science page, "The student".
+The paper's model; see the documentation's Science page, "The student". One class serves a single
+model and an ensemble of E independent members (``seeds=[...]``): the forward pass always runs on
+parameters stacked over a leading member dimension E (:mod:`tnattn.models.functional`, one kernel
+call for all members); a single model is E = 1 and stores its parameters without that dimension.
 
-Shapes: N batch, M length, d alphabet (input embedding size), D bond dimension, c outputs.
+Shapes: E members, N batch, M length, d alphabet (input embedding size), D bond dimension, c outputs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .. import reference
+from . import functional
 from . import init as _init
 from ._backend import BACKENDS, resolve_backend
 from ._ties import TiedContextsMixin
+from .functional import Params
 from .head import ACTIVATIONS
 
-__all__ = ["TNAttention", "NonFiniteParameterError", "ACTIVATIONS"]
+__all__ = ["TNAttention", "NonFiniteParameterError", "ACTIVATIONS", "Params"]
 
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+#: Settings that must agree between stacked members (attributes of TNAttention).
+_SETTINGS = ("D", "d", "c", "shared", "boundary", "init", "init_std", "normalize_map", "activation")
 
 
 class NonFiniteParameterError(FloatingPointError, ValueError):
@@ -32,7 +41,7 @@ class NonFiniteParameterError(FloatingPointError, ValueError):
 
 
 class TNAttention(TiedContextsMixin, nn.Module):
-    r"""One uniform TN-attention layer.
+    r"""One uniform TN-attention layer, or E independent members of it evaluated together.
 
     Left contexts ``l_i`` (from ``u`` and ``A_left``) and right contexts ``r_i`` (from ``v`` and
     ``A_right``) are normalised at every step; the local map at site ``i`` is
@@ -54,6 +63,11 @@ class TNAttention(TiedContextsMixin, nn.Module):
         Alphabet size (integer inputs) or embedding size (real inputs).
     c : int
         Outputs per site.
+    seeds : sequence of int, optional
+        E = ``len(seeds)`` members with parameters stacked over a leading member dimension; member
+        ``e`` is initialised exactly as ``TNAttention(..., generator=torch.Generator().manual_seed(
+        seeds[e]))`` (it is built that way and stacked). Not together with ``generator``. Without
+        ``seeds`` the model is one member (E = 1) whose parameters have no member dimension.
     shared : bool
         True (the paper's model): one context tensor serves both sides and ``A_right`` is the very
         same Parameter as ``A_left`` (listed once by ``parameters()``, also after
@@ -97,10 +111,22 @@ class TNAttention(TiedContextsMixin, nn.Module):
 
     Attributes
     ----------
-    A_left, A_right : Parameter, shape (d, D, D)
-    C : Parameter, shape (d, D, D, c)
-    u, v : Parameter, shape (D,)
-    scale : Parameter, shape () or None
+    A_left, A_right : Parameter, shape ([E,] d, D, D)
+    C : Parameter, shape ([E,] d, D, D, c)
+    u, v : Parameter, shape ([E,] D)
+    scale : Parameter, shape ([E]) or None
+        The leading E only when built with ``seeds`` (or :meth:`from_members`).
+    E : int
+        Number of members (1 for a single model).
+    has_member_dim : bool
+        Whether the parameters carry the leading member dimension.
+
+    Notes
+    -----
+    Inputs ``x`` are shared by every member ((N, M) symbols, (N, M, d) embeddings) or, for a model
+    with a member dimension, one batch per member ((E', N, M) or (E', N, M, d)). The outputs of a
+    model with a member dimension lead with E' (the members asked for, see ``members=``); those
+    of a single model do not.
     """
 
     def __init__(
@@ -109,6 +135,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         d: int = 2,
         c: int = 1,
         *,
+        seeds: Optional[Sequence[int]] = None,
         shared: bool = True,
         boundary: str = "e1",
         train_boundary: bool = False,
@@ -125,6 +152,17 @@ class TNAttention(TiedContextsMixin, nn.Module):
         device=None,
     ):
         super().__init__()
+        if seeds is not None:
+            if generator is not None:
+                raise TypeError("TNAttention takes seeds (one member per seed) or a generator, not both")
+            kwargs = dict(shared=shared, boundary=boundary, train_boundary=train_boundary, init=init, init_std=init_std,
+                          normalize_map=normalize_map, scale_init=scale_init, activation=activation,
+                          train_contexts=train_contexts, train_classifier=train_classifier, backend=backend,
+                          dtype=dtype, device=device)  # fmt: skip
+            self._stack(
+                [TNAttention(D, d, c, generator=torch.Generator().manual_seed(s), **kwargs) for s in _check_seeds(seeds)]
+            )
+            return
         for name, val, lo in (("D", D, 1), ("d", d, 1), ("c", c, 1)):
             if isinstance(val, bool) or not isinstance(val, int) or val < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
@@ -144,6 +182,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
         self.D, self.d, self.c, self.shared = D, d, c, bool(shared)
+        self.has_member_dim = False
         self.boundary, self.init, self.init_std = boundary, init, float(init_std)
         self.normalize_map, self.activation, self.backend = bool(normalize_map), activation, backend
 
@@ -168,20 +207,144 @@ class TNAttention(TiedContextsMixin, nn.Module):
         self._train_boundary = bool(train_boundary)
         self._apply_trainable()
 
+    @classmethod
+    def from_members(cls, members: Sequence["TNAttention"]) -> "TNAttention":
+        """Stack compatible single models into one model with a member dimension (copies their
+        parameters; the backend is that of the first member).
+
+        Raises
+        ------
+        TypeError
+            A member is not a single-member :class:`TNAttention`.
+        ValueError
+            If the list is empty or the members differ in a setting (D, d, c, shared, boundary,
+            init, normalisation, activation, dtype, device or which tensors train).
+        """
+        obj = cls.__new__(cls)
+        nn.Module.__init__(obj)
+        obj._stack(list(members))
+        return obj
+
+    def _stack(self, members: list) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        for k, m in enumerate(members):
+            if not isinstance(m, TNAttention) or m.has_member_dim:
+                raise TypeError(f"members must be single TNAttention models, got {type(m).__name__} at {k}")
+        first = members[0]
+        flags = lambda m: (m.train_contexts, m.train_classifier, m.train_boundary, m.A_left.dtype, m.A_left.device)  # noqa: E731
+        for k, m in enumerate(members):
+            for s in _SETTINGS:
+                if getattr(m, s) != getattr(first, s):
+                    raise ValueError(f"member {k} has {s}={getattr(m, s)!r} but member 0 has {getattr(first, s)!r}")
+            if flags(m) != flags(first):
+                raise ValueError(f"member {k} differs from member 0 in dtype, device or trainable tensors")
+        for s in (*_SETTINGS, "backend"):
+            setattr(self, s, getattr(first, s))
+        self.has_member_dim = True
+        self._finite_key = ()
+        self._train_contexts, self._train_classifier = first.train_contexts, first.train_classifier
+        self._train_boundary = first.train_boundary
+
+        def stack(name):
+            return nn.Parameter(torch.stack([getattr(m, name).detach() for m in members]).clone())
+
+        self.A_left = stack("A_left")
+        self.A_right = self.A_left if self.shared else stack("A_right")
+        self.C = stack("C")
+        self.u, self.v = stack("u"), stack("v")
+        if self.normalize_map:
+            self.scale = stack("scale")
+        else:
+            self.register_parameter("scale", None)
+        self._apply_trainable()
+
+    @property
+    def E(self) -> int:
+        """Number of members (1 for a single model)."""
+        return self.A_left.shape[0] if self.has_member_dim else 1
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.A_left.dtype
+
+    def stacked(self, members: Optional[Sequence[int] | Tensor] = None) -> Params:
+        """The parameters stacked over the member dimension, optionally only the rows ``members``.
+
+        A single model's parameters appear as views with E = 1 (gradients flow to the
+        parameters). Pass the result to the functions of :mod:`tnattn.models.functional`.
+
+        Parameters
+        ----------
+        members : sequence of int or Tensor, optional
+            Member indices in [0, E), in the order wanted; default all.
+
+        Returns
+        -------
+        Params
+        """
+        if self.has_member_dim:
+            P = Params(self.A_left, self.A_right, self.C, self.u, self.v, self.scale)
+        else:
+            AL = self.A_left.unsqueeze(0)
+            AR = AL if self.A_right is self.A_left else self.A_right.unsqueeze(0)
+            scale = None if self.scale is None else self.scale.unsqueeze(0)
+            P = Params(AL, AR, self.C.unsqueeze(0), self.u.unsqueeze(0), self.v.unsqueeze(0), scale)
+        return P if members is None else P.select(self._member_index(members))
+
+    def _member_index(self, members) -> Tensor:
+        idx = torch.as_tensor(members, dtype=torch.long, device=self.A_left.device).reshape(-1)
+        if idx.numel() == 0:
+            raise ValueError("members must name at least one member")
+        if int(idx.min()) < 0 or int(idx.max()) >= self.E:
+            raise ValueError(f"members must lie in [0, {self.E}), got {idx.tolist()}")
+        return idx
+
+    @torch.no_grad()
+    def member(self, e: int, *, backend: Optional[str] = None) -> "TNAttention":
+        """Member ``e`` as a stand-alone single :class:`TNAttention` (a copy).
+
+        Parameters
+        ----------
+        e : int
+            In [0, E).
+        backend : str, optional
+            The copy's backend; default this model's.
+        """
+        if not 0 <= int(e) < self.E:
+            raise ValueError(f"e must lie in [0, {self.E}), got {e}")
+        # A throwaway generator: building the module must not consume the global RNG.
+        m = TNAttention(
+            self.D, self.d, self.c, shared=self.shared, boundary="e1", init="normal", init_std=self.init_std,
+            normalize_map=self.normalize_map, activation=self.activation, backend=backend or self.backend,
+            generator=torch.Generator().manual_seed(0), dtype=self.dtype, device=self.A_left.device,
+        )  # fmt: skip
+        m.boundary, m.init = self.boundary, self.init
+        for name in ("A_left", "A_right", "C", "u", "v", "scale"):
+            p = getattr(m, name)
+            if p is not None:
+                src = getattr(self, name)
+                p.copy_(src[e] if self.has_member_dim else src)
+        m.set_trainable(contexts=self._train_contexts, classifier=self._train_classifier, boundary=self._train_boundary)
+        return m
+
     # ------------------------------------------------------------------------------------------
     # Boundaries and trainability
     # ------------------------------------------------------------------------------------------
 
     def _boundary_vectors(self, generator) -> tuple[Tensor, Tensor]:
+        if self.has_member_dim:  # member by member, drawing from one generator in member order
+            pairs = [self._member_boundary(self.A_left[e], self.A_right[e], generator) for e in range(self.E)]
+            return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        return self._member_boundary(self.A_left, self.A_right, generator)
+
+    def _member_boundary(self, A_left: Tensor, A_right: Tensor, generator) -> tuple[Tensor, Tensor]:
         if self.boundary == "e1":
             e = torch.zeros(self.D, dtype=torch.float64)
             e[0] = 1.0
             return e, e.clone()
         if self.boundary == "eig":
-            return (
-                _init.top_eigenvector(self.A_left[0], left=True),
-                _init.top_eigenvector(self.A_right[0], left=False),
-            )
+            return _init.top_eigenvector(A_left[0], left=True), _init.top_eigenvector(A_right[0], left=False)
         return _init.random_unit(self.D, generator), _init.random_unit(self.D, generator)
 
     @torch.no_grad()
@@ -256,10 +419,11 @@ class TNAttention(TiedContextsMixin, nn.Module):
     # Input checks
     # ------------------------------------------------------------------------------------------
 
-    def _prepare(self, x) -> Tensor:
+    def _prepare(self, x, E: int = 1) -> Tensor:
         """Validate ``x``; return symbols (int64 unless uint8/int32) or real embeddings in our dtype.
 
-        Only shapes, dtypes and devices are checked here (no host synchronisation, traceable by
+        ``E`` is the number of members evaluated (a per-member ``x`` must lead with it). Only
+        shapes, dtypes and devices are checked here (no host synchronisation, traceable by
         ``torch.compile(fullgraph=True)`` and ``torch.export``): symbols outside [0, d) are found by
         the op itself (the native kernels count them; the reference checks them). Data checks that
         need a synchronisation run in eager mode only, and only when they can have changed: the
@@ -274,21 +438,25 @@ class TNAttention(TiedContextsMixin, nn.Module):
             raise ValueError(f"x is on {x.device} but the model is on {ref.device}")
         if x.layout != torch.strided:
             raise TypeError(f"x must be a dense (strided) tensor, got layout {x.layout}")
+        # a model with a member dimension also takes one batch per member (leading E)
+        per_member = f" or (E={E}, N, M)" if self.has_member_dim else ""
         if x.dtype in _INT_DTYPES:
-            if x.dim() != 2:
-                raise ValueError(f"x of integer symbols must have shape (N, M), got {tuple(x.shape)}")
+            if not (x.dim() == 2 or (per_member and x.dim() == 3 and x.shape[0] == E)):
+                raise ValueError(f"x of integer symbols must have shape (N, M){per_member}, got {tuple(x.shape)}")
             if x.dtype != torch.int64:
                 x = x.long()  # gathers and one_hot index with int64
         elif x.dtype.is_floating_point:
-            if x.dim() != 3 or x.shape[2] != self.d:
+            ok = x.dim() == 3 or (per_member and x.dim() == 4 and x.shape[0] == E)
+            if not ok or x.shape[-1] != self.d:
+                emb = f"(N, M, d={self.d})" + (f" or (E={E}, N, M, d={self.d})" if per_member else "")
                 raise ValueError(
-                    f"x of real embeddings must have shape (N, M, d={self.d}), got {tuple(x.shape)}"
+                    f"x of real embeddings must have shape {emb}, got {tuple(x.shape)}"
                     " (integer symbols need an integer dtype)"
                 )
             x = x.to(ref.dtype)
         else:
             raise TypeError(f"x must hold integer symbols (int64/int32/uint8...) or real embeddings, got {x.dtype}")
-        if x.shape[1] < 1:
+        if x.shape[-2 if x.is_floating_point() else -1] < 1:
             raise ValueError(f"x must have length M >= 1, got shape {tuple(x.shape)}")
         if not (
             torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch._C._are_functorch_transforms_active()
@@ -315,127 +483,142 @@ class TNAttention(TiedContextsMixin, nn.Module):
             raise ValueError("x holds NaN or inf")
 
     # ------------------------------------------------------------------------------------------
-    # Forward pieces
+    # Forward pass: the functions of tnattn.models.functional on the stacked parameters
     # ------------------------------------------------------------------------------------------
 
     @property
     def ops(self):
-        """The backend namespace in use (``.name``, ``.contexts``, ``.tn_attention``)."""
+        """The backend namespace in use (``.name``, ``.contexts``, ``.tn_attention``, over E members)."""
         return resolve_backend(self.backend)
 
-    def _ops_for(self, x: Tensor):
-        # The native ops reject an empty batch; the reference handles it, and nothing is computed.
-        return self.ops if x.shape[0] else resolve_backend("reference")
+    def _inputs(self, x, members) -> tuple[Params, Tensor]:
+        if members is not None and not self.has_member_dim:
+            raise ValueError("members= needs a model with a member dimension (built with seeds or from_members)")
+        # all members: the parameters as they are (a single model's without E, which the
+        # functions treat as E = 1)
+        P = Params(self.A_left, self.A_right, self.C, self.u, self.v, self.scale) if members is None else self.stacked(members)
+        return P, self._prepare(x, P.E)
 
-    def _raw_maps(self, x: Tensor) -> Tensor:
-        return self._ops_for(x).tn_attention(x, self.A_left, self.A_right, self.C, self.u, self.v)
+    def _out(self, t: Tensor) -> Tensor:
+        """Drop the member dimension of a single model's output."""
+        return t if self.has_member_dim else t.squeeze(0)
 
-    def _normalise(self, W: Tensor) -> Tensor:
-        if not self.normalize_map:
-            return W
-        N, M, d, c = W.shape
-        return reference.normalize(W.reshape(N, M, d * c)).reshape(N, M, d, c) * self.scale
-
-    @staticmethod
-    def _select(W: Tensor, x: Tensor) -> Tensor:
-        if x.is_floating_point():
-            return torch.einsum("nis,niso->nio", x, W)
-        N, M, _, c = W.shape
-        return W.gather(2, x.view(N, M, 1, 1).expand(N, M, 1, c)).squeeze(2)
-
-    def local_maps(self, x: Tensor) -> Tensor:
+    def local_maps(self, x: Tensor, members=None) -> Tensor:
         """Local maps ``W_i`` (after normalisation and ``scale`` when ``normalize_map``).
 
         Parameters
         ----------
         x : Tensor, shape (N, M) integer symbols in [0, d) or (N, M, d) real embeddings
+            (or (E', N, M) / (E', N, M, d), one batch per member)
+        members : sequence of int or Tensor, optional
+            Evaluate only these members (E' of them, in this order); default all (E' = E). Only
+            for a model with a member dimension.
 
         Returns
         -------
-        Tensor, shape (N, M, d, c)
+        Tensor, shape ([E',] N, M, d, c)
         """
-        x = self._prepare(x)
-        return self._normalise(self._raw_maps(x))
+        P, x = self._inputs(x, members)
+        return self._out(functional.maps(P, x, normalize_map=self.normalize_map, backend=self.backend))
 
-    def logits(self, x: Tensor) -> Tensor:
+    def logits(self, x: Tensor, members=None) -> Tensor:
         """Outputs before the activation: ``W_i[x_i, :]`` or ``sum_s x[n, i, s] W_i[s, :]``.
 
         Parameters
         ----------
         x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
+            (or per member, see :meth:`local_maps`)
+        members : sequence of int or Tensor, optional
+            As in :meth:`local_maps`.
 
         Returns
         -------
-        Tensor, shape (N, M, c)
+        Tensor, shape ([E',] N, M, c)
         """
-        x = self._prepare(x)
-        return self._select(self._normalise(self._raw_maps(x)), x)
+        P, x = self._inputs(x, members)
+        return self._out(functional.logits(P, x, normalize_map=self.normalize_map, backend=self.backend))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``activation(logits(x))``; shape (N, M, c)."""
-        z = self.logits(x)
+    def forward(self, x: Tensor, members=None) -> Tensor:
+        """``activation(logits(x))``; shape ([E',] N, M, c)."""
+        z = self.logits(x, members)
         return torch.sigmoid(z) if self.activation == "sigmoid" else z
 
     @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """Predicted symbols, shape (N, M), int64.
+    def predict(self, x: Tensor, members=None) -> Tensor:
+        """Predicted symbols, shape ([E',] N, M), int64 (:func:`tnattn.models.functional.predict`).
 
         ``c == 1``: ``logits > 0`` (sigmoid output above 1/2; with ``activation="none"`` this
         assumes targets coded as -1/+1 around the threshold 0). ``c > 1``: argmax over the outputs.
         """
-        z = self.logits(x)
-        if self.c == 1:
-            return (z[..., 0] > 0).long()
-        return z.argmax(dim=-1)
+        P, x = self._inputs(x, members)
+        return self._out(functional.predict(P, x, normalize_map=self.normalize_map, backend=self.backend))
 
-    def contexts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def contexts(self, x: Tensor, members=None) -> tuple[Tensor, Tensor]:
         """Left and right contexts.
 
         Parameters
         ----------
         x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
+            (or per member, see :meth:`local_maps`)
+        members : sequence of int or Tensor, optional
+            As in :meth:`local_maps`.
 
         Returns
         -------
-        L, R : Tensor, shape (N, M, D) each
-            Unit vectors (or exactly zero, see :func:`tnattn.reference.normalize`); ``L[:, i]``
-            depends on ``x[:, :i]``, ``R[:, i]`` on ``x[:, i+1:]``.
+        L, R : Tensor, shape ([E',] N, M, D) each
+            Unit vectors (or exactly zero, see :func:`tnattn.reference.normalize`); ``L[..., i, :]``
+            depends on the symbols before site i, ``R[..., i, :]`` on those after it.
         """
-        return self._contexts(self._prepare(x))
+        P, x = self._inputs(x, members)
+        L, R = functional.contexts(P, x, backend=self.backend)
+        return self._out(L), self._out(R)
 
-    def _contexts(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        ops = self._ops_for(x)
-        return ops.contexts(self.A_left, x, self.u), ops.contexts(self.A_right, x, self.v, reverse=True)
-
-    def features(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor, members=None) -> Tensor:
         """Feature vectors ``f_i = l_i (x) phi(x_i) (x) r_i`` (documentation: Science, "The student").
 
         Parameters
         ----------
         x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
-            ``phi`` is the one-hot embedding for symbols and the identity for embeddings.
+            (or per member, see :meth:`local_maps`). ``phi`` is the one-hot embedding for symbols
+            and the identity for embeddings.
+        members : sequence of int or Tensor, optional
+            As in :meth:`local_maps`.
 
         Returns
         -------
-        Tensor, shape (N, M, D*d*D)
+        Tensor, shape ([E',] N, M, D*d*D)
             Flattened in (a, s, b) order: index ``(a*d + s)*D + b`` holds ``l_i[a] phi_s r_i[b]``.
             ``features(x) @ classifier_matrix()`` equals the raw (unnormalised, unscaled) outputs
             ``W_i[x_i, :]``.
         """
-        x = self._prepare(x)
-        L, R = self._contexts(x)
+        P, x = self._inputs(x, members)
+        L, R = functional.contexts(P, x, backend=self.backend)
         phi = x if x.is_floating_point() else nn.functional.one_hot(x, self.d).to(L.dtype)
-        f = torch.einsum("nia,nis,nib->niasb", L, phi, R)
-        return f.reshape(*f.shape[:2], self.D * self.d * self.D)
+        f = torch.einsum("...ia,...is,...ib->...iasb", L, phi.expand(*L.shape[:-1], self.d), R)
+        return self._out(f.reshape(*f.shape[:3], self.D * self.d * self.D))
 
     def classifier_matrix(self) -> Tensor:
-        """``C`` laid out to match :meth:`features`: shape (D*d*D, c), rows in (a, s, b) order."""
-        return self.C.permute(1, 0, 2, 3).reshape(-1, self.c)
+        """``C`` laid out to match :meth:`features`: shape ([E,] D*d*D, c), rows in (a, s, b) order."""
+        return self.C.transpose(-4, -3).reshape(*self.C.shape[:-4], -1, self.c)
 
     def extra_repr(self) -> str:
         frozen = [n for n, p in self.named_parameters() if not p.requires_grad]
+        members = f"E={self.E}, " if self.has_member_dim else ""
         return (
-            f"D={self.D}, d={self.d}, c={self.c}, shared={self.shared}, boundary={self.boundary!r}, "
+            f"{members}D={self.D}, d={self.d}, c={self.c}, shared={self.shared}, boundary={self.boundary!r}, "
             f"init={self.init!r}, init_std={self.init_std:g}, normalize_map={self.normalize_map}, "
             f"activation={self.activation!r}, backend={self.backend!r}, frozen={frozen}"
         )
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__"):
+        raise TypeError(f"seeds must be a sequence of ints, got {type(seeds).__name__}")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise ValueError(f"seeds must be non-negative ints, got {s!r}")
+        out.append(int(s))
+    if not out:
+        raise ValueError("seeds must name at least one member")
+    return out

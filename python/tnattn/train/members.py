@@ -317,9 +317,9 @@ class StackedMembers:
                  shared_data: bool, data_seed: int, device):  # fmt: skip
         from tnattn.ensemble.data import EnsembleBatches
         from tnattn.ensemble.evaluators import choose_evaluator, choose_train_evaluator
-        from tnattn.ensemble.model import EnsembleTNAttention
         from tnattn.ensemble.optim import make_optimizer
         from tnattn.ensemble.steps import choose_step
+        from tnattn.models import TNAttention
         from tnattn.train.build import build_model, build_teacher, output_size, split_seed
 
         self.config, self.seeds, self.E = config, seeds, len(seeds)
@@ -333,7 +333,7 @@ class StackedMembers:
             member_config = dataclasses.replace(config, seed=seeds[e], lr=float(lr[e]), l1=float(l1[e]), l2=float(l2[e]))
             members.append(build_model(member_config, teacher, generator=torch.Generator().manual_seed(model_seed),
                                        device=self.device))  # fmt: skip
-        self.model = EnsembleTNAttention.from_members(members)
+        self.model = TNAttention.from_members(members)
         del members
 
         # Data: member e's data generator draws its random training set (if any), then its batches.
@@ -384,11 +384,10 @@ class StackedMembers:
 
     # -- working set: the active members' parameters and optimiser state, compacted -------------
     def _params(self, tensors: dict):
-        from tnattn.ensemble.model import StackedParams
+        from tnattn.models.functional import Params
 
         tensors["A_right"] = tensors["A_left"] if self.model.shared else tensors["A_right"]
-        return StackedParams(tensors["A_left"], tensors["A_right"], tensors["C"], tensors["u"], tensors["v"],
-                             tensors.get("scale"))  # fmt: skip
+        return Params(tensors["A_left"], tensors["A_right"], tensors["C"], tensors["u"], tensors["v"], tensors.get("scale"))
 
     def gather(self, ids: np.ndarray) -> None:
         """Make ``ids`` the working set (copies of their rows, fresh leaves)."""
