@@ -18,19 +18,22 @@ the output for the actual input is the row ``W_i[x_i, :]`` (symbols) or ``sum_s 
 (real embeddings).
 
 Losses, on pre-activation logits ``z`` with integer targets ``y``, the mean over sites (and
-outputs), so their scale does not depend on batch size or length:
+outputs), so their scale does not depend on batch size or length.
 
-Binary outputs (c = 1)
-    ``mse``       squared error of the activation: ``(sigmoid(z) - y)^2`` with y in {0, 1} (the
-                  paper's and the author's loss), or ``(z - s)^2`` with s = 2y - 1 in {-1, +1} when
-                  the model has no activation (the perceptron theory's square loss);
-    ``hinge``     ``max(0, 1 - s z)``;
-    ``logistic``  ``log(1 + exp(-s z))``;
-    ``ce``        same as ``logistic`` (binary cross-entropy).
-Several outputs (c > 1, alphabets d > 2): the class is ``argmax_o z_o``.
-    ``mse``       one-hot squared error per output (targets {0, 1} after a sigmoid, +-1 without);
-    ``hinge``     one-vs-rest hinge per output with +-1 one-hot targets;
-    ``logistic``, ``ce``  softmax cross-entropy.
+Binary outputs (c = 1), with s = 2y - 1 in {-1, +1}:
+
+* ``mse``: squared error of the activation, ``(sigmoid(z) - y)^2`` with y in {0, 1} (the paper's and
+  the author's loss), or ``(z - s)^2`` when the model has no activation (the perceptron theory's
+  square loss);
+* ``hinge``: ``max(0, 1 - s z)``;
+* ``logistic``: ``log(1 + exp(-s z))``;
+* ``ce``: the same as ``logistic`` (binary cross-entropy).
+
+Several outputs (c > 1, alphabets d > 2; the class is ``argmax_o z_o``):
+
+* ``mse``: one-hot squared error per output (targets {0, 1} after a sigmoid, +-1 without);
+* ``hinge``: one-vs-rest hinge per output with +-1 one-hot targets;
+* ``logistic``, ``ce``: softmax cross-entropy.
 """
 
 from __future__ import annotations
@@ -253,12 +256,14 @@ class SymbolHead(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, W: Tensor, x: Tensor, scale: Optional[Tensor]):
+        """Logits, shape (E, N, M, c) (:func:`symbol_head_forward`)."""
         z, saved = symbol_head_forward(W, x, scale)
         ctx.saved = saved  # intermediate results, not inputs: no version-counter checks needed
         return z
 
     @staticmethod
     def backward(ctx, g: Tensor):
+        """Gradients of ``W`` and ``scale`` (:func:`symbol_head_backward`)."""
         gW, g_scale = symbol_head_backward(ctx.saved, g, ctx.needs_input_grad[2])
         return gW, None, g_scale
 

@@ -115,9 +115,8 @@ class TNAttention(TiedContextsMixin, nn.Module):
     C : Parameter, shape ([E,] d, D, D, c)
     u, v : Parameter, shape ([E,] D)
     scale : Parameter, shape ([E]) or None
-        The leading E only when built with ``seeds`` (or :meth:`from_members`).
-    E : int
-        Number of members (1 for a single model).
+        The leading E only when built with ``seeds`` (or :meth:`from_members`); :attr:`E` counts
+        the members (1 for a single model).
     has_member_dim : bool
         Whether the parameters carry the leading member dimension.
 
