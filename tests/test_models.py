@@ -710,3 +710,15 @@ def test_deprecated_ensemble_model_names_warn_and_still_work():
         ens_pkg.no_such_name
     with pytest.raises(ImportError):
         import tnattn.ensemble.model  # noqa: F401  (the module is gone)
+
+
+def test_a_stack_of_member_models_is_the_stack_of_each_member():
+    """Layer k's per-member outputs (E, N, M, c_k) are layer k+1's per-member embeddings."""
+    stack = TNAttentionStack([TNAttention(3, 2, 2, seeds=[0, 1], dtype=F64), TNAttention(3, 2, 1, seeds=[2, 3], dtype=F64)])
+    x = symbols(4, 6)
+    z = stack.logits(x)
+    assert z.shape == (2, 4, 6, 1)
+    for e in range(2):
+        single = TNAttentionStack([layer.member(e) for layer in stack.layers])
+        torch.testing.assert_close(z[e], single.logits(x), rtol=1e-12, atol=1e-12)
+

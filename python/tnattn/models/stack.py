@@ -18,7 +18,8 @@ class TNAttentionStack(nn.Module):
     Layer ``k`` maps its input to per-site vectors of size ``c_k`` (after its own activation);
     these are the real embeddings, shape (N, M, c_k), that layer ``k+1`` reads, so layer ``k+1``
     must have ``d == c_k``. The first layer reads integer symbols or embeddings like
-    :class:`TNAttention`.
+    :class:`TNAttention`. Layers of E members each (built with ``seeds``) form E stacks at once:
+    layer ``k``'s outputs (E, N, M, c_k) are layer ``k+1``'s per-member embeddings.
 
     Parameters
     ----------
