@@ -7,7 +7,8 @@ checked entry point) and by the ops; these functions trust their arguments.
 
 Shapes: E members, N batch, M length, d alphabet, D bond dimension, c outputs. ``x`` is shared by
 the members ((N, M) symbols or (N, M, d) real embeddings) or one batch per member ((E, N, M) or
-(E, N, M, d)).
+(E, N, M, d)). As for the ops (:mod:`tnattn.ops`), one model's parameters without the member
+dimension are the case E = 1, and its outputs come without it (the shapes below without E).
 """
 
 from __future__ import annotations
@@ -62,15 +63,9 @@ def _ops(backend: str, x: Tensor):
     return resolve_backend(backend if N else "reference")
 
 
-def _raw_maps(P: Params, x: Tensor, backend: str) -> tuple[Tensor, Optional[Tensor]]:
-    """The maps (E, N, M, d, c) before the head, and ``scale`` as (E,).
-
-    One model's parameters go to the op as they are and its output gains E = 1 as a view (the
-    parameters' gradients then sum in the same order as without the member dimension)."""
-    W = _ops(backend, x).tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v)
-    if P.A_left.dim() == 4:
-        return W, P.scale
-    return W.unsqueeze(0), (None if P.scale is None else P.scale.unsqueeze(0))
+def _raw_maps(P: Params, x: Tensor, backend: str) -> Tensor:
+    """The local maps before the head, ([E,] N, M, d, c)."""
+    return _ops(backend, x).tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v)
 
 
 def maps(P: Params, x: Tensor, *, normalize_map: bool, backend: str = "ops") -> Tensor:
@@ -80,8 +75,8 @@ def maps(P: Params, x: Tensor, *, normalize_map: bool, backend: str = "ops") -> 
     -------
     Tensor, shape (E, N, M, d, c)
     """
-    W, scale = _raw_maps(P, x, backend)
-    return head.normalize_maps(W, scale) if normalize_map else W
+    W = _raw_maps(P, x, backend)
+    return head.normalize_maps(W, P.scale) if normalize_map else W
 
 
 def logits(P: Params, x: Tensor, *, normalize_map: bool, backend: str = "ops") -> Tensor:
@@ -92,8 +87,7 @@ def logits(P: Params, x: Tensor, *, normalize_map: bool, backend: str = "ops") -
     -------
     Tensor, shape (E, N, M, c)
     """
-    W, scale = _raw_maps(P, x, backend)
-    return head.head_logits(W, x, scale, normalize_map=normalize_map)
+    return head.head_logits(_raw_maps(P, x, backend), x, P.scale, normalize_map=normalize_map)
 
 
 @torch.no_grad()
@@ -126,17 +120,21 @@ def positive(P: Params, x: Tensor, *, normalize_map: bool, backend: str = "ops")
     """
     if x.is_floating_point() or P.C.shape[-1] != 1:
         raise ValueError("positive needs symbol inputs and one output (c = 1)")
-    W, scale = _raw_maps(P, x, backend)
+    W, scale = _raw_maps(P, x, backend), P.scale
+    if W.dim() == 4:  # one model: as E = 1
+        W, scale, single = W.unsqueeze(0), (None if scale is None else scale.unsqueeze(0)), True
+    else:
+        single = False
     E, N, M, d, _ = W.shape
     idx = x.reshape(E if x.dim() == 3 else 1, N * M, 1).long().expand(E, N * M, 1)
     sel = W.reshape(E, N * M, d).gather(2, idx).view(E, N * M)
     if normalize_map and scale is not None:
         sel = sel * torch.sign(scale).view(E, 1)
-    return (sel > 0).view(E, N, M)
+    out = (sel > 0).view(E, N, M)
+    return out[0] if single else out
 
 
 def contexts(P: Params, x: Tensor, *, backend: str = "ops") -> tuple[Tensor, Tensor]:
     """Left and right contexts of every member, each of shape (E, N, M, D)."""
     ops = _ops(backend, x)
-    L, R = ops.contexts(P.A_left, x, P.u), ops.contexts(P.A_right, x, P.v, reverse=True)
-    return (L, R) if P.A_left.dim() == 4 else (L.unsqueeze(0), R.unsqueeze(0))
+    return ops.contexts(P.A_left, x, P.u), ops.contexts(P.A_right, x, P.v, reverse=True)

@@ -99,15 +99,20 @@ def select(W: Tensor, x: Tensor) -> Tensor:
 
     Parameters
     ----------
-    W : Tensor, shape (E, N, M, d, c)
+    W : Tensor, shape (E, N, M, d, c), or (N, M, d, c) for one model
     x : Tensor
         Integer symbols (N, M) shared by the members or (E, N, M); or real embeddings (N, M, d) /
         (E, N, M, d).
 
     Returns
     -------
-    Tensor, shape (E, N, M, c)
+    Tensor, shape (E, N, M, c), or (N, M, c) for one model
     """
+    if W.dim() == 4:  # one model: no member dimension
+        N, M, d, c = W.shape
+        if x.is_floating_point():
+            return torch.einsum("nis,niso->nio", x, W)
+        return W.gather(2, x.reshape(N, M, 1, 1).expand(N, M, 1, c)).squeeze(2)
     E, N, M, d, c = W.shape
     if x.is_floating_point():
         return torch.einsum("nis,eniso->enio" if x.dim() == 3 else "enis,eniso->enio", x, W)
@@ -120,15 +125,15 @@ def head_logits(W: Tensor, x: Tensor, scale: Optional[Tensor], *, normalize_map:
 
     Parameters
     ----------
-    W : Tensor, shape (E, N, M, d, c)
+    W : Tensor, shape (E, N, M, d, c), or (N, M, d, c) for one model
     x : Tensor
         As in :func:`select`.
-    scale : Tensor, shape (E,), or None (taken as 1)
+    scale : Tensor, shape (E,) (or () for one model), or None (taken as 1)
     normalize_map : bool
 
     Returns
     -------
-    Tensor, shape (E, N, M, c)
+    Tensor, shape (E, N, M, c), or (N, M, c) for one model
     """
     return select(normalize_maps(W, scale) if normalize_map else W, x)
 

@@ -493,14 +493,10 @@ class TNAttention(TiedContextsMixin, nn.Module):
     def _inputs(self, x, members) -> tuple[Params, Tensor]:
         if members is not None and not self.has_member_dim:
             raise ValueError("members= needs a model with a member dimension (built with seeds or from_members)")
-        # all members: the parameters as they are (a single model's without E, which the
-        # functions treat as E = 1)
+        # all members: the parameters as they are (a single model's without E: the functions
+        # treat them as E = 1 and return outputs without E)
         P = Params(self.A_left, self.A_right, self.C, self.u, self.v, self.scale) if members is None else self.stacked(members)
         return P, self._prepare(x, P.E)
-
-    def _out(self, t: Tensor) -> Tensor:
-        """Drop the member dimension of a single model's output."""
-        return t if self.has_member_dim else t.squeeze(0)
 
     def local_maps(self, x: Tensor, members=None) -> Tensor:
         """Local maps ``W_i`` (after normalisation and ``scale`` when ``normalize_map``).
@@ -518,7 +514,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         Tensor, shape ([E',] N, M, d, c)
         """
         P, x = self._inputs(x, members)
-        return self._out(functional.maps(P, x, normalize_map=self.normalize_map, backend=self.backend))
+        return functional.maps(P, x, normalize_map=self.normalize_map, backend=self.backend)
 
     def logits(self, x: Tensor, members=None) -> Tensor:
         """Outputs before the activation: ``W_i[x_i, :]`` or ``sum_s x[n, i, s] W_i[s, :]``.
@@ -535,7 +531,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         Tensor, shape ([E',] N, M, c)
         """
         P, x = self._inputs(x, members)
-        return self._out(functional.logits(P, x, normalize_map=self.normalize_map, backend=self.backend))
+        return functional.logits(P, x, normalize_map=self.normalize_map, backend=self.backend)
 
     def forward(self, x: Tensor, members=None) -> Tensor:
         """``activation(logits(x))``; shape ([E',] N, M, c)."""
@@ -550,7 +546,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         assumes targets coded as -1/+1 around the threshold 0). ``c > 1``: argmax over the outputs.
         """
         P, x = self._inputs(x, members)
-        return self._out(functional.predict(P, x, normalize_map=self.normalize_map, backend=self.backend))
+        return functional.predict(P, x, normalize_map=self.normalize_map, backend=self.backend)
 
     def contexts(self, x: Tensor, members=None) -> tuple[Tensor, Tensor]:
         """Left and right contexts.
@@ -569,8 +565,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
             depends on the symbols before site i, ``R[..., i, :]`` on those after it.
         """
         P, x = self._inputs(x, members)
-        L, R = functional.contexts(P, x, backend=self.backend)
-        return self._out(L), self._out(R)
+        return functional.contexts(P, x, backend=self.backend)
 
     def features(self, x: Tensor, members=None) -> Tensor:
         """Feature vectors ``f_i = l_i (x) phi(x_i) (x) r_i`` (documentation: Science, "The student").
@@ -594,7 +589,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
         L, R = functional.contexts(P, x, backend=self.backend)
         phi = x if x.is_floating_point() else nn.functional.one_hot(x, self.d).to(L.dtype)
         f = torch.einsum("...ia,...is,...ib->...iasb", L, phi.expand(*L.shape[:-1], self.d), R)
-        return self._out(f.reshape(*f.shape[:3], self.D * self.d * self.D))
+        return f.reshape(*f.shape[:-3], self.D * self.d * self.D)
 
     def classifier_matrix(self) -> Tensor:
         """``C`` laid out to match :meth:`features`: shape ([E,] D*d*D, c), rows in (a, s, b) order."""
