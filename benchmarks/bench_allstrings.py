@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction
     from tnattn.models.functional import Params as StackedParams
     from tnattn.models.functional import predict as ensemble_predict
-    from tnattn.ensemble.ops import kernel_threads
+    from tnattn.ops import kernel_threads
 
     args = build_parser().parse_args(argv)
     if args.quick:

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from tnattn.models.functional import Params as StackedParams
     from tnattn.models.functional import positive as ensemble_positive
     from tnattn.models.head import symbol_head_backward, symbol_head_forward
-    from tnattn.ensemble.ops import kernel_threads, tn_attention_ensemble
+    from tnattn.ops import kernel_threads, tn_attention
     from tnattn.models.head import member_losses_and_grads
 
     torch.set_num_threads(args.threads)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     leaves = [t.clone().requires_grad_() for t in (P.A_left, P.A_right, P.C, P.u, P.v)]
 
     def unfused():
-        W = tn_attention_ensemble(x, *leaves)
+        W = tn_attention(x, *leaves)
         z, saved = symbol_head_forward(W.detach(), x, P.scale)
         _, gz = member_losses_and_grads(z, y, "mse", "sigmoid")
         gW, _ = symbol_head_backward(saved, gz, True)

@@ -1,6 +1,6 @@
 """Every op under every autograd transform, against the same transform of tnattn.reference.
 
-Ops: tnattn.ops.contexts (left and right), tnattn.ops.tn_attention, their ensemble versions (per
+Ops: tnattn.ops.contexts (left and right), tnattn.ops.tn_attention, their stacked (E, ...) calls (per
 member and shared inputs) and tn_attention with differentiable real embeddings, each through the
 public function and through the raw registered op (torch.ops.tnattn.*, what torch.compile and
 torch.export trace). Transforms: torch.autograd.grad (first order and create_graph double
@@ -17,7 +17,6 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from tnattn import ops, reference
-from tnattn.ensemble import contexts_ensemble, tn_attention_ensemble
 
 F64 = torch.float64
 d, D, N, M, c, E = 2, 3, 2, 4, 2, 2
@@ -63,19 +62,19 @@ CASES = {
         lambda x, A, C: reference.tn_attention(x, A, A, C, A[0, 0], A[1, 1]),
         (_rand(N, M, d, seed=10), _rand(d, D, D, seed=11), _rand(d, D, D, 1, seed=12)),
     ),
-    "contexts_ensemble": (
-        lambda A, b: contexts_ensemble(A, XE, b, reverse=True),
+    "contexts_stacked": (
+        lambda A, b: ops.contexts(A, XE, b, reverse=True),
         lambda A, b: _ref_ctx_ens(A, XE, b, reverse=True),
         (_rand(E, d, D, D, seed=13), _rand(E, D, seed=14)),
     ),
-    "tn_attention_ensemble_shared_x": (
-        lambda AL, AR, C, u, v: tn_attention_ensemble(X, AL, AR, C, u, v),
+    "tn_attention_stacked_shared_x": (
+        lambda AL, AR, C, u, v: ops.tn_attention(X, AL, AR, C, u, v),
         lambda AL, AR, C, u, v: _ref_tn_ens(X, AL, AR, C, u, v),
         (_rand(E, d, D, D, seed=15), _rand(E, d, D, D, seed=16), _rand(E, d, D, D, c, seed=17),
          _rand(E, N, D, seed=18), _rand(E, D, seed=19)),
     ),  # fmt: skip
-    "tn_attention_ensemble_embeddings": (
-        lambda x, A, C, u: tn_attention_ensemble(x, A, A, C, u, u),
+    "tn_attention_stacked_embeddings": (
+        lambda x, A, C, u: ops.tn_attention(x, A, A, C, u, u),
         lambda x, A, C, u: _ref_tn_ens_emb(x, A, C, u),
         (_rand(E, N, M, d, seed=20), _rand(E, d, D, D, seed=21), _rand(E, d, D, D, 1, seed=22), _rand(E, D, seed=23)),
     ),
@@ -89,9 +88,9 @@ RAW_CASES = {
     "contexts_right_per_sequence": lambda A, b: _raw.contexts(A, X, b, reverse=True),
     "tn_attention": lambda AL, AR, C, u, v: _raw.tn_attention(X, AL, AR, C, u, v),
     "tn_attention_shared_embeddings": lambda x, A, C: _raw.tn_attention(x, A, A, C, A[0, 0], A[1, 1]),
-    "contexts_ensemble": lambda A, b: _raw.contexts_ensemble(A, XE, b, reverse=True),
-    "tn_attention_ensemble_shared_x": lambda AL, AR, C, u, v: _raw.tn_attention_ensemble(X, AL, AR, C, u, v),
-    "tn_attention_ensemble_embeddings": lambda x, A, C, u: _raw.tn_attention_ensemble(x, A, A, C, u, u),
+    "contexts_stacked": lambda A, b: _raw.contexts(A, XE, b, reverse=True),
+    "tn_attention_stacked_shared_x": lambda AL, AR, C, u, v: _raw.tn_attention(X, AL, AR, C, u, v),
+    "tn_attention_stacked_embeddings": lambda x, A, C, u: _raw.tn_attention(x, A, A, C, u, u),
 }
 assert RAW_CASES.keys() == CASES.keys()
 
@@ -234,7 +233,7 @@ def test_first_order_backward_uses_the_kernel_and_matches():
 # reference(*primals), primals, which gradients the call asks for). Gradients not asked for come
 # back as (0,) placeholders.
 def _tn_ens_bw(g, x, AL, AR, C, u, v):
-    return _raw.tn_attention_ensemble_backward(g, x, AL, AR, C, u, v, [True, True, False, True, False, True])
+    return _raw.tn_attention_backward(g, x, AL, AR, C, u, v, [True, True, False, True, False, True])
 
 
 RAW_BACKWARD = {
@@ -251,13 +250,13 @@ RAW_BACKWARD = {
          _rand(N, D, seed=46)),
         (True, True, True, True, True),
     ),  # fmt: skip
-    "contexts_ensemble": (
-        lambda g, A, b: _raw.contexts_ensemble_backward(g, A, XE, b, False, False, True, False)[:2],
+    "contexts_stacked": (
+        lambda g, A, b: _raw.contexts_backward(g, A, XE, b, False, False, True, False)[:2],
         lambda A, b: _ref_ctx_ens(A, XE, b),
         (_rand(E, d, D, D, seed=47), _rand(E, D, seed=48)),
         (False, True),
     ),
-    "tn_attention_ensemble": (
+    "tn_attention_stacked": (
         _tn_ens_bw,
         lambda x, AL, AR, C, u, v: torch.stack(
             [reference.tn_attention(x[e], AL[e], AR[e], C[e], u[e], v[e]) for e in range(E)]
@@ -314,7 +313,8 @@ def test_raw_backward_ops_refuse_transforms_by_name(name, transform, kind):
     def f(*p):
         return torch.cat([g.reshape(-1) for g in _asked(call(grad, *p), asked)])
 
-    with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{name}_backward .* does not support .*{kind}"):
+    op = name.removesuffix("_stacked")  # one registered op serves single-model and stacked calls
+    with pytest.raises(NotImplementedError, match=rf"torch\.ops\.tnattn\.{op}_backward .* does not support .*{kind}"):
         TRANSFORMS[transform](f, primals)
 
 
@@ -339,7 +339,7 @@ PAIRED = {
 
 @pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
 @pytest.mark.parametrize("transform", list(PAIRED))
-@pytest.mark.parametrize("case", ["tn_attention", "contexts_ensemble", "tn_attention_ensemble_embeddings"])
+@pytest.mark.parametrize("case", ["tn_attention", "contexts_stacked", "tn_attention_stacked_embeddings"])
 def test_paired_transform_matches_reference(case, transform, raw):
     op, ref, args = CASES[case]
     if raw:
@@ -353,7 +353,7 @@ def test_paired_transform_matches_reference(case, transform, raw):
 
 def test_raw_ops_pass_opcheck_with_gradients():
     """torch.library.opcheck (schema, autograd registration, fake tensors, AOT dispatch) on all
-    eight registered ops with inputs that require grad, so that the backward ops' own derivative
+    four registered ops, single-model and stacked, with inputs that require grad, so that the backward ops' own derivative
     formulas are traced too."""
     rg = [a.detach().clone().requires_grad_() for a in CASES["tn_attention"][2]]
     AL, AR, C, u, v = rg
@@ -368,10 +368,10 @@ def test_raw_ops_pass_opcheck_with_gradients():
         (_raw.tn_attention.default, (xr, AL, AR, C, u, v), {}),
         (_raw.contexts_backward.default, (gL, AL, xr, u, False, True, True, True), {}),
         (_raw.tn_attention_backward.default, (gW, X, AL, AR, C, uN, v, [False, True, True, True, True, False]), {}),
-        (_raw.contexts_ensemble.default, (AE, XE, bE), {"reverse": True}),
-        (_raw.tn_attention_ensemble.default, (X, AE, AE, CE, bE, bE), {}),
-        (_raw.contexts_ensemble_backward.default, (gLE, AE, XE, bE, True, True, True, False), {}),
-        (_raw.tn_attention_ensemble_backward.default, (gWE, XE, AE, AE, CE, bE, bE, [False, True, False, True, True, True]), {}),
+        (_raw.contexts.default, (AE, XE, bE), {"reverse": True}),
+        (_raw.tn_attention.default, (X, AE, AE, CE, bE, bE), {}),
+        (_raw.contexts_backward.default, (gLE, AE, XE, bE, True, True, True, False), {}),
+        (_raw.tn_attention_backward.default, (gWE, XE, AE, AE, CE, bE, bE, [False, True, False, True, True, True]), {}),
     ]  # fmt: skip
     for op, args, kwargs in calls:
         torch.library.opcheck(op, args, kwargs)
@@ -390,7 +390,7 @@ def test_compiled_func_grad_matches_reference(raw):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("case", ["contexts_right_per_sequence", "tn_attention_shared_embeddings", "contexts_ensemble"])
+@pytest.mark.parametrize("case", ["contexts_right_per_sequence", "tn_attention_shared_embeddings", "contexts_stacked"])
 @pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
 def test_gradgradcheck_against_finite_differences(case, raw):
     """Second derivatives against finite differences (an oracle independent of the reference)."""
@@ -400,7 +400,7 @@ def test_gradgradcheck_against_finite_differences(case, raw):
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["public", "raw_op"])
-@pytest.mark.parametrize("case", ["contexts", "tn_attention", "contexts_ensemble", "tn_attention_ensemble_shared_x"])
+@pytest.mark.parametrize("case", ["contexts", "tn_attention", "contexts_stacked", "tn_attention_stacked_shared_x"])
 def test_functionalize_and_its_compositions(case, raw):
     """torch.func.functionalize (no autograd.Function rule in torch): the op's value, and grad of it."""
     op, ref, args = CASES[case]

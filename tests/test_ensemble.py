@@ -1,4 +1,4 @@
-"""Ensembles: ops, stacked model, per-member batches and optimisers, stats (the trainer: tests/test_trainer.py)."""
+"""Ensembles: per-member batches and optimisers, stats (the trainer: tests/test_trainer.py)."""
 
 import dataclasses
 import math
@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from tnattn import ops, reference
 from tnattn.data import MiniBatches, all_sequences, random_sequences
-from tnattn.ensemble import contexts_ensemble, tn_attention_ensemble
 from tnattn.ensemble.data import EnsembleBatches
-from tnattn.ensemble.ops import kernel_threads
 from tnattn.ensemble.optim import StackedAdam, StackedSGD
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
 from tnattn.models import TNAttention
@@ -48,97 +45,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def _params(E, d, D, c, g, dtype=F64, per_batch_v=None):
-    AL = torch.randn(E, d, D, D, generator=g, dtype=dtype)
-    AR = torch.randn(E, d, D, D, generator=g, dtype=dtype)
-    C = torch.randn(E, d, D, D, c, generator=g, dtype=dtype)
-    u = torch.randn(E, D, generator=g, dtype=dtype)
-    v = torch.randn(E, D, generator=g, dtype=dtype) if per_batch_v is None else torch.randn(E, per_batch_v, D, generator=g, dtype=dtype)
-    return AL, AR, C, u, v
-
-
-# ------------------------------------------------------------------------------------------------
-# ops
-# ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("real", [False, True])
-@pytest.mark.parametrize("shared_x", [False, True])
-def test_tn_attention_ensemble_matches_single_op_per_member(real, shared_x):
-    E, N, M, d, D, c = 3, 5, 7, 3, 4, 2
-    g = torch.Generator().manual_seed(1)
-    leaves = [t.requires_grad_() for t in _params(E, d, D, c, g, per_batch_v=N)]
-    shape = (N, M) if shared_x else (E, N, M)
-    x = torch.rand(*shape, d, generator=g, dtype=F64) if real else torch.randint(0, d, shape, generator=g)
-    if real:
-        x.requires_grad_()
-    W = tn_attention_ensemble(x, *leaves)
-    assert W.shape == (E, N, M, d, c)
-    gW = torch.randn(W.shape, generator=g, dtype=F64)
-    inputs = leaves + ([x] if real else [])
-    got = torch.autograd.grad((W * gW).sum(), inputs)
-    want = [torch.zeros_like(t) for t in inputs]
-    for e in range(E):
-        xe = x if shared_x else x[e]
-        We = ops.tn_attention(xe, *(t[e] for t in leaves))
-        torch.testing.assert_close(W[e], We, rtol=1e-12, atol=1e-12)
-        ge = torch.autograd.grad((We * gW[e]).sum(), inputs)
-        want = [w + g_ for w, g_ in zip(want, ge)]
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-
-
-@pytest.mark.parametrize("reverse", [False, True])
-def test_contexts_ensemble_matches_reference_per_member(reverse):
-    E, N, M, d, D = 4, 6, 5, 2, 3
-    g = torch.Generator().manual_seed(2)
-    A = torch.randn(E, d, D, D, generator=g, dtype=F64, requires_grad=True)
-    b = torch.randn(E, D, generator=g, dtype=F64, requires_grad=True)
-    x = torch.randint(0, d, (E, N, M), generator=g, dtype=torch.int32)
-    out = contexts_ensemble(A, x, b, reverse=reverse)
-    gout = torch.randn(out.shape, generator=g, dtype=F64)
-    gA, gb = torch.autograd.grad((out * gout).sum(), [A, b])
-    for e in range(E):
-        Ae, be = A[e].detach().requires_grad_(), b[e].detach().requires_grad_()
-        ref = reference.contexts(Ae, x[e], be, reverse=reverse)
-        torch.testing.assert_close(out[e], ref, rtol=1e-12, atol=1e-12)
-        rA, rb = torch.autograd.grad((ref * gout[e]).sum(), [Ae, be])
-        torch.testing.assert_close(gA[e], rA, rtol=1e-9, atol=1e-11)
-        torch.testing.assert_close(gb[e], rb, rtol=1e-9, atol=1e-11)
-
-
-def test_ensemble_opcheck():
-    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
-    g = torch.Generator().manual_seed(3)
-    AL, AR, C, u, v = _params(E, d, D, c, g)
-    x = torch.randint(0, d, (E, N, M), generator=g)
-    torch.library.opcheck(torch.ops.tnattn.tn_attention_ensemble.default, (x, AL.requires_grad_(), AR, C.requires_grad_(), u, v))
-    torch.library.opcheck(torch.ops.tnattn.contexts_ensemble.default, (AL, x[0], u), {"reverse": True})
-
-
-def test_ensemble_ops_reject_bad_input():
-    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
-    g = torch.Generator().manual_seed(4)
-    AL, AR, C, u, v = _params(E, d, D, c, g)
-    x = torch.randint(0, d, (E, N, M), generator=g)
-    with pytest.raises(TypeError, match="A_left"):
-        tn_attention_ensemble(x, "A", AR, C, u, v)
-    with pytest.raises(ValueError, match="leading dimension"):
-        tn_attention_ensemble(torch.randint(0, d, (E + 1, N, M)), AL, AR, C, u, v)
-    with pytest.raises(ValueError, match="u must have shape"):
-        tn_attention_ensemble(x, AL, AR, C, u[:1], v)
-    with pytest.raises(ValueError, match="C must have shape"):
-        tn_attention_ensemble(x, AL, AR, C[:1], u, v)
-    with pytest.raises(TypeError, match="dtype"):
-        tn_attention_ensemble(x, AL, AR, C.float(), u, v)
-    with pytest.raises(ValueError, match="A must have 4 dimensions"):
-        contexts_ensemble(AL[0], x, u)
-    bad = x.clone()
-    bad[1, 2, 3] = d
-    with pytest.raises(ValueError, match="symbols outside"):
-        tn_attention_ensemble(bad, AL, AR, C, u, v)
-    with pytest.raises(ValueError, match="n must be"):
-        kernel_threads(0)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -258,22 +164,6 @@ def test_aligned_mean_averages_relative_to_each_reference():
     assert out["count"] == [1, 1, 2, 2, 2]
     np.testing.assert_allclose(out["mean"], [1.0, 2.0, 6.5, 7.0, 7.5])
     assert math.isnan(out["sem"][0])
-
-
-def test_eager_path_and_custom_op_agree():
-    E, N, M, d, D, c = 2, 3, 5, 2, 3, 1
-    g = torch.Generator().manual_seed(9)
-    leaves = [t.requires_grad_() for t in _params(E, d, D, c, g)]
-    x = torch.randint(0, d, (N, M), generator=g)
-    W1 = tn_attention_ensemble(x, *leaves)  # eager autograd.Function path
-    W2 = torch.ops.tnattn.tn_attention_ensemble(x, *leaves)  # registered custom op
-    assert torch.equal(W1, W2)
-    g1 = torch.autograd.grad(W1.sum(), leaves)
-    g2 = torch.autograd.grad(W2.sum(), leaves)
-    for a, b in zip(g1, g2):
-        assert torch.equal(a, b)
-    c1 = contexts_ensemble(leaves[0], x, leaves[3], reverse=True)
-    assert torch.equal(c1, torch.ops.tnattn.contexts_ensemble(leaves[0], x, leaves[3], reverse=True))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""tnattn.ensemble.fused.mse_step against the unfused path (ensemble op + symbol head + loss)."""
+"""tnattn.ensemble.fused.mse_step against the unfused path (the op on stacked parameters + symbol head + loss)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tnattn.ensemble.fused import mse_step, supports
 from tnattn.models.functional import Params as StackedParams
 from tnattn.models.head import symbol_head_backward, symbol_head_forward
-from tnattn.ensemble.ops import tn_attention_ensemble
+from tnattn.ops import tn_attention
 from tnattn.models.head import member_losses_and_grads
 
 F64, F32 = torch.float64, torch.float32
@@ -40,7 +40,7 @@ def unfused(x, y, P, activation, normalize_map):
         leaves.pop("A_right")
     AR = leaves.get("A_right", leaves["A_left"])
     kernel_names = [n for n in leaves if n != "scale"]
-    W = tn_attention_ensemble(x, leaves["A_left"], AR, leaves["C"], leaves["u"], leaves["v"])
+    W = tn_attention(x, leaves["A_left"], AR, leaves["C"], leaves["u"], leaves["v"])
     E, N, M = W.shape[:3]
     if normalize_map:
         scale = leaves.get("scale")
@@ -211,6 +211,29 @@ def test_count_wrong_rejects_bad_input():
         count_wrong(x, y[:, :1], P)
     with pytest.raises(TypeError, match="labels"):
         count_wrong(x, y.float(), P)
+
+
+def test_heads_are_options_of_tn_attention_and_work_on_one_model():
+    """The fused heads are options of tnattn.ops.tn_attention; on unstacked parameters (one model)
+    they give member 0 of the stacked E = 1 call, without the leading E."""
+    from tnattn import ops
+
+    x, y, P = make(1, 6, 5, 2, 3, seed=6, shared_x=True)
+    y = y[0]
+    one = [t[0] for t in (P.A_left, P.A_right, P.C, P.u, P.v)]
+    head = ops.SquaredErrorStep(y, P.scale[0])
+    res = ops.tn_attention(x, *one, head=head)
+    losses, wrong, g = mse_step(x, y, P)
+    assert res.losses.shape == () and torch.equal(res.losses, losses[0]) and torch.equal(res.wrong, wrong[0])
+    assert res.grads.keys() == g.keys()
+    for k, t in res.grads.items():
+        assert torch.equal(t, g[k][0]), k
+    count = ops.tn_attention(x, *one, head=ops.WrongSiteCount(y, P.scale[0]))
+    assert count.shape == () and count.item() == wrong[0].item()
+    with pytest.raises(ValueError, match=r"y must have shape \(N, M\)"):
+        ops.tn_attention(x, *one, head=ops.SquaredErrorStep(y[None]))
+    with pytest.raises(TypeError, match="head must be a SquaredErrorStep or a WrongSiteCount"):
+        ops.tn_attention(x, *one, head="mse")
 
 
 @pytest.mark.parametrize("fields, step", [

@@ -1,5 +1,5 @@
 """Every registered op validates every argument; the reference applies the ops' checks; the
-ensemble kernel thread setting is per Python thread."""
+kernel thread setting is per Python thread."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 import tnattn.ops
 from tnattn import reference
-from tnattn.ensemble import kernel_threads
-from tnattn.ensemble import ops as eops
+from tnattn.ops import kernel_threads
+from tnattn.ops._native import num_threads
 
 F64 = torch.float64
 d, D, N, M, c, E = 2, 3, 4, 5, 2, 2
@@ -37,7 +37,7 @@ def _stacked():
 
 
 def _backward_calls():
-    """(name, call(grad, needs), good grad) for the four registered backward ops."""
+    """(name, call(grad, needs), good grad) for the two registered backward ops, single and stacked."""
     x, A, C, u = _single()
     xe, Ae, Ce, ue = _stacked()
     T = torch.ops.tnattn
@@ -47,11 +47,11 @@ def _backward_calls():
          torch.ones(N, M, D, dtype=F64)),
         ("tn_attention_backward", "grad_W", lambda g, n=six: T.tn_attention_backward(g, x, A, A, C, u, u, n),
          torch.ones(N, M, d, c, dtype=F64)),
-        ("contexts_ensemble_backward", "grad_out",
-         lambda g, n=None: T.contexts_ensemble_backward(g, Ae, xe, ue, True, True, True, False),
+        ("contexts_backward stacked", "grad_out",
+         lambda g, n=None: T.contexts_backward(g, Ae, xe, ue, True, True, True, False),
          torch.ones(E, N, M, D, dtype=F64)),
-        ("tn_attention_ensemble_backward", "grad_W",
-         lambda g, n=six: T.tn_attention_ensemble_backward(g, xe, Ae, Ae, Ce, ue, ue, n),
+        ("tn_attention_backward stacked", "grad_W",
+         lambda g, n=six: T.tn_attention_backward(g, xe, Ae, Ae, Ce, ue, ue, n),
          torch.ones(E, N, M, d, c, dtype=F64)),
     ]  # fmt: skip
 
@@ -169,12 +169,12 @@ def test_sparse_and_mkldnn_inputs_are_named(layout, convert, arg):
             fn()
 
 
-def test_sparse_inputs_to_the_ensemble_ops_are_named():
+def test_sparse_inputs_to_stacked_calls_are_named():
     xe, Ae, Ce, ue = _stacked()
     with pytest.raises(TypeError, match=r"C must be a dense \(strided\) tensor"):
-        eops.tn_attention_ensemble(xe, Ae, Ae, Ce.to_sparse(), ue, ue)
+        tnattn.ops.tn_attention(xe, Ae, Ae, Ce.to_sparse(), ue, ue)
     with pytest.raises(TypeError, match=r"boundary must be a dense \(strided\) tensor"):
-        eops.contexts_ensemble(Ae, xe, ue.to_sparse())
+        tnattn.ops.contexts(Ae, xe, ue.to_sparse())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def test_sparse_inputs_to_the_ensemble_ops_are_named():
 
 
 def test_kernel_threads_is_per_thread():
-    default = eops._num_threads()
+    default = num_threads()
     barrier = threading.Barrier(2, timeout=30)
     seen: dict = {}
     errors: list = []
@@ -191,23 +191,23 @@ def test_kernel_threads_is_per_thread():
         try:
             with kernel_threads(3):
                 barrier.wait()  # 1: both inside their blocks
-                seen["first_inside"] = eops._num_threads()
+                seen["first_inside"] = num_threads()
                 barrier.wait()  # 2: first leaves while second is still inside
             barrier.wait()  # 3
-            seen["first_after"] = eops._num_threads()
+            seen["first_after"] = num_threads()
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     def second():
         try:
-            seen["second_before"] = eops._num_threads()
+            seen["second_before"] = num_threads()
             with kernel_threads(5):
                 barrier.wait()  # 1
-                seen["second_inside"] = eops._num_threads()
+                seen["second_inside"] = num_threads()
                 barrier.wait()  # 2
                 barrier.wait()  # 3: first has left its block
-                seen["second_after_first_left"] = eops._num_threads()
-            seen["second_after"] = eops._num_threads()
+                seen["second_after_first_left"] = num_threads()
+            seen["second_after"] = num_threads()
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
 
@@ -225,20 +225,20 @@ def test_kernel_threads_is_per_thread():
         "first_after": default,
         "second_after": default,
     }
-    assert eops._num_threads() == default
+    assert num_threads() == default
 
 
 def test_kernel_threads_restores_on_error_and_reentry():
-    default = eops._num_threads()
+    default = num_threads()
     outer = kernel_threads(2)
     with pytest.raises(RuntimeError, match="boom"):
         with outer:
             with kernel_threads(4):
-                assert eops._num_threads() == 4
+                assert num_threads() == 4
                 raise RuntimeError("boom")
-    assert eops._num_threads() == default
+    assert num_threads() == default
     with outer:
         with outer:  # the same instance entered twice
-            assert eops._num_threads() == 2
-        assert eops._num_threads() == 2
-    assert eops._num_threads() == default
+            assert num_threads() == 2
+        assert num_threads() == 2
+    assert num_threads() == default

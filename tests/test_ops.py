@@ -462,6 +462,145 @@ def test_native_ensemble_matches_loop(real, x_shared):
 
 
 # ------------------------------------------------------------------------------------------------
+# Stacked calls: E members in one call through the public ops (the single-model call is E = 1)
+
+
+def _stacked_params(E, d, D, c, g, dtype=F64, per_batch_v=None):
+    AL = torch.randn(E, d, D, D, generator=g, dtype=dtype)
+    AR = torch.randn(E, d, D, D, generator=g, dtype=dtype)
+    C = torch.randn(E, d, D, D, c, generator=g, dtype=dtype)
+    u = torch.randn(E, D, generator=g, dtype=dtype)
+    v = torch.randn(E, D, generator=g, dtype=dtype) if per_batch_v is None else torch.randn(E, per_batch_v, D, generator=g, dtype=dtype)
+    return AL, AR, C, u, v
+
+
+@pytest.mark.parametrize("real", [False, True])
+@pytest.mark.parametrize("shared_x", [False, True])
+def test_stacked_tn_attention_member_e_is_the_single_call(real, shared_x):
+    """Member e of a stacked call (values and gradients) equals the call on member e's tensors."""
+    E, N, M, d, D, c = 3, 5, 7, 3, 4, 2
+    g = torch.Generator().manual_seed(1)
+    leaves = [t.requires_grad_() for t in _stacked_params(E, d, D, c, g, per_batch_v=N)]
+    shape = (N, M) if shared_x else (E, N, M)
+    x = torch.rand(*shape, d, generator=g, dtype=F64) if real else torch.randint(0, d, shape, generator=g)
+    if real:
+        x.requires_grad_()
+    W = ops.tn_attention(x, *leaves)
+    assert W.shape == (E, N, M, d, c)
+    gW = torch.randn(W.shape, generator=g, dtype=F64)
+    inputs = leaves + ([x] if real else [])
+    got = torch.autograd.grad((W * gW).sum(), inputs)
+    want = [torch.zeros_like(t) for t in inputs]
+    for e in range(E):
+        xe = x if shared_x else x[e]
+        We = ops.tn_attention(xe, *(t[e] for t in leaves))
+        torch.testing.assert_close(W[e], We, rtol=1e-12, atol=1e-12)
+        ge = torch.autograd.grad((We * gW[e]).sum(), inputs)
+        want = [w + g_ for w, g_ in zip(want, ge)]
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_stacked_contexts_match_reference_per_member(reverse):
+    E, N, M, d, D = 4, 6, 5, 2, 3
+    g = torch.Generator().manual_seed(2)
+    A = torch.randn(E, d, D, D, generator=g, dtype=F64, requires_grad=True)
+    b = torch.randn(E, D, generator=g, dtype=F64, requires_grad=True)
+    x = torch.randint(0, d, (E, N, M), generator=g, dtype=torch.int32)
+    out = ops.contexts(A, x, b, reverse=reverse)
+    gout = torch.randn(out.shape, generator=g, dtype=F64)
+    gA, gb = torch.autograd.grad((out * gout).sum(), [A, b])
+    for e in range(E):
+        Ae, be = A[e].detach().requires_grad_(), b[e].detach().requires_grad_()
+        want = ref.contexts(Ae, x[e], be, reverse=reverse)
+        torch.testing.assert_close(out[e], want, rtol=1e-12, atol=1e-12)
+        rA, rb = torch.autograd.grad((want * gout[e]).sum(), [Ae, be])
+        torch.testing.assert_close(gA[e], rA, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(gb[e], rb, rtol=1e-9, atol=1e-11)
+
+
+def test_stacked_opcheck():
+    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
+    g = torch.Generator().manual_seed(3)
+    AL, AR, C, u, v = _stacked_params(E, d, D, c, g)
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    torch.library.opcheck(torch.ops.tnattn.tn_attention.default, (x, AL.requires_grad_(), AR, C.requires_grad_(), u, v))
+    torch.library.opcheck(torch.ops.tnattn.contexts.default, (AL, x[0], u), {"reverse": True})
+
+
+def test_stacked_calls_reject_bad_input():
+    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
+    g = torch.Generator().manual_seed(4)
+    AL, AR, C, u, v = _stacked_params(E, d, D, c, g)
+    x = torch.randint(0, d, (E, N, M), generator=g)
+    with pytest.raises(TypeError, match="A_left"):
+        ops.tn_attention(x, "A", AR, C, u, v)
+    with pytest.raises(ValueError, match="leading dimension"):
+        ops.tn_attention(torch.randint(0, d, (E + 1, N, M)), AL, AR, C, u, v)
+    with pytest.raises(ValueError, match="u must have shape"):
+        ops.tn_attention(x, AL, AR, C, u[:1], v)
+    with pytest.raises(ValueError, match="C must have shape"):
+        ops.tn_attention(x, AL, AR, C[:1], u, v)
+    with pytest.raises(TypeError, match="dtype"):
+        ops.tn_attention(x, AL, AR, C.float(), u, v)
+    with pytest.raises(ValueError, match=r"A_right has shape \(3, 2, 3, 3\) but A_left has \(2, 2, 3, 3\)"):
+        ops.tn_attention(x, AL, torch.cat([AR, AR[:1]]), C, u, v)
+    with pytest.raises(ValueError, match=r"A must have 4 dimensions \(E, d, D, D\)"):
+        from tnattn._checks import contexts_layout
+
+        contexts_layout(AL[0], x, u, stacked=True)
+    bad = x.clone()
+    bad[1, 2, 3] = d
+    with pytest.raises(ValueError, match="symbols outside"):
+        ops.tn_attention(bad, AL, AR, C, u, v)
+    with pytest.raises(ValueError, match="n must be"):
+        ops.kernel_threads(0)
+
+
+def test_stacked_eager_path_and_custom_op_agree():
+    E, N, M, d, D, c = 2, 3, 5, 2, 3, 1
+    g = torch.Generator().manual_seed(9)
+    leaves = [t.requires_grad_() for t in _stacked_params(E, d, D, c, g)]
+    x = torch.randint(0, d, (N, M), generator=g)
+    W1 = ops.tn_attention(x, *leaves)  # eager autograd.Function path
+    W2 = torch.ops.tnattn.tn_attention(x, *leaves)  # registered custom op
+    assert torch.equal(W1, W2)
+    g1 = torch.autograd.grad(W1.sum(), leaves)
+    g2 = torch.autograd.grad(W2.sum(), leaves)
+    for a, b in zip(g1, g2):
+        assert torch.equal(a, b)
+    c1 = ops.contexts(leaves[0], x, leaves[3], reverse=True)
+    assert torch.equal(c1, torch.ops.tnattn.contexts(leaves[0], x, leaves[3], reverse=True))
+
+
+def test_deprecated_ensemble_aliases_warn_and_keep_their_contract():
+    """tnattn.ensemble.contexts_ensemble / tn_attention_ensemble / kernel_threads: one release of
+    deprecated aliases of the stacked ops; they still refuse unstacked parameters."""
+    import tnattn.ensemble as ens
+
+    E, N, M, d, D, c = 2, 3, 4, 2, 3, 1
+    AL, AR, C, u, v = _stacked_params(E, d, D, c, torch.Generator().manual_seed(10))
+    x = torch.randint(0, d, (E, N, M), generator=torch.Generator().manual_seed(11))
+    with pytest.warns(DeprecationWarning, match=r"tnattn\.ensemble\.tn_attention_ensemble is deprecated.*tnattn\.ops\.tn_attention"):
+        W = ens.tn_attention_ensemble(x, AL, AR, C, u, v)
+    assert torch.equal(W, ops.tn_attention(x, AL, AR, C, u, v))
+    with pytest.warns(DeprecationWarning, match=r"contexts_ensemble is deprecated"):
+        L = ens.contexts_ensemble(AL, x, u, reverse=True)
+    assert torch.equal(L, ops.contexts(AL, x, u, reverse=True))
+    with pytest.warns(DeprecationWarning, match=r"kernel_threads is deprecated"), ens.kernel_threads(2):
+        from tnattn.ops._native import num_threads
+
+        assert num_threads() == 2
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="A must have 4 dimensions"):
+        ens.contexts_ensemble(AL[0], x, u)
+    import importlib
+
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("tnattn.ensemble.ops")
+
+
+# ------------------------------------------------------------------------------------------------
 # Bad input
 
 

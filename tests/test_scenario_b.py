@@ -30,10 +30,10 @@ def test_ensemble_contexts_match_reference(D):
             torch.testing.assert_close(shared[e], reference.contexts(A[e], x, b[0], reverse=rev), rtol=1e-12, atol=1e-12)
 
 
-def test_ensemble_contexts_are_the_ensemble_op_and_agree_on_long_sequences():
-    # The scan is the library's ensemble op (the fused kernels), not a copy of it; on the long test
+def test_ensemble_contexts_are_the_library_op_and_agree_on_long_sequences():
+    # The scan is the library's op (the fused kernels), not a copy of it; on the long test
     # sequences of the acceptance check it still agrees with the plain-PyTorch oracle.
-    from tnattn.ensemble.ops import contexts_ensemble
+    from tnattn.ops import contexts
 
     g = _gen(7)
     A = sb.sample_tensors(40, 2, generator=g)
@@ -41,7 +41,7 @@ def test_ensemble_contexts_are_the_ensemble_op_and_agree_on_long_sequences():
     x = torch.randint(0, 2, (6, 300), generator=g)
     for b, rev in ((u, False), (v, True)):
         got = sb.ensemble_contexts(A, x, b, reverse=rev)
-        assert torch.equal(got, contexts_ensemble(A, x, b, reverse=rev))
+        assert torch.equal(got, contexts(A, x, b, reverse=rev))
         for e in range(0, 40, 3):
             torch.testing.assert_close(got[e], reference.contexts(A[e], x, b[e], reverse=rev), rtol=1e-10, atol=1e-10)
 

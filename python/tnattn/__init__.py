@@ -2,11 +2,11 @@
 
 Layers, left to right (a module only imports from layers to its left)::
 
-    tnattn._C (C++/CUDA kernels) -> tnattn.ops (torch custom ops) -> tnattn.models
-      -> tnattn.train -> tnattn.experiments -> tnattn.cli
+    tnattn._C (C++/CUDA kernels) -> tnattn.ops (torch custom ops over (E, ...) member stacks;
+      one model is E = 1) -> tnattn.models -> tnattn.train -> tnattn.experiments -> tnattn.cli
 
 ``tnattn.ensemble`` trains E members at once; its modules sit beside those of one model and import
-from them: ``ensemble.ops`` beside ``tnattn.ops`` (the model of E members is ``tnattn.models.TNAttention``),
+from them (and use ``tnattn.ops`` directly; the model of E members is ``tnattn.models.TNAttention``),
 ``ensemble.data``, ``ensemble.optim``, ``ensemble.steps`` and ``ensemble.evaluators`` under the one
 trainer ``tnattn.train.Trainer`` (E >= 1 members), and ``ensemble.distributed`` (members sharded over
 ranks) above it.

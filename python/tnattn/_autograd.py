@@ -1,6 +1,6 @@
 """Autograd formulas of the tnattn ops for every transform, complete or refused.
 
-One ``torch.autograd.Function`` per op (single and ensemble), written in the form that torch.func
+One ``torch.autograd.Function`` per op (single-model and stacked calls alike), written in the form that torch.func
 accepts (``forward`` without ``ctx``, ``setup_context``, ``jvp`` and ``vmap`` static methods), so the
 same class serves plain autograd, ``create_graph`` (double backward), ``torch.autograd.functional``,
 forward-mode AD (dual tensors) and ``torch.func`` (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap).
@@ -17,8 +17,8 @@ What runs where
   recomputes the forward by the reference loop (M small matrix-vector steps per direction).
 * Forward-mode AD (``jvp``, ``jacfwd``, dual tensors): the Jacobian-vector product of the reference
   (``torch.func.jvp``); the fused kernels have no forward mode.
-* ``vmap``: a single op maps onto its ensemble op (the batch becomes the member dimension E, one
-  kernel launch); an ensemble op folds the batch into E.
+* ``vmap``: a single-model call becomes one stacked call (the batch becomes the member dimension
+  E, one kernel launch); a stacked call folds the batch into E.
 
 The reference and the kernels compute the same function (tested against each other), so every
 transform returns the derivative of the kernel's forward.
@@ -103,29 +103,33 @@ def reference_jvp(fn: Callable, inputs: Sequence, tangents: Sequence) -> Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
-# plain-PyTorch definitions of the four ops (no argument checks: the inputs were checked by the op)
+# plain-PyTorch definitions of the two ops (no argument checks: the inputs were checked by the op)
 
 
-def ref_contexts(A, x, boundary, reverse):
+def _ref_contexts_one(A, x, boundary, reverse):
     return reference._contexts(A, x, boundary, reverse=reverse)
 
 
-def ref_tn_attention(x, A_left, A_right, C, u, v):
-    return reference._tn_attention(x, A_left, A_right, C, u, v)
-
-
 def _x_shared(x: Tensor) -> bool:
-    """Whether an ensemble op's ``x`` is one batch shared by all members (see tnattn.ensemble.ops)."""
+    """Whether a stacked call's ``x`` is one batch shared by all members (see tnattn.ops)."""
     return x.dim() == (3 if x.is_floating_point() else 2)
 
 
-def ref_contexts_ensemble(A, x, boundary, reverse):
-    fn = torch.func.vmap(lambda a, xx, b: ref_contexts(a, xx, b, reverse), in_dims=(0, None if _x_shared(x) else 0, 0))
+def ref_contexts(A, x, boundary, reverse):
+    """The plain-PyTorch ``contexts``, single (A (d, D, D)) or stacked (A (E, d, D, D))."""
+    if A.dim() == 3:
+        return _ref_contexts_one(A, x, boundary, reverse)
+    fn = torch.func.vmap(
+        lambda a, xx, b: _ref_contexts_one(a, xx, b, reverse), in_dims=(0, None if _x_shared(x) else 0, 0)
+    )
     return fn(A, x, boundary)
 
 
-def ref_tn_attention_ensemble(x, A_left, A_right, C, u, v):
-    fn = torch.func.vmap(ref_tn_attention, in_dims=(None if _x_shared(x) else 0, 0, 0, 0, 0, 0))
+def ref_tn_attention(x, A_left, A_right, C, u, v):
+    """The plain-PyTorch ``tn_attention``, single or stacked (as :func:`ref_contexts`)."""
+    if A_left.dim() == 3:
+        return reference._tn_attention(x, A_left, A_right, C, u, v)
+    fn = torch.func.vmap(reference._tn_attention, in_dims=(None if _x_shared(x) else 0, 0, 0, 0, 0, 0))
     return fn(x, A_left, A_right, C, u, v)
 
 
@@ -141,18 +145,18 @@ def _batch_first(t: Tensor, dim, B: int) -> Tensor:
 
 
 def _members(x: Tensor, dim) -> Tensor:
-    """The ``x`` of an ensemble op built from a vmapped single op's ``x`` (shared when unbatched)."""
+    """The ``x`` of a stacked call built from a vmapped single call's ``x`` (shared when unbatched)."""
     return x if dim is None else x.movedim(dim, 0)
 
 
 def _fold(t: Tensor, dim, B: int) -> Tensor:
-    """(B, E, ...) -> (B*E, ...) for a member-stacked ensemble argument."""
+    """(B, E, ...) -> (B*E, ...) for a member-stacked argument."""
     t = _batch_first(t, dim, B)
     return t.reshape(B * t.shape[1], *t.shape[2:])
 
 
 def _fold_x(x: Tensor, dim, B: int, E: int) -> Tensor:
-    """``x`` of an ensemble op under vmap, as the ``x`` of one ensemble call over B*E members."""
+    """``x`` of a stacked call under vmap, as the ``x`` of one stacked call over B*E members."""
     if dim is None:
         if _x_shared(x):
             return x  # shared by every member of every batch entry
@@ -186,7 +190,7 @@ def _plain(*tensors: Tensor) -> bool:
 def make_contexts_function(
     name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable, op: str
 ):
-    """autograd.Functions (full, lean; see :func:`_classes`) for a contexts op (single or ensemble).
+    """autograd.Functions (full, lean; see :func:`_classes`) for a contexts op (single-model and stacked calls).
 
     ``impl(A, x, boundary, reverse)`` is the kernel forward, ``backward_impl(grad, A, x, boundary,
     reverse, need_A, need_boundary, need_x) -> (gA, gb, gx)`` the kernel backward, ``ref`` the
@@ -251,7 +255,7 @@ def _classes(name, forward, setup_context, lean_forward, backward, jvp, vmap):
 def make_tn_attention_function(
     name: str, impl: Callable, backward_impl: Callable, ref: Callable, vmap_rule: Callable, op: str
 ):
-    """autograd.Functions (full, lean; see :func:`_classes`) for a tn_attention op (single or ensemble).
+    """autograd.Functions (full, lean; see :func:`_classes`) for a tn_attention op (single-model and stacked calls).
 
     ``impl(x, A_left, A_right, C, u, v)`` is the kernel forward, ``backward_impl(grad, x, A_left,
     A_right, C, u, v, needs)`` the kernel backward (six gradients), ``ref`` the plain-PyTorch
@@ -292,55 +296,50 @@ def make_tn_attention_function(
 
 
 # ------------------------------------------------------------------------------------------------
-# vmap rules: a single op becomes one ensemble call over the batch; an ensemble op folds the batch
+# vmap rules: a single-model call becomes one stacked call over the batch; a stacked call folds the batch
 # into its member dimension
 
 
-def _ensemble_ops(raw: bool):
-    """The ensemble ops a vmap rule calls: the public functions, or the raw registered ops (inside
-    the rules of the raw ops, where no autograd.Function may be applied)."""
-    from .ensemble.ops import contexts_ensemble, tn_attention_ensemble  # also registers the raw ops
-
+def _ops(raw: bool):
+    """The ops a vmap rule calls: the public functions, or the raw registered ops (inside the rules
+    of the raw ops, where no autograd.Function may be applied)."""
     if raw:
-        return torch.ops.tnattn.contexts_ensemble, torch.ops.tnattn.tn_attention_ensemble
+        return torch.ops.tnattn.contexts, torch.ops.tnattn.tn_attention
+    from .ops import contexts, tn_attention
 
-    return contexts_ensemble, tn_attention_ensemble
+    return contexts, tn_attention
+
+
+def _logical_dim(t: Tensor, dim) -> int:
+    """Rank of ``t`` as the op sees it, without its vmap dimension."""
+    return t.dim() - (dim is not None)
 
 
 def vmap_contexts(B, in_dims, A, x, boundary, reverse, raw=False):
-    contexts_ensemble, _ = _ensemble_ops(raw)
-
+    """Batching rule: a single call becomes one stacked call over the batch (E = B); a stacked call
+    folds the batch into its member dimension (B*E members)."""
+    contexts, _ = _ops(raw)
     dA, dx, db, _ = in_dims
-    return contexts_ensemble(_batch_first(A, dA, B), _members(x, dx), _batch_first(boundary, db, B), reverse=reverse)
-
-
-def vmap_tn_attention(B, in_dims, x, A_left, A_right, C, u, v, raw=False):
-    _, tn_attention_ensemble = _ensemble_ops(raw)
-
-    dx, dAL, dAR, dC, du, dv = in_dims
-    return tn_attention_ensemble(
-        _members(x, dx), _batch_first(A_left, dAL, B), _batch_first(A_right, dAR, B), _batch_first(C, dC, B),
-        _batch_first(u, du, B), _batch_first(v, dv, B),
-    )  # fmt: skip
-
-
-def vmap_contexts_ensemble(B, in_dims, A, x, boundary, reverse, raw=False):
-    contexts_ensemble, _ = _ensemble_ops(raw)
-
-    dA, dx, db, _ = in_dims
+    if _logical_dim(A, dA) == 3:
+        return contexts(_batch_first(A, dA, B), _members(x, dx), _batch_first(boundary, db, B), reverse=reverse)
     A = _batch_first(A, dA, B)
     E = A.shape[1]
-    out = contexts_ensemble(_fold(A, 0, B), _fold_x(x, dx, B, E), _fold(boundary, db, B), reverse=reverse)
+    out = contexts(_fold(A, 0, B), _fold_x(x, dx, B, E), _fold(boundary, db, B), reverse=reverse)
     return out.view(B, E, *out.shape[1:])
 
 
-def vmap_tn_attention_ensemble(B, in_dims, x, A_left, A_right, C, u, v, raw=False):
-    _, tn_attention_ensemble = _ensemble_ops(raw)
-
+def vmap_tn_attention(B, in_dims, x, A_left, A_right, C, u, v, raw=False):
+    """Batching rule of ``tn_attention`` (as :func:`vmap_contexts`)."""
+    _, tn_attention = _ops(raw)
     dx, dAL, dAR, dC, du, dv = in_dims
+    if _logical_dim(A_left, dAL) == 3:
+        return tn_attention(
+            _members(x, dx), _batch_first(A_left, dAL, B), _batch_first(A_right, dAR, B), _batch_first(C, dC, B),
+            _batch_first(u, du, B), _batch_first(v, dv, B),
+        )  # fmt: skip
     A_left = _batch_first(A_left, dAL, B)
     E = A_left.shape[1]
-    out = tn_attention_ensemble(
+    out = tn_attention(
         _fold_x(x, dx, B, E), _fold(A_left, 0, B), _fold(A_right, dAR, B), _fold(C, dC, B), _fold(u, du, B),
         _fold(v, dv, B),
     )  # fmt: skip
@@ -515,7 +514,7 @@ def register_raw_rules(
     * forward op: under torch.func transforms (front-mode kernel) and forward-mode AD (Autograd
       kernel) the call goes to ``function``, the torch.func-ready autograd.Function of the public
       function; plain autograd keeps torch's generated kernel (what torch.compile/AOT autograd
-      trace). A vmap rule (the ensemble ops) for batched tensors that reach the op below a
+      trace). A vmap rule (one stacked call) for batched tensors that reach the op below a
       transform's front kernel.
     * backward op: its derivative (double backward, create_graph=True) from the reference ``ref``;
       torch.func grad transforms and forward-mode AD applied to the backward op itself raise a

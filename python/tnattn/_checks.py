@@ -7,7 +7,7 @@ the offending argument: ``TypeError`` for wrong types/dtypes, ``ValueError`` for
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,9 +19,11 @@ X_REAL = 3
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
-@dataclass(frozen=True)
-class XInfo:
-    """Sizes of an input sequence batch: N sequences of length M, kernel kind code."""
+class XInfo(NamedTuple):
+    """Sizes of an input sequence batch: N sequences of length M, kernel kind code.
+
+    A named tuple, not a frozen dataclass: one is built on every op call, and a frozen dataclass
+    costs several times as much to construct."""
 
     N: int
     M: int
@@ -220,3 +222,126 @@ def check_tn_attention_args(x, A_left, A_right, C, u, v, *, native: bool = True)
     v_pb = check_boundary(v, xi.N, D, A_left.dtype, "v")
     (check_devices if native else check_same_device)(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
     return xi, d, D, c, u_pb, v_pb
+
+
+# ------------------------------------------------------------------------------------------------
+# The native ops' layout: one argument check for the single-model call and for (E, ...) stacks
+
+
+class Layout:
+    """Geometry of one native op call, as the kernels see it (always with a member dimension E).
+
+    ``stacked`` is False for the single-model call (parameters without E): the kernels then run it
+    as E = 1, and outputs and gradients drop the leading E. ``x_shared``: one batch for all
+    members (X = 1 in tnattn/cpu.h). ``u_pb``/``v_pb``: per-sequence boundary vectors (for
+    ``contexts``, ``u_pb`` is its boundary's flag). A plain class with slots: built on every call.
+    """
+
+    __slots__ = ("stacked", "E", "N", "M", "d", "D", "c", "kind", "x_shared", "u_pb", "v_pb", "lead")
+
+    def __init__(self, stacked, E, N, M, d, D, c, kind, x_shared, u_pb, v_pb):
+        self.stacked, self.E, self.N, self.M, self.d, self.D, self.c = stacked, E, N, M, d, D, c
+        self.kind, self.x_shared, self.u_pb, self.v_pb = kind, x_shared, u_pb, v_pb
+        #: The member dimension of outputs: (E,) for stacks, () for the single-model call.
+        self.lead = (E,) if stacked else ()
+
+    @property
+    def real(self) -> bool:
+        return self.kind == X_REAL
+
+    def grad_boundary(self, g: Tensor, per_batch: bool) -> Tensor:
+        """A boundary gradient as the kernel wrote it (per sequence) summed to its input's shape."""
+        return g if per_batch else g.sum(1 if self.stacked else 0)
+
+    def grad_boundary_shape(self, per_batch: bool) -> tuple:
+        return (*self.lead, self.N, self.D) if per_batch else (*self.lead, self.D)
+
+    def grad_x_shape(self) -> tuple:
+        """Shape of ``x``'s gradient (real embeddings): that of ``x`` itself."""
+        return (self.N, self.M, self.d) if (self.x_shared or not self.stacked) else (self.E, self.N, self.M, self.d)
+
+
+def check_stacked(name: str, A, ndim: int) -> Tensor:
+    """A stacked parameter (E, d, D, D[, c]) of float32/float64 with E, d, D >= 1."""
+    check_tensor(A, name)
+    if A.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {A.dtype}")
+    layout = "(E, d, D, D)" if ndim == 4 else "(E, d, D, D, c)"
+    if A.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions {layout}, got shape {tuple(A.shape)}")
+    if A.shape[2] != A.shape[3]:
+        raise ValueError(f"{name} must hold square matrices {layout}, got shape {tuple(A.shape)}")
+    if min(A.shape[:4]) == 0:
+        raise ValueError(f"{name} must have E >= 1, d >= 1 and D >= 1, got shape {tuple(A.shape)}")
+    return A
+
+
+def check_stacked_x(x, E: int, d: int, dtype: torch.dtype) -> tuple[XInfo, bool]:
+    """(sizes, shared) of a stacked call's inputs: symbols (E, N, M) per member or (N, M) shared,
+    real embeddings (E, N, M, d) per member or (N, M, d) shared (the dtype decides)."""
+    check_tensor(x, "x")
+    per_member_dim = 4 if x.is_floating_point() else 3
+    if x.dim() == per_member_dim:
+        if x.shape[0] != E:
+            raise ValueError(f"x has {x.shape[0]} members in its leading dimension but the parameters have E = {E}")
+        return check_x(x[0], d, dtype), False
+    if x.dim() == per_member_dim - 1:
+        return check_x(x, d, dtype), True
+    what = "real embeddings (E, N, M, d) or (N, M, d)" if x.is_floating_point() else "symbols (E, N, M) or (N, M)"
+    raise ValueError(f"x must hold {what}, got shape {tuple(x.shape)}")
+
+
+def check_stacked_boundary(b, E: int, N: int, D: int, dtype: torch.dtype, name: str) -> bool:
+    """A stacked boundary (E, D) or per-sequence (E, N, D); returns True when per-sequence."""
+    check_tensor(b, name)
+    if b.dtype != dtype:
+        raise TypeError(f"{name} must have the parameters' dtype {dtype}, got {b.dtype}")
+    if b.dim() == 2 and tuple(b.shape) == (E, D):
+        return False
+    if b.dim() == 3 and tuple(b.shape) == (E, N, D):
+        return True
+    raise ValueError(f"{name} must have shape (E, D) = ({E}, {D}) or (E, N, D) = ({E}, {N}, {D}), got {tuple(b.shape)}")
+
+
+def contexts_layout(A, x, boundary, *, stacked: bool | None = None) -> Layout:
+    """Check the arguments of the native ``contexts`` op; ``stacked`` None: decided by ``A``'s rank."""
+    if stacked is None:  # a non-tensor takes the single-model checks, which name it
+        stacked = isinstance(A, Tensor) and A.dim() == 4
+    if not stacked:
+        xi, d, D, per_batch = check_contexts_args(A, x, boundary)
+        return Layout(False, 1, xi.N, xi.M, d, D, 1, xi.kind, False, per_batch, False)
+    A = check_stacked("A", A, 4)
+    E, d, D = A.shape[0], A.shape[1], A.shape[2]
+    xi, shared = check_stacked_x(x, E, d, A.dtype)
+    per_batch = check_stacked_boundary(boundary, E, xi.N, D, A.dtype, "boundary")
+    check_devices(A=A, x=x, boundary=boundary)
+    return Layout(True, E, xi.N, xi.M, d, D, 1, xi.kind, shared, per_batch, False)
+
+
+def tn_attention_layout(x, A_left, A_right, C, u, v, *, stacked: bool | None = None) -> Layout:
+    """Check the arguments of the native ``tn_attention`` op; ``stacked`` as in :func:`contexts_layout`."""
+    if stacked is None:
+        stacked = isinstance(A_left, Tensor) and A_left.dim() == 4
+    if not stacked:
+        xi, d, D, c, u_pb, v_pb = check_tn_attention_args(x, A_left, A_right, C, u, v)
+        return Layout(False, 1, xi.N, xi.M, d, D, c, xi.kind, False, u_pb, v_pb)
+    A_left = check_stacked("A_left", A_left, 4)
+    A_right = check_stacked("A_right", A_right, 4)
+    E, d, D = A_left.shape[0], A_left.shape[1], A_left.shape[2]
+    if A_right.dtype != A_left.dtype:
+        raise TypeError(f"A_right has dtype {A_right.dtype} but A_left has {A_left.dtype}")
+    if A_right.shape != A_left.shape:
+        raise ValueError(f"A_right has shape {tuple(A_right.shape)} but A_left has {tuple(A_left.shape)}")
+    C = check_stacked("C", C, 5)
+    if C.dtype != A_left.dtype:
+        raise TypeError(f"C has dtype {C.dtype} but A_left has {A_left.dtype}")
+    if tuple(C.shape[:4]) != (E, d, D, D):
+        raise ValueError(f"C must have shape (E, d, D, D, c) = ({E}, {d}, {D}, {D}, c), got {tuple(C.shape)}")
+    c = C.shape[4]
+    if c == 0:
+        raise ValueError("C has c = 0 outputs; need c >= 1")
+    xi, shared = check_stacked_x(x, E, d, A_left.dtype)
+    u_pb = check_stacked_boundary(u, E, xi.N, D, A_left.dtype, "u")
+    v_pb = check_stacked_boundary(v, E, xi.N, D, A_left.dtype, "v")
+    check_devices(x=x, A_left=A_left, A_right=A_right, C=C, u=u, v=v)
+    return Layout(True, E, xi.N, xi.M, d, D, c, xi.kind, shared, u_pb, v_pb)

@@ -9,7 +9,7 @@ a perceptron (no bias) on those points. This module runs the whole pipeline on a
 1. :func:`sample_tensors` draws ``A ~ N(0, 1)`` of shape (E, d, D, D);
    :func:`boundary_vectors` picks the boundary vectors (see there for the eigenvector choice);
 2. :func:`ensemble_contexts` scans left/right contexts for a shared batch of sequences with a
-   leading ensemble dimension (the library's ensemble op, :func:`tnattn.ensemble.ops.contexts_ensemble`;
+   leading ensemble dimension (the library's op, :func:`tnattn.ops.contexts` on stacked tensors;
    for each member the maths of ``tnattn.reference.contexts``);
 3. :func:`features` / :func:`linear_problem` build ``G = mean f f^T + lambda2 I`` and
    ``a = mean y f`` on the training set (all ``2^3`` sequences of length 3, labels ``+-1`` from
@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from tnattn import metrics
-from tnattn.ensemble.ops import contexts_ensemble
+from tnattn.ops import contexts
 from tnattn.reference import normalize
 from tnattn.rules import elementary
 
@@ -159,7 +159,7 @@ def ensemble_contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
     """Normalised contexts for every member of an ensemble of context tensors.
 
     Member ``e`` equals ``tnattn.reference.contexts(A[e], x, boundary[e], reverse=reverse)`` (to
-    rounding); one call of :func:`tnattn.ensemble.ops.contexts_ensemble` (the fused kernels) scans all
+    rounding); one call of :func:`tnattn.ops.contexts` on stacked tensors (the fused kernels) scans all
     members and sequences.
 
     Parameters
@@ -184,7 +184,7 @@ def ensemble_contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool =
     if b.shape != (E, D):
         raise ValueError(f"boundary must have shape ({E}, {D}) or ({D},), got {tuple(boundary.shape)}")
     # The ensemble kernel scans all members and sequences at once (member e: tnattn.ops.contexts).
-    return contexts_ensemble(A, x.long(), b.to(A.dtype).contiguous(), reverse=reverse)
+    return contexts(A, x.long(), b.to(A.dtype).contiguous(), reverse=reverse)
 
 
 def rule_labels(x: Tensor, rule: int = 30) -> Tensor:

@@ -1,7 +1,7 @@
 """Ensembles: thousands of independent TN-attention students per kernel call.
 
-- :mod:`tnattn.ensemble.ops`: ``tnattn::tn_attention_ensemble`` / ``tnattn::contexts_ensemble``
-  custom ops (E parameter sets, per-member or shared batches, per-member gradients);
+- the ops over (E, ...) member stacks are those of :mod:`tnattn.ops` (``contexts_ensemble``,
+  ``tn_attention_ensemble`` and ``kernel_threads`` remain here for one release as deprecated aliases);
 - the model of E members is :class:`tnattn.models.TNAttention` built with ``seeds=[...]`` (members
   initialised exactly like ``TNAttention(..., generator=torch.Generator().manual_seed(seed))``), its
   forward pass the functions of :mod:`tnattn.models.functional`;
@@ -13,7 +13,8 @@
 - :mod:`tnattn.ensemble.stats`: grokking-time histograms, the aligned ensemble average of the test
   error with the fitted nu, D_eff around grokking, the full-protocol cost projected from a run;
 - :mod:`tnattn.ensemble.fused`: Scenario A's training step (forward, head, squared-error loss,
-  backward) as one kernel call, which the trainer takes when it applies;
+  backward) as one kernel call (the fused heads of :mod:`tnattn.ops.heads` on stacked parameters),
+  which the trainer takes when it applies;
 - :mod:`tnattn.ensemble.allstrings`: exact predictions on all d**M strings through shared
   prefix/suffix contexts (the trainer's training-error evaluation on the CPU);
 - :mod:`tnattn.ensemble.distributed`: members sharded over ``torch.distributed`` ranks.
@@ -21,7 +22,7 @@
 
 from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.distributed import MergedResult, init_distributed, load_merged, run_ensemble, shard_members
-from tnattn.ensemble.ops import contexts_ensemble, kernel_threads, tn_attention_ensemble
+from tnattn.ensemble._deprecated import contexts_ensemble, kernel_threads, tn_attention_ensemble
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
 
 __all__ = [

@@ -7,7 +7,7 @@ calls it on every group of members of every mini-batch:
     Scenario A's setting (integer symbols, one output, squared error, on the CPU): one kernel call,
     :func:`tnattn.ensemble.fused.mse_step`, does the forward pass, head, loss and backward pass.
 ``HeadStep`` (``"head"``)
-    Integer symbols with map normalisation: the ensemble op's forward pass; the head (normalise,
+    Integer symbols with map normalisation: the op's forward pass on the stacked parameters; the head (normalise,
     scale, pick the symbol's row) and the loss are differentiated by hand
     (:func:`~tnattn.models.head.symbol_head_backward`,
     :func:`~tnattn.models.head.member_losses_and_grads`), and autograd runs only the op's backward.
@@ -31,8 +31,8 @@ from torch import Tensor
 from tnattn.ensemble import fused
 from tnattn.models.functional import Params as StackedParams
 from tnattn.models.functional import logits as ensemble_logits
-from tnattn.ensemble.ops import tn_attention_ensemble
 from tnattn.models.head import member_losses_and_grads, symbol_head_backward, symbol_head_forward
+from tnattn.ops import tn_attention
 
 __all__ = ["StepResult", "FusedStep", "HeadStep", "AutogradStep", "choose_step", "STEPS"]
 
@@ -77,7 +77,7 @@ class FusedStep:
 
 @dataclass(frozen=True)
 class HeadStep:
-    """The ensemble op with the head and loss differentiated by hand (see the module docstring)."""
+    """The op (stacked) with the head and loss differentiated by hand (see the module docstring)."""
 
     trainable: Sequence[str]
     loss: str
@@ -87,7 +87,7 @@ class HeadStep:
     def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> StepResult:
         kernel_names = [n for n in self.trainable if n != "scale"]
         kernel_in = [getattr(P, n) for n in kernel_names]
-        W = tn_attention_ensemble(x, P.A_left, P.A_right, P.C, P.u, P.v)
+        W = tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v)
         logits, saved = symbol_head_forward(W.detach(), x, None if P.scale is None else P.scale.detach())
         losses, g_logits = member_losses_and_grads(logits, y, self.loss, self.activation)
         gW, g_scale = symbol_head_backward(saved, g_logits, "scale" in self.trainable)

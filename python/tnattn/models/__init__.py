@@ -12,7 +12,7 @@
 A model holds one member, or E members built with ``seeds=[...]`` whose parameters lead with E.
 """
 
-from . import _backend, functional, head
+from . import functional, head
 from ._backend import BACKENDS
 from .exact import exact_contexts, exact_local_rule, exact_rule30
 from .init import BOUNDARIES, INITS
@@ -34,4 +34,3 @@ __all__ = [
     "INITS",
 ]
 
-_backend._bind_native()  # last: the native backend's module imports tnattn.models (see _backend)

@@ -9,8 +9,8 @@ the members ((N, M) symbols, (N, M, d) embeddings) or one batch per member ((E, 
 (d, D, D), ...) are the case E = 1 and give outputs without it, as in :mod:`tnattn.ops`.
 
 ``"ops"``
-    :func:`tnattn.ensemble.ops.tn_attention_ensemble` / :func:`~tnattn.ensemble.ops.contexts_ensemble`:
-    the native custom ops (autograd-aware, the fast path; all members in one kernel call).
+    :func:`tnattn.ops.tn_attention` / :func:`tnattn.ops.contexts`: the native custom ops
+    (autograd-aware, the fast path; all members in one kernel call).
 ``"reference"``
     :func:`tnattn.reference.contexts` / :func:`tnattn.reference.tn_attention`, the plain-PyTorch
     loop over positions (the oracle), member by member.
@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .. import reference
+from .. import ops, reference
 
 __all__ = ["BACKENDS", "resolve_backend"]
 
@@ -68,26 +68,11 @@ def _backend(name: str, contexts: Callable, tn_attention: Callable) -> types.Sim
 
 
 _REGISTRY = {
+    "ops": _backend("ops", ops.contexts, ops.tn_attention),  # one op set: E members, or one model (E = 1)
     "reference": _backend("reference", *_per_member(reference.contexts, reference.tn_attention)),
     "vectorized": _backend("vectorized", *_per_member(reference.contexts_vectorized, reference.tn_attention_vectorized)),
 }
-BACKENDS = ("ops", *_REGISTRY)
-
-
-def _bind_native() -> None:
-    """Register ``"ops"``. Transitional: the stacked ops live in :mod:`tnattn.ensemble.ops`, whose
-    package imports :mod:`tnattn.models`, so they are bound once ``tnattn.models`` has loaded (the
-    last line of its ``__init__``)."""
-    from .. import ops
-    from ..ensemble.ops import contexts_ensemble, tn_attention_ensemble
-
-    def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
-        return (ops.contexts if A.dim() == 3 else contexts_ensemble)(A, x, boundary, reverse=reverse)
-
-    def tn_attention(x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
-        return (ops.tn_attention if A_left.dim() == 3 else tn_attention_ensemble)(x, A_left, A_right, C, u, v)
-
-    _REGISTRY["ops"] = _backend("ops", contexts, tn_attention)
+BACKENDS = tuple(_REGISTRY)
 
 
 def resolve_backend(name: str) -> types.SimpleNamespace:

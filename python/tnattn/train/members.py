@@ -559,13 +559,13 @@ class StackedMembers:
 
     @torch.no_grad()
     def probe_points(self, sel: np.ndarray, probe: Tensor) -> np.ndarray:
-        from tnattn.ensemble.ops import contexts_ensemble
+        from tnattn.ops import contexts
 
         # D_eff uses the left context of the middle site only, which depends on the symbols before
         # it: scanning that prefix gives the same values for a quarter of the work of both scans.
         Ps = self._select(sel)
         mid = probe.shape[-1] // 2
-        L = contexts_ensemble(Ps.A_left, probe[..., : mid + 1], Ps.u)
+        L = contexts(Ps.A_left, probe[..., : mid + 1], Ps.u)
         return L[:, :, mid].double().cpu().numpy()
 
     @torch.no_grad()

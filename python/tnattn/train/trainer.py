@@ -961,7 +961,7 @@ class Trainer:
         RunDirectoryError, RunLockedError
             See above.
         """
-        from tnattn.ensemble.ops import kernel_threads
+        from tnattn.ops import kernel_threads
 
         old_threads = torch.get_num_threads()
         if self.elementwise_threads is not None:
