@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from tnattn.data import all_sequences
     from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction
-    from tnattn.models.functional import Params as StackedParams
+    from tnattn.models.functional import Params
     from tnattn.models.functional import predict as ensemble_predict
     from tnattn.ops import kernel_threads
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return torch.randn(*shape, generator=g, dtype=dtype).to(dev)
 
     A = r(E, d, D, D)
-    P = StackedParams(A, A, r(E, d, D, D, 1), r(E, D), r(E, D), r(E))
+    P = Params(A, A, r(E, d, D, D, 1), r(E, D), r(E, D), r(E))
     x = all_sequences(M, d).to(dev)
     y = torch.randint(0, 2, tuple(x.shape), generator=g).to(dev)
     chunks = [None] if args.chunk is None else [int(c) for c in args.chunk.split(",")]

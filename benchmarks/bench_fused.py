@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from tnattn.bench.machine import machine_header
     from tnattn.ensemble.fused import count_wrong, mse_step
-    from tnattn.models.functional import Params as StackedParams
+    from tnattn.models.functional import Params
     from tnattn.models.functional import positive as ensemble_positive
     from tnattn.models.head import symbol_head_backward, symbol_head_forward
     from tnattn.ops import kernel_threads, tn_attention
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# E={E} N={N} M={M} D={D} d=2 c=1 float32, threads {args.threads}, min of {args.repeats}")
     g = torch.Generator().manual_seed(0)
     rnd = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    P = StackedParams(rnd(E, 2, D, D), rnd(E, 2, D, D), rnd(E, 2, D, D, 1), rnd(E, D), rnd(E, D), rnd(E))
+    P = Params(rnd(E, 2, D, D), rnd(E, 2, D, D), rnd(E, 2, D, D, 1), rnd(E, D), rnd(E, D), rnd(E))
     x = torch.randint(0, 2, (E, N, M), generator=g)
     y = torch.randint(0, 2, (E, N, M), generator=g).bool()
     leaves = [t.clone().requires_grad_() for t in (P.A_left, P.A_right, P.C, P.u, P.v)]

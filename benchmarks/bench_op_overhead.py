@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import tnattn
     from tnattn.ensemble.fused import count_wrong, mse_step
-    from tnattn.ensemble.model import StackedParams
+    try:
+        from tnattn.models.functional import Params as StackedParams
+    except ImportError:  # before the one-world redesign
+        from tnattn.ensemble.model import StackedParams
 
     torch.set_num_threads(1)
     contexts_stacked, tn_attention_stacked = _stacked_ops()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tnattn.data import all_sequences
 from tnattn.ensemble.allstrings import all_strings_predict, all_strings_wrong_fraction, is_all_strings
 from tnattn.ensemble.evaluators import AllStrings, Chunked, FusedCount, choose_evaluator
-from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import Params
 from tnattn.models.functional import logits as ensemble_logits
 from tnattn.models.functional import predict as ensemble_predict
 
@@ -31,7 +31,7 @@ def make_params(seed, E, d, D, c=1, *, shared=False, scale="mixed", dtype=torch.
             s = -s
         elif scale == "mixed":
             s[1::2] = -s[1::2]
-    return StackedParams(A, AR, C, u, v, s)
+    return Params(A, AR, C, u, v, s)
 
 
 def kernel_predict(P, M, d, normalize_map):
@@ -93,7 +93,7 @@ def test_float64_equals_kernel_random(seed, M, d, D, c, E, shared, normalize_map
 def test_shared_A_right_none_and_per_member_boundaries():
     P = make_params(7, 3, 2, 4, shared=True)
     want = kernel_predict(P, 6, 2, True)
-    P_none = StackedParams(P.A_left, None, P.C, P.u, P.v, P.scale)
+    P_none = Params(P.A_left, None, P.C, P.u, P.v, P.scale)
     assert torch.equal(all_strings_predict(P_none, 6, normalize_map=True), want)
     # member 1 alone: its own boundaries, not member 0's
     P1 = P.select(torch.tensor([1]))
@@ -144,7 +144,7 @@ def test_float32_mismatches_only_at_the_decision_boundary():
     (benchmarks/bench_allstrings.py prints the count at E = 1024: a few per 10**7 sites at most)."""
     M, d, D, E = 10, 2, 10, 8
     P64 = make_params(21, E, d, D, scale="mixed")
-    P32 = StackedParams(*(None if t is None else t.float() for t in (P64.A_left, P64.A_right, P64.C, P64.u, P64.v, P64.scale)))
+    P32 = Params(*(None if t is None else t.float() for t in (P64.A_left, P64.A_right, P64.C, P64.u, P64.v, P64.scale)))
     got = all_strings_predict(P32, M, normalize_map=True)
     want = kernel_predict(P32, M, d, True)
     diff = got != want
@@ -236,7 +236,7 @@ def test_bad_arguments():
         all_strings_predict((P.A_left,), 4, normalize_map=True)
     with pytest.raises(ValueError, match="too many"):
         all_strings_predict(P, 40, normalize_map=True)
-    bad = StackedParams(P.A_left, P.A_right, P.C, P.u.unsqueeze(1).expand(2, 16, 3), P.v, P.scale)
+    bad = Params(P.A_left, P.A_right, P.C, P.u.unsqueeze(1).expand(2, 16, 3), P.v, P.scale)
     with pytest.raises(ValueError, match="P.u must have shape"):
         all_strings_predict(bad, 4, normalize_map=True)
 
@@ -286,7 +286,7 @@ def test_cuda_equals_kernel(c):
     assert got.device.type == "cuda"
     assert torch.equal(got, kernel_predict(P, 10, 2, True))
     y = torch.randint(0, 2, (1024, 10), generator=torch.Generator().manual_seed(0))
-    P_cpu = StackedParams(*(t.cpu() for t in (P.A_left, P.A_right, P.C, P.u, P.v, P.scale)))
+    P_cpu = Params(*(t.cpu() for t in (P.A_left, P.A_right, P.C, P.u, P.v, P.scale)))
     np.testing.assert_array_equal(
         all_strings_wrong_fraction(P, 10, y.cuda(), normalize_map=True),
         all_strings_wrong_fraction(P_cpu, 10, y, normalize_map=True),

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tnattn.ensemble.fused import mse_step, supports
-from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import Params
 from tnattn.models.head import symbol_head_backward, symbol_head_forward
 from tnattn.ops import tn_attention
 from tnattn.models.head import member_losses_and_grads
@@ -26,7 +26,7 @@ def make(E, N, M, d, D, *, dtype=F64, seed=0, shared_x=False, shared_A=False, sc
     AL = rnd(E, d, D, D)
     AR = AL if shared_A else rnd(E, d, D, D)
     b = (E, N, D) if per_batch else (E, D)
-    P = StackedParams(AL, AR, rnd(E, d, D, D, 1), rnd(*b), rnd(*b), rnd(E) if scale else None)
+    P = Params(AL, AR, rnd(E, d, D, D, 1), rnd(*b), rnd(*b), rnd(E) if scale else None)
     xs = (N, M) if shared_x else (E, N, M)
     x = torch.randint(0, d, xs, generator=g)
     y = torch.randint(0, 2, (E, N, M), generator=g).bool()
@@ -98,7 +98,7 @@ def test_maps_whose_squared_norm_leaves_the_range_match_the_scale_safe_head(dtyp
     # the normalised head is invariant under that, and the unfused head (the trainer's torch path,
     # rescaled by the largest entry) is the oracle. Before the fix the fused head returned 0 (or inf).
     x, y, P = make(2, 9, 5, 2, 6, dtype=dtype, seed=4)
-    P = StackedParams(P.A_left, P.A_right, P.C * factor, P.u, P.v, P.scale)
+    P = Params(P.A_left, P.A_right, P.C * factor, P.u, P.v, P.scale)
     got_l, got_w, got_g = mse_step(x, y, P, activation="sigmoid", normalize_map=True)
     want_l, want_w, want_g = unfused(x, y, P, "sigmoid", True)
     assert torch.isfinite(got_l).all() and all(torch.isfinite(g).all() for g in got_g.values())
@@ -130,7 +130,7 @@ def test_random_shapes(E, N, M, d, D, seed, sig, norm):
 
 def test_zero_boundary_gives_zero_maps_and_finite_gradients():
     x, y, P = make(2, 5, 4, 2, 3, seed=3)
-    P = StackedParams(P.A_left, P.A_right, P.C, torch.zeros_like(P.u), P.v, P.scale)
+    P = Params(P.A_left, P.A_right, P.C, torch.zeros_like(P.u), P.v, P.scale)
     losses, wrong, g = mse_step(x, y, P)
     # every map is exactly 0: logit 0, sigmoid 1/2, residual -+1/2 -> mean loss 1/4, all predictions 0
     torch.testing.assert_close(losses, torch.full((2,), 0.25, dtype=F64))
@@ -150,7 +150,7 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="activation"):
         mse_step(x, y, P, activation="tanh")
     with pytest.raises(ValueError, match="c = 1"):
-        mse_step(x, y, StackedParams(P.A_left, P.A_right, torch.cat([P.C, P.C], -1), P.u, P.v, P.scale))
+        mse_step(x, y, Params(P.A_left, P.A_right, torch.cat([P.C, P.C], -1), P.u, P.v, P.scale))
     with pytest.raises(ValueError):  # empty batch
         mse_step(x[:, :0], y[:, :0], P)
     with pytest.raises(ValueError, match="integer symbols"):
@@ -189,7 +189,7 @@ def test_count_wrong_matches_positive_predictions(dtype, shared_x, normalize_map
     from tnattn.models.functional import positive as ensemble_positive
 
     x, y, P = make(4, 19, 7, 2, 10, dtype=dtype, seed=5, shared_x=shared_x)  # a full and a partial block
-    P = StackedParams(P.A_left, P.A_right, P.C, P.u, P.v, P.scale * torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=dtype))
+    P = Params(P.A_left, P.A_right, P.C, P.u, P.v, P.scale * torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=dtype))
     y = y[0] if shared_x else y
     pos = ensemble_positive(P, x, normalize_map=normalize_map)
     want = (pos != y).flatten(1).sum(1).double()
@@ -264,7 +264,7 @@ def test_the_three_step_strategies_agree(activation):
     x, y, P = make(3, 6, 7, 2, 4, dtype=F64, seed=11)
     names = ("A_left", "A_right", "C", "u", "v", "scale")
     leaves = {n: getattr(P, n).detach().clone().requires_grad_() for n in names}
-    P = StackedParams(**leaves)
+    P = Params(**leaves)
     member_loss = torch.vmap(lambda z, t: compute_loss(z, t, "mse", activation))
     results = [FusedStep(names, activation, True)(P, x, y), HeadStep(names, "mse", activation)(P, x, y),
                AutogradStep(names, True, member_loss)(P, x, y)]  # fmt: skip

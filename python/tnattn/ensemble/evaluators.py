@@ -29,9 +29,8 @@ from torch import Tensor
 
 from tnattn.ensemble import fused
 from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
-from tnattn.models.functional import Params as StackedParams
-from tnattn.models.functional import positive as ensemble_positive
-from tnattn.models.functional import predict as ensemble_predict
+from tnattn.models.functional import Params
+from tnattn.models.functional import positive, predict
 
 __all__ = ["FusedCount", "Chunked", "AllStrings", "choose_evaluator", "choose_train_evaluator", "EVAL_ELEMENTS"]
 
@@ -48,7 +47,7 @@ class FusedCount:
     name: str = "fused count"
 
     @torch.no_grad()
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> np.ndarray:
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> np.ndarray:
         N, M = x.shape[-2], x.shape[-1]
         return (fused.count_wrong(x, y, P, normalize_map=self.normalize_map) / (N * M)).numpy()
 
@@ -63,7 +62,7 @@ class Chunked:
     name: str = "chunked"
 
     @torch.no_grad()
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> np.ndarray:
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> np.ndarray:
         E = P.E
         N, M = x.shape[-2], x.shape[-1]
         per_seq = M * self.d * self.c
@@ -80,11 +79,11 @@ class Chunked:
                     xc, yc = x[rows, n0 : n0 + n_chunk], y[rows, n0 : n0 + n_chunk]
                 if self.c == 1 and not xc.is_floating_point():  # booleans: no int64 predictions
                     one = yc if yc.dtype == torch.bool else yc == 1
-                    bad = ensemble_positive(Pm, xc, normalize_map=self.normalize_map) != one
+                    bad = positive(Pm, xc, normalize_map=self.normalize_map) != one
                     if yc.dtype != torch.bool:
                         bad |= (yc != 0) & ~one  # pred is 0 or 1: any other label is wrong
                 else:
-                    bad = ensemble_predict(Pm, xc, normalize_map=self.normalize_map) != yc
+                    bad = predict(Pm, xc, normalize_map=self.normalize_map) != yc
                 wrong[m0 : m0 + len(rows)] += bad.flatten(1).sum(1).double().cpu()
         return (wrong / (N * M)).numpy()
 
@@ -99,7 +98,7 @@ class AllStrings:
     name: str = "all-strings trie"
 
     @torch.no_grad()
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> np.ndarray:
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> np.ndarray:
         return all_strings_wrong_fraction(P, self.M, y, normalize_map=self.normalize_map)
 
 

@@ -1,4 +1,4 @@
-"""Scenario A's fused training step and wrong-site count on :class:`StackedParams`.
+"""Scenario A's fused training step and wrong-site count on :class:`Params`.
 
 Thin adapters from a model's stacked parameters to the fused heads of :func:`tnattn.ops.tn_attention`
 (:class:`tnattn.ops.SquaredErrorStep`, :class:`tnattn.ops.WrongSiteCount`; see
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tnattn.models.functional import Params as StackedParams
+from tnattn.models.functional import Params
 from tnattn.ops import SquaredErrorStep, WrongSiteCount, tn_attention
 from tnattn.ops.heads import PARAM_NAMES, fused_heads_available
 
 __all__ = ["mse_step", "count_wrong", "supports", "PARAM_NAMES"]
 
 
-def supports(x: Tensor, P: StackedParams, *, loss: str, activation: str) -> bool:
+def supports(x: Tensor, P: Params, *, loss: str, activation: str) -> bool:
     """True when :func:`mse_step` handles this batch and model (see :mod:`tnattn.ops.heads`)."""
     return (
         fused_heads_available()
@@ -32,7 +32,7 @@ def supports(x: Tensor, P: StackedParams, *, loss: str, activation: str) -> bool
 def mse_step(
     x: Tensor,
     y: Tensor,
-    P: StackedParams,
+    P: Params,
     *,
     activation: str = "sigmoid",
     normalize_map: bool = True,
@@ -47,7 +47,7 @@ def mse_step(
     return tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v, head=head)  # a StepResult: (losses, wrong, grads)
 
 
-def count_wrong(x: Tensor, y: Tensor, P: StackedParams, *, normalize_map: bool = True) -> Tensor:
+def count_wrong(x: Tensor, y: Tensor, P: Params, *, normalize_map: bool = True) -> Tensor:
     """Wrongly predicted sites per member, shape (E,), float64, in one forward kernel call.
 
     ``tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v, head=WrongSiteCount(y, P.scale, ...))``

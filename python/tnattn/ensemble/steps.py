@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from tnattn.ensemble import fused
-from tnattn.models.functional import Params as StackedParams
-from tnattn.models.functional import logits as ensemble_logits
+from tnattn.models import functional
+from tnattn.models.functional import Params
 from tnattn.models.head import member_losses_and_grads, symbol_head_backward, symbol_head_forward
 from tnattn.ops import tn_attention
 
@@ -68,7 +68,7 @@ class FusedStep:
     normalize_map: bool
     name: str = "fused"
 
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> StepResult:
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> StepResult:
         needs = tuple(n in self.trainable for n in fused.PARAM_NAMES)
         losses, wrong, got = fused.mse_step(x, y, P, activation=self.activation, normalize_map=self.normalize_map,
                                             needs=needs)  # fmt: skip
@@ -84,7 +84,7 @@ class HeadStep:
     activation: str
     name: str = "head"
 
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> StepResult:
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> StepResult:
         kernel_names = [n for n in self.trainable if n != "scale"]
         kernel_in = [getattr(P, n) for n in kernel_names]
         W = tn_attention(x, P.A_left, P.A_right, P.C, P.u, P.v)
@@ -106,8 +106,8 @@ class AutogradStep:
     member_loss: Callable[[Tensor, Tensor], Tensor]
     name: str = "autograd"
 
-    def __call__(self, P: StackedParams, x: Tensor, y: Tensor) -> StepResult:
-        logits = ensemble_logits(P, x, normalize_map=self.normalize_map)
+    def __call__(self, P: Params, x: Tensor, y: Tensor) -> StepResult:
+        logits = functional.logits(P, x, normalize_map=self.normalize_map)
         ye = y if y.dim() == 3 else y.expand(P.E, *y.shape)
         losses = self.member_loss(logits, ye)
         got = dict(zip(self.trainable, torch.autograd.grad(losses.sum(), [getattr(P, n) for n in self.trainable])))
@@ -118,7 +118,7 @@ class AutogradStep:
 STEPS = {"fused": FusedStep, "head": HeadStep, "autograd": AutogradStep}
 
 
-def choose_step(x: Tensor, P: StackedParams, *, trainable: Sequence[str], loss: str, activation: str,
+def choose_step(x: Tensor, P: Params, *, trainable: Sequence[str], loss: str, activation: str,
                 normalize_map: bool, member_loss: Callable[[Tensor, Tensor], Tensor]):
     """The fastest strategy that handles a run whose batches look like ``x`` and whose parameters
     look like ``P`` (symbols or embeddings, device, number of outputs), for its loss, activation
