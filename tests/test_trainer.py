@@ -284,3 +284,26 @@ def test_snapshot_restore_of_a_stacked_member_reverts_only_that_member():
     # epoch 3's batches: it differs from the plain run's epoch 3
     np.testing.assert_array_equal(loss_a[1, :2], loss_b[1, :2])
     assert loss_a[1, 2] != loss_b[1, 2]
+
+
+class _BatchLosses(Callback):
+    def __init__(self):
+        self.calls = []
+
+    def on_batch_end(self, trainer, epoch, batch_index, loss):
+        self.calls.append((trainer.member, epoch, batch_index, loss))
+
+
+def test_batch_hooks_get_each_members_step_loss():
+    cfg = TrainConfig(**{**TINY, "max_epochs": 2}, dtype="float64")
+    rec = _BatchLosses()
+    res = Trainer(cfg, [0, 1], callbacks=[rec]).fit()
+    n_batches = -(-64 // cfg.batch_size)  # all 2**6 strings
+    assert len(rec.calls) == 2 * 2 * n_batches
+    for e in (0, 1):
+        for epoch in (1, 2):
+            losses = [c[3] for c in rec.calls if c[0] == e and c[1] == epoch]
+            assert [c[2] for c in rec.calls if c[0] == e and c[1] == epoch] == list(range(n_batches))
+            # the epoch's loss is the site-weighted mean of its batches' losses (batches of 16 equal
+            # sequences cropped to one length each: weights are the crop lengths, so bound it)
+            assert min(losses) <= res.history.column("loss")[e, epoch - 1] <= max(losses)

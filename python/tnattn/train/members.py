@@ -196,7 +196,7 @@ class ModuleMember:
         self.optimizer.load_state_dict(_clone(snapshot["optimizer"]))
 
     # -- one epoch -----------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, mult: float, on_batch: Callable[[int, float], None]) -> dict:
+    def train_epoch(self, epoch: int, mult: float, on_batch: Optional[Callable[[int, list], None]] = None) -> dict:
         cfg = self.config
         lam1, lam2 = cfg.l1 * mult, cfg.l2 * mult
         self.model.train()
@@ -233,7 +233,8 @@ class ModuleMember:
                 wrong += int((_predict_from_logits(logits) != y).sum())
             sites += n
             n_batches += 1
-            on_batch(b, loss_value)
+            if on_batch is not None:
+                on_batch(b, [loss_value])
         if n_batches == 0:
             raise ValueError("the batches iterable yielded no batch")
         self.train_seconds += time.perf_counter() - t0
@@ -283,6 +284,9 @@ class ModuleMember:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        if "rng" not in state:
+            raise ValueError("this checkpoint holds stacked members (written by Trainer(config, seeds) or tnattn.train.train); "
+                             "resume it with the same kind of trainer")  # fmt: skip
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"]["torch"])
@@ -506,7 +510,7 @@ class StackedMembers:
         wrong, sites = torch.zeros(Ea, **f64), torch.zeros(Ea, **f64)
         n_batches = 0
         t0 = time.perf_counter()
-        for groups in self.batches.epoch(ids.tolist()):
+        for b, groups in enumerate(self.batches.epoch(ids.tolist())):
             # every member is in exactly one group per step, so every row of every gradient is written
             grads = {n: torch.empty_like(getattr(P, n)) for n in self.trainable}
             records = [self._group_step(P, grp, Ea, grads) for grp in groups]
@@ -527,6 +531,11 @@ class StackedMembers:
                     pen_sum += pen.double()
                 grad_sum += gnorm
             n_batches += 1
+            if on_batch is not None:  # per-batch hooks: each member's data loss of this step (a host sync)
+                step_loss = torch.empty(Ea, dtype=torch.float64, device=self.device)
+                for rows, losses, _, _ in records:
+                    step_loss.index_copy_(0, rows, losses.double())
+                on_batch(b, step_loss.tolist())
         self.train_seconds += time.perf_counter() - t0
         sites = sites.cpu()
         self.train_sites += int(sites.sum())
@@ -593,7 +602,32 @@ class StackedMembers:
             "generators": self.batches.state(),
         }
 
+    def _from_module_state(self, state: dict) -> dict:
+        """A single run's checkpoint as tnattn <= 0.1 wrote it (a module's ``state_dict``, a
+        ``torch.optim`` state, the data generator under ``rng``) in this class's layout: the same
+        numbers with a member dimension of 1 (the stacked optimisers reproduce ``torch.optim``)."""
+        if self.E != 1:
+            raise ValueError(f"a single run's checkpoint resumes one member, not {self.E}")
+        model = {n: state["model"][n].reshape(1, *state["model"][n].shape) for n in self.param_names}
+        group = state["optimizer"]["param_groups"][0]
+        lr = torch.tensor([float(group["lr"])], dtype=torch.float64)
+        if self.config.optimizer == "adam":
+            per = [state["optimizer"]["state"].get(i, {}) for i in group["params"]]
+            if len(per) != len(self.trainable):
+                raise ValueError(f"the checkpoint's optimiser holds {len(per)} parameters, the model trains {len(self.trainable)}")
+            steps = float(per[0]["step"]) if per and "step" in per[0] else 0.0
+            moment = lambda key, n: per[k][key].reshape(1, *per[k][key].shape) if key in per[k] else torch.zeros_like(model[n])  # noqa: E731
+            optimizer = {"kind": "adam", "lr": lr, "steps": torch.tensor([steps], dtype=torch.float64),
+                         "betas": [float(x) for x in group["betas"]], "eps": float(group["eps"]),
+                         "exp_avg": [moment("exp_avg", n) for k, n in enumerate(self.trainable)],
+                         "exp_avg_sq": [moment("exp_avg_sq", n) for k, n in enumerate(self.trainable)]}  # fmt: skip
+        else:
+            optimizer = {"kind": "gd", "lr": lr}
+        return {**state, "model": model, "optimizer": optimizer, "generators": [state["rng"]["generators"]["data"]]}
+
     def load_state_dict(self, state: dict) -> None:
+        if "rng" in state:  # a single run's checkpoint of tnattn <= 0.1
+            state = self._from_module_state(state)
         if not torch.equal(state["optimizer"]["lr"], self.lr):
             raise ValueError("cannot resume: the checkpoint has different per-member learning rates")
         with torch.no_grad():

@@ -821,7 +821,7 @@ class Trainer:
         bookkeeping); returns the batch-averaged measurements, arrays over the active members."""
         if getattr(self.members, "_work", None) is None:
             self.members.gather(self.active)
-        return self.members.train_epoch(epoch, self.schedule(epoch), lambda b, loss: None)
+        return self.members.train_epoch(epoch, self.schedule(epoch))
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
@@ -961,8 +961,6 @@ class Trainer:
         RunDirectoryError, RunLockedError
             See above.
         """
-        from tnattn.ops import kernel_threads
-
         old_threads = torch.get_num_threads()
         if self.elementwise_threads is not None:
             torch.set_num_threads(self.elementwise_threads)
@@ -974,7 +972,9 @@ class Trainer:
             self.observers.append(logger)
         try:
             with contextlib.ExitStack() as stack:
-                if self.kernel_threads is not None:
+                if self.kernel_threads is not None:  # stacked members (a module runs on torch's threads)
+                    from tnattn.ops import kernel_threads
+
                     stack.enter_context(kernel_threads(self.kernel_threads))
                 if self.run_dir is not None:
                     stack.enter_context(lock_directory(self.run_dir, self.files.lock_what))
@@ -1030,7 +1030,12 @@ class Trainer:
         cfg, M = self.config, self.members
         ids = M.ids
         self._call(ids, "on_epoch_start", epoch)
-        on_batch = (lambda b, loss: self._call(ids, "on_batch_end", epoch, b, loss)) if self._batch_hooks else (lambda b, loss: None)
+        on_batch = None
+        if self._batch_hooks:
+            def on_batch(b, losses):
+                for e, loss in zip(ids, losses):
+                    for cb in self._hooks[e]:
+                        cb.on_batch_end(self._views[e], epoch, b, loss)
         row = M.train_epoch(epoch, self.schedule(epoch), on_batch)
         row.update(self.evaluate(epoch))
         if row["train_error"] is None:
