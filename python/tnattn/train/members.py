@@ -254,6 +254,11 @@ class ModuleMember:
         self.model.eval()
         return np.array([evaluate_error(self.model, data, self.device)] if sel.size else [])
 
+    def final_error(self, e: int, data: LabelledSet) -> float:
+        """Error of the member's current parameters on ``data``."""
+        self.model.eval()
+        return evaluate_error(self.model, data, self.device)
+
     @torch.no_grad()
     def probe_points(self, sel: np.ndarray, probe: Tensor) -> Optional[np.ndarray]:
         """(len(sel), P, D) float64 left contexts at the middle site of the probe, or None."""
@@ -567,6 +572,12 @@ class StackedMembers:
         return self.evaluator(self._select(sel), data.x, data.y)
 
     @torch.no_grad()
+    def final_error(self, e: int, data: LabelledSet) -> float:
+        """Error of member ``e``'s current parameters on ``data`` (also after it left the working set)."""
+        self.scatter()
+        return float(self.evaluator(self.model.stacked([e]), data.x, data.y)[0])
+
+    @torch.no_grad()
     def probe_points(self, sel: np.ndarray, probe: Tensor) -> np.ndarray:
         from tnattn.ops import contexts
 
@@ -616,11 +627,13 @@ class StackedMembers:
             if len(per) != len(self.trainable):
                 raise ValueError(f"the checkpoint's optimiser holds {len(per)} parameters, the model trains {len(self.trainable)}")
             steps = float(per[0]["step"]) if per and "step" in per[0] else 0.0
-            moment = lambda key, n: per[k][key].reshape(1, *per[k][key].shape) if key in per[k] else torch.zeros_like(model[n])  # noqa: E731
+            def moment(key: str) -> list:
+                return [per[k][key].reshape(1, *per[k][key].shape) if key in per[k] else torch.zeros_like(model[n])
+                        for k, n in enumerate(self.trainable)]  # fmt: skip
+
             optimizer = {"kind": "adam", "lr": lr, "steps": torch.tensor([steps], dtype=torch.float64),
                          "betas": [float(x) for x in group["betas"]], "eps": float(group["eps"]),
-                         "exp_avg": [moment("exp_avg", n) for k, n in enumerate(self.trainable)],
-                         "exp_avg_sq": [moment("exp_avg_sq", n) for k, n in enumerate(self.trainable)]}  # fmt: skip
+                         "exp_avg": moment("exp_avg"), "exp_avg_sq": moment("exp_avg_sq")}  # fmt: skip
         else:
             optimizer = {"kind": "gd", "lr": lr}
         return {**state, "model": model, "optimizer": optimizer, "generators": [state["rng"]["generators"]["data"]]}

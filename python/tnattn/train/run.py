@@ -26,7 +26,7 @@ from tnattn.train.checkpoint import (
     remove_checkpoint,
 )
 from tnattn.train.config import TrainConfig
-from tnattn.train.trainer import Trainer, TrainResult
+from tnattn.train.trainer import SingleRunFiles, Trainer, TrainResult
 
 __all__ = ["train", "default_run_dir", "load_run_config", "holds_run", "remove_run_files", "RUN_FILES"]
 
@@ -58,6 +58,9 @@ def _check_epochs(trained: int, config: TrainConfig, where: Path) -> None:
 
 def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a TN-attention student as described by ``config``; write the run directory.
+
+    The run is the E = 1 case of :class:`Trainer`: ``Trainer(config, [config.seed])`` with the
+    single run's directory layout (:class:`~tnattn.train.trainer.SingleRunFiles`).
 
     Parameters
     ----------
@@ -122,11 +125,6 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainRe
         # How this call treats the directory is not part of the run: the saved config never
         # carries overwrite, so resuming it later is not a contradiction.
         config = dataclasses.replace(config, out=str(run_dir), overwrite=False)
-        model_seed, data_seed = split_seed(config.seed)
-        teacher = build_teacher(config)
-        problem = build_problem(config, generator=torch.Generator().manual_seed(data_seed), teacher=teacher)
-        model = build_model(config, teacher, generator=torch.Generator().manual_seed(model_seed), device=device)
-        test_sets = {m: s.to(device) for m, s in problem.test_sets.items()}
         from tnattn import __version__
 
         # The saved config describes the run, not this call: it never carries resume or overwrite,
@@ -140,12 +138,25 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> TrainRe
             logger = make_logger(config.logger, run_dir / "logs", config=config.to_dict())
             callbacks = [*callbacks, logger]
         try:
-            trainer = Trainer.from_model(model, problem.batches, config, train_set=problem.train_set.to(device),
-                                         test_sets=test_sets, run_dir=run_dir, callbacks=callbacks, device=device)
-            return trainer.fit(resume_from=state).run(0)
+            return _trainer(config, run_dir, callbacks, device).fit(resume_from=state).run(0)
         finally:
             if logger is not None:
                 logger.close()
+
+
+def _trainer(config: TrainConfig, run_dir: Path, callbacks: Sequence[Callback], device) -> Trainer:
+    """The run as one member (E = 1) of :class:`Trainer`; the plain-PyTorch backends (``backend``
+    other than ``"ops"``, which the stacked members always use) train the module itself."""
+    if config.backend == "ops":
+        return Trainer(config, [config.seed], run_dir=run_dir, callbacks=callbacks, device=device,
+                       run_files=SingleRunFiles())  # fmt: skip
+    model_seed, data_seed = split_seed(config.seed)
+    teacher = build_teacher(config)
+    problem = build_problem(config, generator=torch.Generator().manual_seed(data_seed), teacher=teacher)
+    model = build_model(config, teacher, generator=torch.Generator().manual_seed(model_seed), device=device)
+    return Trainer.from_model(model, problem.batches, config, train_set=problem.train_set.to(device), device=device,
+                              test_sets={m: s.to(device) for m, s in problem.test_sets.items()}, run_dir=run_dir,
+                              callbacks=callbacks)  # fmt: skip
 
 
 def remove_run_files(run_dir: str | os.PathLike) -> None:

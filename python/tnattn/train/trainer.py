@@ -359,7 +359,7 @@ class SingleRunFiles:
         errors = {}
         for m, s in tr.test_sets.items():  # of the final model: from the last row if measured there, else now
             value = last.get(f"test_error_{m}", math.nan)
-            errors[str(m)] = value if not math.isnan(value) else float(tr.members.test_error(np.zeros(1, dtype=np.int64), s)[0])
+            errors[str(m)] = value if not math.isnan(value) else tr.members.final_error(0, s)
         t_train, t_eps = _time(tr.t_train[0]), _time(tr.t_eps[0])
         M = tr.members
         return {
@@ -568,6 +568,9 @@ class Trainer:
         :mod:`tnattn.loggers`. ``config.logger`` adds one writing into ``run_dir/logs``.
     on_epoch : callable, optional
         ``on_epoch(trainer, epoch)`` after every epoch (after any checkpoint of that epoch).
+    run_files : SingleRunFiles or MembersRunFiles, optional
+        The run directory's layout (default :class:`MembersRunFiles`; :func:`tnattn.train.train`
+        passes :class:`SingleRunFiles` for its one member).
     kernel_threads : int, optional
         Threads of the fused kernels during :meth:`fit` (default ``config.threads``, or torch's
         thread count when that is 0).
@@ -602,6 +605,7 @@ class Trainer:
         on_epoch: Optional[Callable] = None,
         kernel_threads: Optional[int] = None,
         elementwise_threads: Optional[int] = 1,
+        run_files: "SingleRunFiles | MembersRunFiles | None" = None,
         **legacy,
     ):
         if isinstance(config, torch.nn.Module):
@@ -639,7 +643,11 @@ class Trainer:
         self.data_seed = seeds[0] if data_seed is None else int(data_seed)
         members = StackedMembers(config, seeds, lrs, l1s, l2s, shared_data=bool(shared_data), data_seed=self.data_seed,
                                  device=device)  # fmt: skip
-        self._setup(members, config, members.test_sets, run_dir, callbacks, MembersRunFiles(), on_epoch,
+        if run_files is None:
+            run_files = MembersRunFiles()
+        elif isinstance(run_files, SingleRunFiles) and E != 1:
+            raise ValueError(f"run_files: a single run's files hold one member, not {E}")
+        self._setup(members, config, members.test_sets, run_dir, callbacks, run_files, on_epoch,
                     (kernel_threads, elementwise_threads))  # fmt: skip
 
     @classmethod
