@@ -44,6 +44,30 @@ def test_minibatches_reproducible_from_seed():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
 
 
+@pytest.mark.parametrize("crop, batch", [((4, 8), 32), (None, 32), ((3, 5), None)])
+def test_minibatches_make_the_pre_redesign_draws_in_order(crop, batch):
+    # The random draws of tnattn 0.1's MiniBatches, written out: per epoch a permutation, then per
+    # batch the crop length and one offset per sequence (random_crops), all from the one generator;
+    # a float32 run's trajectory depends on this order.
+    rule, x = elementary(30), all_sequences(8)
+    got = MiniBatches(x, rule, batch, crop, torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    for epoch in range(2):
+        want = []
+        if crop is None and batch is None:
+            want.append(x)
+        else:
+            order = torch.randperm(len(x), generator=g)
+            for start in range(0, len(x), batch or len(x)):
+                xb = x[order[start : start + (batch or len(x))]]
+                want.append(xb if crop is None else random_crops(xb, *crop, generator=g))
+        batches = list(got)
+        assert len(batches) == len(want)
+        for b, w in zip(batches, want):
+            assert torch.equal(b.x, w) and torch.equal(b.y, rule(w))
+    assert torch.equal(got.generator.get_state(), g.get_state())
+
+
 def test_test_sets_and_site_error():
     sets = make_test_sets(elementary(30), lengths=(50, 7), n=20)
     assert set(sets) == {50, 7} and sets[50].x.shape == (20, 50)

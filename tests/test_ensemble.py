@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnattn.data import MiniBatches, all_sequences, random_sequences
-from tnattn.ensemble.data import EnsembleBatches
+from tnattn.data import MemberBatches, MiniBatches, all_sequences, random_sequences
 from tnattn.ensemble.optim import StackedAdam, StackedSGD
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram
 from tnattn.models import TNAttention
@@ -58,7 +57,7 @@ def _one_thread():
 )  # fmt: skip
 def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_member, tables, label_dtype, monkeypatch):
     if not tables:  # crops gathered and labelled by the teacher every batch, as for large training sets
-        monkeypatch.setattr("tnattn.ensemble.data._TABLE_ELEMENTS", 0)
+        monkeypatch.setattr("tnattn.data._TABLE_ELEMENTS", 0)
     rule = elementary(30)
     if per_member:
         xs = [random_sequences(13, 6, generator=torch.Generator().manual_seed(100 + e)) for e in range(3)]
@@ -67,7 +66,7 @@ def test_ensemble_batches_equal_minibatches_of_each_member(crop, batch, per_memb
         x = all_sequences(6)[:23]
         xs = [x] * 3
     seeds = (1, 2, 3)
-    eb = EnsembleBatches(x, rule, batch, crop, [torch.Generator().manual_seed(s) for s in seeds], label_dtype=label_dtype)
+    eb = MemberBatches(x, rule, batch, crop, [torch.Generator().manual_seed(s) for s in seeds], label_dtype=label_dtype)
     mbs = [MiniBatches(xs[e], rule, batch, crop, torch.Generator().manual_seed(s)) for e, s in enumerate(seeds)]
     for members in ([0, 1, 2], [0, 2], [0, 2]):  # later epochs: member 1 stopped drawing
         its = {e: iter(mbs[e]) for e in members}

@@ -7,7 +7,7 @@ Layers, left to right (a module only imports from layers to its left)::
 
 ``tnattn.ensemble`` trains E members at once; its modules sit beside those of one model and import
 from them (and use ``tnattn.ops`` directly; the model of E members is ``tnattn.models.TNAttention``),
-``ensemble.data``, ``ensemble.optim``, ``ensemble.steps`` and ``ensemble.evaluators`` under the one
+``ensemble.optim``, ``ensemble.steps`` and ``ensemble.evaluators`` under the one
 trainer ``tnattn.train.Trainer`` (E >= 1 members), and ``ensemble.distributed`` (members sharded over
 ranks) above it.
 

@@ -8,7 +8,7 @@ and the arithmetic. There are two, chosen by how the trainer is built:
     E members built from a :class:`~tnattn.train.TrainConfig`, one per seed, with stacked
     parameters (E, ...). Member ``e`` reproduces the single run of its seed: the same initial
     model (:func:`tnattn.train.build_model` from the member's model seed), the same batches (drawn
-    from the member's data generator in the same order, :mod:`tnattn.ensemble.data`), the same
+    from the member's data generator in the same order, :class:`tnattn.data.MemberBatches`), the same
     loss, penalties and optimiser (:mod:`tnattn.ensemble.optim`, Adam per member). Each step is
     made by the step strategy chosen once for the run (:mod:`tnattn.ensemble.steps`: fused, head
     or autograd) on every group of members whose crops have the same length; errors are counted
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tnattn.data import LabelledSet, MiniBatches, all_sequences, make_test_sets, random_sequences
+from tnattn.data import LabelledSet, MemberBatches, MiniBatches, all_sequences, make_test_sets, random_sequences
 from tnattn.train.config import TrainConfig
 from tnattn.train.losses import compute_loss, make_loss
 from tnattn.train.penalties import PenaltySchedule, apply_l2, l1_penalty, l2_penalty
@@ -324,7 +324,6 @@ class StackedMembers:
 
     def __init__(self, config: TrainConfig, seeds: list, lr: Tensor, l1: Tensor, l2: Tensor, *,
                  shared_data: bool, data_seed: int, device):  # fmt: skip
-        from tnattn.ensemble.data import EnsembleBatches
         from tnattn.ensemble.evaluators import choose_evaluator, choose_train_evaluator
         from tnattn.ensemble.optim import make_optimizer
         from tnattn.ensemble.steps import choose_step
@@ -355,7 +354,7 @@ class StackedMembers:
             x = all_sequences(config.train_length, d)
         crop = (config.crop_min, config.crop_max) if config.crop_min > 0 else None
         # binary targets as one-byte booleans (cheap to compare and to cast to the loss's dtype)
-        self.batches = EnsembleBatches(x, teacher, config.batch_size or None, crop, gens, shared=shared_data,
+        self.batches = MemberBatches(x, teacher, config.batch_size or None, crop, gens, shared=shared_data,
                                        label_dtype=torch.bool if self.c == 1 else None)  # fmt: skip
         y = teacher(x.reshape(-1, x.shape[-1])).reshape(x.shape)
         self.train_x, self.train_y = x.to(self.device), y.to(self.device)

@@ -758,45 +758,15 @@ class Trainer:
         """Members still training (not stopped), in increasing order."""
         return np.array([e for e in range(self.E) if self.stop_reason[e] is None], dtype=np.int64)
 
-    @property
-    def train_seconds(self) -> float:
-        return self.members.train_seconds
-
-    @property
-    def train_sites(self) -> int:
-        """Member-token-steps trained so far (sites of every member's batches)."""
-        return self.members.train_sites
-
-    member_tokens = train_sites
-
-    @property
-    def shared_data(self) -> bool:
-        return self.members.shared_data
-
-    @property
-    def step(self):
-        """The step strategy of stacked members (:mod:`tnattn.ensemble.steps`)."""
-        return self.members.step
-
-    @property
-    def evaluator(self):
-        return self.members.evaluator
-
-    @property
-    def train_evaluator(self):
-        return self.members.train_evaluator
-
-    @property
-    def batches(self):
-        return self.members.batches
-
-    @property
-    def optimizer(self):
-        return self.members.optimizer
-
-    @property
-    def param_names(self) -> list:
-        return self.members.param_names
+    def __getattr__(self, name: str) -> Any:
+        # The member set's attributes read through: train_seconds, train_sites (member-token-steps
+        # so far), shared_data, optimizer, batches, param_names and, of stacked members, the step
+        # strategy and evaluators (step, evaluator, train_evaluator).
+        if name == "members":  # not built yet
+            raise AttributeError(name)
+        if name == "member_tokens":  # the former EnsembleTrainer's name
+            name = "train_sites"
+        return getattr(self.members, name)
 
     # ------------------------------------------------------------------------------------------
     # checkpoints
