@@ -197,11 +197,13 @@ class FitResult(MemberTimes):
     members: list
     model: torch.nn.Module
     run_dir: Optional[Path] = None
+    member_model: Optional[Callable[[int], torch.nn.Module]] = None
 
     def run(self, e: int = 0) -> TrainResult:
-        """Member ``e`` as a single run's :class:`TrainResult` (its rows up to its last epoch)."""
+        """Member ``e`` as a single run's :class:`TrainResult` (its rows up to its last epoch; its
+        model: the trained module itself, or a copy of a stacked member)."""
         m = self.members[e]
-        model = self.model.member(e) if hasattr(self.model, "member") and callable(self.model.member) else self.model
+        model = self.member_model(e) if self.member_model is not None else self.model
         return TrainResult(self.history.member(e, m["epochs"]), m, model, self.run_dir)
 
 
@@ -1084,7 +1086,7 @@ class Trainer:
     def _finish(self) -> FitResult:
         self.members.scatter()
         summary, members = self.files.finish(self)
-        return FitResult(self.history, summary, members, self.model, self.run_dir)
+        return FitResult(self.history, summary, members, self.model, self.run_dir, self.members.member_model)
 
 
 def _dead_message(row: dict, k: int) -> Optional[str]:
