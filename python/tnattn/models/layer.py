@@ -521,9 +521,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
 
         Parameters
         ----------
-        x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
-            (or per member, see :meth:`local_maps`)
-        members : sequence of int or Tensor, optional
+        x, members
             As in :meth:`local_maps`.
 
         Returns
@@ -553,9 +551,7 @@ class TNAttention(TiedContextsMixin, nn.Module):
 
         Parameters
         ----------
-        x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
-            (or per member, see :meth:`local_maps`)
-        members : sequence of int or Tensor, optional
+        x, members
             As in :meth:`local_maps`.
 
         Returns
