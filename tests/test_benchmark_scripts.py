@@ -25,6 +25,20 @@ def test_bench_fused_prints_the_three_rows(capsys):
     assert "count_wrong" in out
 
 
+def test_bench_op_overhead_prints_every_row(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert _load("bench_op_overhead").main(["--calls", "2", "--repeats", "1", "--E", "2"]) == 0
+    finally:
+        torch.set_num_threads(threads)  # the script runs on one thread
+    out = capsys.readouterr().out
+    for row in ("contexts, single", "tn_attention fwd+bwd (autograd), single", "tn_attention, stacked E=2",
+                "squared-error step head, E=2", "wrong-site count head, E=2"):  # fmt: skip
+        assert row in out, row
+
+
 def test_bench_allstrings_quick(capsys):
     assert _load("bench_allstrings").main(["--quick", "--repeats", "1"]) == 0
     assert "trie" in capsys.readouterr().out.lower()

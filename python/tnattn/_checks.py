@@ -152,8 +152,13 @@ def check_symbol_range(x: Tensor, d: int, name: str = "x") -> None:
         raise ValueError(f"{name} holds symbols outside [0, d) = [0, {d}): min {lo}, max {hi}")
 
 
+_CPU = torch.device("cpu")
+
+
 def check_devices(**tensors: Tensor) -> torch.device:
     """All tensors on one device, and one the build supports (CPU; CUDA when built with it)."""
+    if all(t.is_cpu for t in tensors.values()):
+        return _CPU  # the common case, without building a torch.device per tensor (eager ops pay per call)
     devs = {name: t.device for name, t in tensors.items()}
     first_name, first = next(iter(devs.items()))
     for name, dev in devs.items():

@@ -74,6 +74,10 @@ class SquaredErrorStep:
     normalize_map: bool = True
     needs: tuple = (True, True, True, True, True, True)
 
+    def apply(self, x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> "StepResult":
+        """The step on these inputs (what ``tn_attention(..., head=self)`` calls)."""
+        return _squared_error_step(self, x, A_left, A_right, C, u, v)
+
     def __post_init__(self):
         if self.activation not in ("sigmoid", "none"):
             raise ValueError(f"activation must be 'sigmoid' or 'none', got {self.activation!r}")
@@ -117,28 +121,31 @@ class WrongSiteCount:
     scale: Tensor | None = None
     normalize_map: bool = True
 
+    def apply(self, x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor) -> Tensor:
+        """The count on these inputs (what ``tn_attention(..., head=self)`` calls)."""
+        return _wrong_site_count(self, x, A_left, A_right, C, u, v)
+
 
 Head = Union[SquaredErrorStep, WrongSiteCount]
 
 
-def _check_targets(y, L: Layout, device: torch.device, what: str) -> None:
+def _check_targets(y, L: Layout, what: str) -> None:
+    # (heads run on the CPU only: the parameters' device is checked by the caller)
     if not isinstance(y, Tensor) or y.is_floating_point():
         raise TypeError(f"y must be an integer or bool tensor of {what}, got {getattr(y, 'dtype', type(y))}")
     shapes = ((L.E, L.N, L.M), (L.N, L.M)) if L.stacked else ((L.N, L.M),)
     if tuple(y.shape) not in shapes:
         want = f"(E, N, M) = {(L.E, L.N, L.M)} or (N, M) = {(L.N, L.M)}" if L.stacked else f"(N, M) = {(L.N, L.M)}"
         raise ValueError(f"y must have shape {want}, got {tuple(y.shape)}")
-    if y.device != device:
-        raise ValueError(f"y is on {y.device} but the parameters are on {device}")
+    if not y.is_cpu:
+        raise ValueError(f"y is on {y.device} but the parameters are on cpu")
 
 
 def run(head: Head, x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor):
-    """Apply ``head`` (see the module docstring); called by :func:`tnattn.ops.tn_attention`."""
-    if isinstance(head, SquaredErrorStep):
-        return _squared_error_step(head, x, A_left, A_right, C, u, v)
-    if isinstance(head, WrongSiteCount):
-        return _wrong_site_count(head, x, A_left, A_right, C, u, v)
-    raise TypeError(f"head must be a SquaredErrorStep or a WrongSiteCount (tnattn.ops.heads), got {type(head).__name__}")
+    """Apply ``head`` (see the module docstring); ``tn_attention(..., head=head)``."""
+    if not isinstance(head, (SquaredErrorStep, WrongSiteCount)):
+        raise TypeError(f"head must be a SquaredErrorStep or a WrongSiteCount (tnattn.ops.heads), got {type(head).__name__}")
+    return head.apply(x, A_left, A_right, C, u, v)
 
 
 def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> StepResult:
@@ -147,10 +154,9 @@ def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> Ste
         raise ValueError("x must hold integer symbols for the fused step (real embeddings: use the unfused path)")
     if L.c != 1:
         raise ValueError(f"the fused step needs one output per site (c = 1), got C with c = {L.c}")
-    dev = C.device
-    if dev.type != "cpu":
-        raise ValueError(f"the fused step runs on the CPU; the parameters are on {dev}")
-    _check_targets(h.y, L, dev, "0/1 targets")
+    if not C.is_cpu:
+        raise ValueError(f"the fused step runs on the CPU; the parameters are on {C.device}")
+    _check_targets(h.y, L, "0/1 targets")
     scale = h.scale
     if scale is not None and (tuple(scale.shape) != L.lead or scale.dtype != C.dtype):
         raise ValueError(
@@ -195,10 +201,9 @@ def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> Ste
 
 def _wrong_site_count(h: WrongSiteCount, x, A_left, A_right, C, u, v) -> Tensor:
     L = tn_attention_layout(x, A_left, A_right, C, u, v)
-    dev = C.device
-    if L.real or L.c != 1 or dev.type != "cpu":
+    if L.real or L.c != 1 or not C.is_cpu:
         raise ValueError("the wrong-site count needs integer symbols, one output (c = 1) and CPU tensors")
-    _check_targets(h.y, L, dev, "labels")
+    _check_targets(h.y, L, "labels")
     y = h.y
     # labels 0/1 as they are, anything else as 2 (always wrong)
     y8 = (y if y.dtype == torch.bool else torch.where((y == 0) | (y == 1), y, 2)).to(torch.uint8).contiguous()
