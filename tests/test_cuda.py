@@ -2,7 +2,7 @@
 
 Agreement with the CPU kernels on larger problems, determinism, opcheck on CUDA tensors, a
 torch.compile smoke test, mixed-device errors, non-default streams, a second GPU, and the ensemble
-(E > 1) entry points of tnattn._C.cuda. Values and gradients against tnattn.reference on every
+(E > 1) entry points of tnattn._C on CUDA. Values and gradients against tnattn.reference on every
 kernel path, symbol dtypes, bad symbols, the exact-zero rule and a long sequence are the
 device-parametrised tests of tests/test_ops.py (the ``device`` fixture of tests/conftest.py),
 which run on the GPU too.
@@ -194,7 +194,7 @@ def test_second_device_keeps_the_current_device():
 
 
 # ------------------------------------------------------------------------------------------------
-# Ensemble entry points (E > 1) of tnattn._C.cuda, against a loop over groups
+# Ensemble entry points (E > 1) of tnattn._C with a CUDA execution context, against a loop over groups
 
 
 def _alloc(keep):
@@ -226,17 +226,17 @@ def test_native_ensemble_matches_loop():
             W = torch.empty(E, N, M, d, c, dtype=F64, **dev)
             keep = []
             st = torch.cuda.current_stream().cuda_stream
-            assert _C.cuda.tn_attention_forward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
-                                                C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True, W.data_ptr(),
-                                                E, N, M, d, D, c, 0, st, _alloc(keep)) == 0  # fmt: skip
+            assert _C.tn_attention_forward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
+                                           C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True, W.data_ptr(),
+                                           E, N, M, d, D, c, (0, st, _alloc(keep))) == 0  # fmt: skip
             gAL, gAR, gC = torch.empty_like(AL), torch.empty_like(AR), torch.empty_like(C)
             gu, gv = torch.empty(E, N, D, dtype=F64, **dev), torch.empty(E, N, D, dtype=F64, **dev)
             gx = torch.empty(E, N, M, d, dtype=F64, **dev)
-            assert _C.cuda.tn_attention_backward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
-                                                 C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True,
-                                                 gW.data_ptr(), gAL.data_ptr(), gAR.data_ptr(), gC.data_ptr(),
-                                                 gu.data_ptr(), gv.data_ptr(), gx.data_ptr() if real else 0,
-                                                 E, N, M, d, D, c, 0, st, _alloc(keep)) == 0  # fmt: skip
+            assert _C.tn_attention_backward(True, x.data_ptr(), kind, x_shared, AL.data_ptr(), AR.data_ptr(),
+                                            C.data_ptr(), u.data_ptr(), False, v.data_ptr(), True,
+                                            gW.data_ptr(), gAL.data_ptr(), gAR.data_ptr(), gC.data_ptr(),
+                                            gu.data_ptr(), gv.data_ptr(), gx.data_ptr() if real else 0,
+                                            E, N, M, d, D, c, (0, st, _alloc(keep))) == 0  # fmt: skip
             for e in range(E):
                 xe = x[0 if x_shared else e].cpu()
                 leaves = [t[e].cpu().requires_grad_() for t in (AL, AR, C)]

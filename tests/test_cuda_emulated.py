@@ -2,7 +2,7 @@
 
 ``tests/cuda_emulation`` compiles csrc/cuda/*.cu as C++ against a minimal CUDA runtime in which a
 block runs as real threads with a barrier for ``__syncthreads`` (see its cuda_runtime.h). This file
-calls the resulting ``_C.cuda`` entry points on host memory and compares every output with the CPU
+calls the resulting module's entry points with a CUDA execution context on host memory and compares every output with the CPU
 entry points of the installed extension (themselves tested against tnattn.reference in
 test_ops.py): all compile-time bond dimensions (4, 8, 16, 32) and the runtime-D path, integer and
 real inputs, shared x, per-sequence and shared boundaries, ensembles, partial gradient requests,
@@ -35,7 +35,7 @@ def emu():
         pytest.skip("no C++ compiler")
     from cuda_emulation.build import build, load
 
-    return load(build()).cuda
+    return load(build())
 
 
 @contextmanager
@@ -86,10 +86,11 @@ def _alloc_into(keep):
 
 
 def call(mod, name, *args, emulated):
-    """Call entry point `name` of the CPU module or of the emulated CUDA module."""
+    """Call entry point `name` of the installed CPU module, or of the emulated build with a CUDA
+    execution context (device 0, stream 0, an allocator of host memory)."""
     if emulated:
         keep = []
-        return getattr(mod, name)(*args, 0, 0, _alloc_into(keep))
+        return getattr(mod, name)(*args, (0, 0, _alloc_into(keep)))
     return getattr(mod, name)(*args, 2)
 
 
@@ -255,6 +256,22 @@ def test_out_of_range_symbols_are_counted(emu, xdtype, bad_symbol):
     q.x[0, 2, 0] = bad_symbol
     assert tn_forward(emu, q, True)[0] == tn_forward(_C, q, False)[0] == 1
     assert ctx_forward(emu, q, False, True)[0] == 1
+
+
+def test_fused_heads_refuse_a_cuda_execution_context(emu):
+    """The fused heads have CPU kernels only: the one binding table refuses them a CUDA context."""
+    p = Problem(1, 2, 3, 2, 4, 1)
+    y = torch.zeros(1, p.N, p.M, dtype=torch.uint8)
+    loss, wrong = torch.empty(1, dtype=F64), torch.empty(1, dtype=F64)
+    with pytest.raises(ValueError, match="tn_attention_count_wrong runs on the CPU only"):
+        call(emu, "tn_attention_count_wrong", True, p.x.data_ptr(), p.xkind, p.x_shared, p.AL.data_ptr(),
+             p.AR.data_ptr(), p.C.data_ptr(), p.u.data_ptr(), p.u_pb, p.v.data_ptr(), p.v_pb, 0, y.data_ptr(), False,
+             wrong.data_ptr(), p.E, p.N, p.M, p.d, p.D, emulated=True)  # fmt: skip
+    with pytest.raises(ValueError, match="tn_attention_mse_step runs on the CPU only"):
+        call(emu, "tn_attention_mse_step", True, p.x.data_ptr(), p.xkind, p.x_shared, p.AL.data_ptr(),
+             p.AR.data_ptr(), p.C.data_ptr(), p.u.data_ptr(), p.u_pb, p.v.data_ptr(), p.v_pb, 0, y.data_ptr(), False,
+             True, True, loss.data_ptr(), wrong.data_ptr(), 0, 0, 0, 0, 0, 0, p.E, p.N, p.M, p.d, p.D,
+             emulated=True)  # fmt: skip
 
 
 def test_parameter_gradients_are_bitwise_reproducible(emu):

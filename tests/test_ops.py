@@ -461,6 +461,24 @@ def test_native_ensemble_matches_loop(real, x_shared):
         torch.testing.assert_close(out[e], ref.contexts(AR[e], x[0 if x_shared else e], u[e, 0], reverse=True))
 
 
+def test_native_exec_argument_selects_the_device():
+    """The one binding table takes the device as its last argument: a thread count runs the CPU
+    kernels; a (device, stream, alloc) tuple the CUDA kernels, which a CPU-only build refuses by
+    name; anything else is a TypeError."""
+    E, N, M, d, D = 1, 2, 3, 2, 2
+    A, u = torch.randn(E, d, D, D, dtype=F64), torch.randn(E, 1, D, dtype=F64)
+    x = torch.zeros(1, N, M, dtype=torch.int64)
+    out = torch.empty(E, N, M, D, dtype=F64)
+    args = (True, A.data_ptr(), x.data_ptr(), _C.X_INT64, True, u.data_ptr(), False, out.data_ptr(), E, N, M, d, D, False)
+    assert _C.contexts_forward(*args, 1) == 0
+    torch.testing.assert_close(out[0], ref.contexts(A[0], x[0], u[0, 0]))
+    with pytest.raises(TypeError, match="exec must be a thread count"):
+        _C.contexts_forward(*args, "cpu")
+    if not _C.has_cuda():
+        with pytest.raises(ValueError, match="no CUDA kernels"):
+            _C.contexts_forward(*args, (0, 0, lambda n: 0))
+
+
 # ------------------------------------------------------------------------------------------------
 # Stacked calls: E members in one call through the public ops (the single-model call is E = 1)
 

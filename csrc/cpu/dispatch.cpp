@@ -102,60 +102,45 @@ const KernelSet<double>& kernels<double>() {
 }
 }  // namespace
 
+// The public entry points: the op's parameter struct and the execution context, forwarded to the
+// active copy with the context's thread count.
 template <typename T>
-int64_t contexts_forward(const T* A, XArg x, const T* boundary, bool bpb, T* out, Dims dm, bool reverse,
-                         int num_threads) {
-  return kernels<T>().contexts_forward(A, x, boundary, bpb, out, dm, reverse, num_threads);
+int64_t contexts_forward(const ContextsParams<T>& p, const Exec& exec) {
+  return kernels<T>().contexts_forward(p, exec.num_threads);
 }
 
 template <typename T>
-int64_t contexts_backward(const T* A, XArg x, const T* boundary, bool bpb, const T* grad_out, T* grad_A,
-                          T* grad_boundary, T* grad_x, Dims dm, bool reverse, int num_threads) {
-  return kernels<T>().contexts_backward(A, x, boundary, bpb, grad_out, grad_A, grad_boundary, grad_x, dm, reverse,
-                                        num_threads);
+int64_t contexts_backward(const ContextsParams<T>& p, const Exec& exec) {
+  return kernels<T>().contexts_backward(p, exec.num_threads);
 }
 
 template <typename T>
-int64_t tn_attention_forward(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                             bool vpb, T* W, Dims dm, int num_threads) {
-  return kernels<T>().tn_attention_forward(x, AL, AR, C, u, upb, v, vpb, W, dm, num_threads);
+int64_t tn_attention_forward(const TnAttentionParams<T>& p, const Exec& exec) {
+  return kernels<T>().tn_attention_forward(p, exec.num_threads);
 }
 
 template <typename T>
-int64_t tn_attention_backward(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                              bool vpb, const T* gW, T* gAL, T* gAR, T* gC, T* gu, T* gv, T* gx, Dims dm,
-                              int num_threads) {
-  return kernels<T>().tn_attention_backward(x, AL, AR, C, u, upb, v, vpb, gW, gAL, gAR, gC, gu, gv, gx, dm,
-                                            num_threads);
+int64_t tn_attention_backward(const TnAttentionParams<T>& p, const Exec& exec) {
+  return kernels<T>().tn_attention_backward(p, exec.num_threads);
 }
 
 template <typename T>
-int64_t tn_attention_mse_step(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                              bool vpb, MseHead<T> head, double* loss, double* wrong, T* grad_scale, T* gAL, T* gAR,
-                              T* gC, T* gu, T* gv, Dims dm, int num_threads) {
-  return kernels<T>().tn_attention_mse_step(x, AL, AR, C, u, upb, v, vpb, head, loss, wrong, grad_scale, gAL, gAR,
-                                            gC, gu, gv, dm, num_threads);
+int64_t tn_attention_mse_step(const MseStepParams<T>& p, const Exec& exec) {
+  return kernels<T>().tn_attention_mse_step(p, exec.num_threads);
 }
 
 template <typename T>
-int64_t tn_attention_count_wrong(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                                 bool vpb, const T* sign, const uint8_t* y, bool y_shared, double* wrong, Dims dm,
-                                 int num_threads) {
-  return kernels<T>().tn_attention_count_wrong(x, AL, AR, C, u, upb, v, vpb, sign, y, y_shared, wrong, dm,
-                                               num_threads);
+int64_t tn_attention_count_wrong(const CountWrongParams<T>& p, const Exec& exec) {
+  return kernels<T>().tn_attention_count_wrong(p, exec.num_threads);
 }
 
-#define TNATTN_INSTANTIATE(T)                                                                                    \
-  template int64_t contexts_forward<T>(const T*, XArg, const T*, bool, T*, Dims, bool, int);                     \
-  template int64_t contexts_backward<T>(const T*, XArg, const T*, bool, const T*, T*, T*, T*, Dims, bool, int);  \
-  template int64_t tn_attention_forward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool,  \
-                                           T*, Dims, int);                                                       \
-  template int64_t tn_attention_backward<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
-                                            const T*, T*, T*, T*, T*, T*, T*, Dims, int);                        \
-  template int64_t tn_attention_mse_step<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*, bool, \
-                                            MseHead<T>, double*, double*, T*, T*, T*, T*, T*, T*, Dims, int);    \
-  template int64_t tn_attention_count_wrong<T>(XArg, const T*, const T*, const T*, const T*, bool, const T*,    \
-                                               bool, const T*, const uint8_t*, bool, double*, Dims, int);
+#define TNATTN_INSTANTIATE(T)                                                             \
+  template int64_t contexts_forward<T>(const ContextsParams<T>&, const Exec&);            \
+  template int64_t contexts_backward<T>(const ContextsParams<T>&, const Exec&);           \
+  template int64_t tn_attention_forward<T>(const TnAttentionParams<T>&, const Exec&);     \
+  template int64_t tn_attention_backward<T>(const TnAttentionParams<T>&, const Exec&);    \
+  template int64_t tn_attention_mse_step<T>(const MseStepParams<T>&, const Exec&);        \
+  template int64_t tn_attention_count_wrong<T>(const CountWrongParams<T>&, const Exec&);
 TNATTN_INSTANTIATE(float)
 TNATTN_INSTANTIATE(double)
 #undef TNATTN_INSTANTIATE

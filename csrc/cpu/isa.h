@@ -13,14 +13,15 @@
 namespace tnattn {
 namespace cpu {
 
+// The entry points of one copy: the op's parameter struct (tnattn/api.h) and the thread count.
 template <typename T>
 struct KernelSet {
-  decltype(&::tnattn::cpu::contexts_forward<T>) contexts_forward = nullptr;
-  decltype(&::tnattn::cpu::contexts_backward<T>) contexts_backward = nullptr;
-  decltype(&::tnattn::cpu::tn_attention_forward<T>) tn_attention_forward = nullptr;
-  decltype(&::tnattn::cpu::tn_attention_backward<T>) tn_attention_backward = nullptr;
-  decltype(&::tnattn::cpu::tn_attention_mse_step<T>) tn_attention_mse_step = nullptr;
-  decltype(&::tnattn::cpu::tn_attention_count_wrong<T>) tn_attention_count_wrong = nullptr;
+  int64_t (*contexts_forward)(const ContextsParams<T>&, int num_threads) = nullptr;
+  int64_t (*contexts_backward)(const ContextsParams<T>&, int num_threads) = nullptr;
+  int64_t (*tn_attention_forward)(const TnAttentionParams<T>&, int num_threads) = nullptr;
+  int64_t (*tn_attention_backward)(const TnAttentionParams<T>&, int num_threads) = nullptr;
+  int64_t (*tn_attention_mse_step)(const MseStepParams<T>&, int num_threads) = nullptr;
+  int64_t (*tn_attention_count_wrong)(const CountWrongParams<T>&, int num_threads) = nullptr;
 };
 
 struct KernelTable {

@@ -325,9 +325,15 @@ unsigned long long* allocate(CtxPlan<T>& p, const Dims& dm, bool backward, bool 
 
 }  // namespace
 
+// The entry points unpack their parameter struct (tnattn/api.h) into the names the kernels use.
 template <typename T>
-int64_t contexts_forward(const T* A, XArg x, const T* boundary, bool bpb, T* out, Dims dm, bool reverse,
-                         const Launch& L) {
+int64_t contexts_forward(const ContextsParams<T>& P, const Launch& L) {
+  const T* A = P.A;
+  const XArg x = P.x;
+  const T* boundary = P.boundary;
+  const bool bpb = P.boundary_per_batch, reverse = P.reverse;
+  T* out = P.out;
+  const Dims dm = P.dims;
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   CtxPlan<T> p = choose_ctx<T>(false, real, reverse, dm, A, false);
@@ -350,8 +356,14 @@ int64_t contexts_forward(const T* A, XArg x, const T* boundary, bool bpb, T* out
 }
 
 template <typename T>
-int64_t contexts_backward(const T* A, XArg x, const T* boundary, bool bpb, const T* grad_out, T* grad_A,
-                          T* grad_boundary, T* grad_x, Dims dm, bool reverse, const Launch& L) {
+int64_t contexts_backward(const ContextsParams<T>& P, const Launch& L) {
+  const T* A = P.A;
+  const XArg x = P.x;
+  const T* boundary = P.boundary;
+  const bool bpb = P.boundary_per_batch, reverse = P.reverse;
+  const T* grad_out = P.grad_out;
+  T *grad_A = P.grad_A, *grad_boundary = P.grad_boundary, *grad_x = P.grad_x;
+  const Dims dm = P.dims;
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   if (!real) grad_x = nullptr;

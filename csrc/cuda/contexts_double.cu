@@ -5,9 +5,8 @@
 namespace tnattn {
 namespace cuda {
 
-template int64_t contexts_forward<double>(const double*, XArg, const double*, bool, double*, Dims, bool, const Launch&);
-template int64_t contexts_backward<double>(const double*, XArg, const double*, bool, const double*, double*, double*, double*, Dims, bool,
-                                       const Launch&);
+template int64_t contexts_forward<double>(const ContextsParams<double>&, const Launch&);
+template int64_t contexts_backward<double>(const ContextsParams<double>&, const Launch&);
 
 }  // namespace cuda
 }  // namespace tnattn

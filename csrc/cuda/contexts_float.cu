@@ -5,9 +5,8 @@
 namespace tnattn {
 namespace cuda {
 
-template int64_t contexts_forward<float>(const float*, XArg, const float*, bool, float*, Dims, bool, const Launch&);
-template int64_t contexts_backward<float>(const float*, XArg, const float*, bool, const float*, float*, float*, float*, Dims, bool,
-                                       const Launch&);
+template int64_t contexts_forward<float>(const ContextsParams<float>&, const Launch&);
+template int64_t contexts_backward<float>(const ContextsParams<float>&, const Launch&);
 
 }  // namespace cuda
 }  // namespace tnattn

@@ -504,9 +504,14 @@ TnSpace<T> allocate(TnPlan<T>& p, const Dims& dm, bool need_part, const Launch& 
 
 }  // namespace
 
+// The entry points unpack their parameter struct (tnattn/api.h) into the names the kernels use.
 template <typename T>
-int64_t tn_attention_forward(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                             bool vpb, T* W, Dims dm, const Launch& L) {
+int64_t tn_attention_forward(const TnAttentionParams<T>& P, const Launch& L) {
+  const XArg x = P.in.x;
+  const T *AL = P.in.A_left, *AR = P.in.A_right, *C = P.in.C, *u = P.in.u, *v = P.in.v;
+  const bool upb = P.in.u_per_batch, vpb = P.in.v_per_batch;
+  const Dims dm = P.in.dims;
+  T* W = P.W;
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   TnPlan<T> p = choose_tn<T>(false, real, dm, AL, AR, C, false, false, false, false);
@@ -531,9 +536,13 @@ int64_t tn_attention_forward(XArg x, const T* AL, const T* AR, const T* C, const
 }
 
 template <typename T>
-int64_t tn_attention_backward(XArg x, const T* AL, const T* AR, const T* C, const T* u, bool upb, const T* v,
-                              bool vpb, const T* gW, T* gAL, T* gAR, T* gC, T* gu, T* gv, T* gx, Dims dm,
-                              const Launch& L) {
+int64_t tn_attention_backward(const TnAttentionParams<T>& P, const Launch& L) {
+  const XArg x = P.in.x;
+  const T *AL = P.in.A_left, *AR = P.in.A_right, *C = P.in.C, *u = P.in.u, *v = P.in.v;
+  const bool upb = P.in.u_per_batch, vpb = P.in.v_per_batch;
+  const Dims dm = P.in.dims;
+  const T* gW = P.grad_W;
+  T *gAL = P.grad.A_left, *gAR = P.grad.A_right, *gC = P.grad.C, *gu = P.grad.u, *gv = P.grad.v, *gx = P.grad_x;
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   if (!real) gx = nullptr;

@@ -5,10 +5,8 @@
 namespace tnattn {
 namespace cuda {
 
-template int64_t tn_attention_forward<double>(XArg, const double*, const double*, const double*, const double*, bool, const double*, bool,
-                                          double*, Dims, const Launch&);
-template int64_t tn_attention_backward<double>(XArg, const double*, const double*, const double*, const double*, bool, const double*, bool,
-                                           const double*, double*, double*, double*, double*, double*, double*, Dims, const Launch&);
+template int64_t tn_attention_forward<double>(const TnAttentionParams<double>&, const Launch&);
+template int64_t tn_attention_backward<double>(const TnAttentionParams<double>&, const Launch&);
 
 }  // namespace cuda
 }  // namespace tnattn

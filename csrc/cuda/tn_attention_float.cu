@@ -5,10 +5,8 @@
 namespace tnattn {
 namespace cuda {
 
-template int64_t tn_attention_forward<float>(XArg, const float*, const float*, const float*, const float*, bool, const float*, bool,
-                                          float*, Dims, const Launch&);
-template int64_t tn_attention_backward<float>(XArg, const float*, const float*, const float*, const float*, bool, const float*, bool,
-                                           const float*, float*, float*, float*, float*, float*, float*, Dims, const Launch&);
+template int64_t tn_attention_forward<float>(const TnAttentionParams<float>&, const Launch&);
+template int64_t tn_attention_backward<float>(const TnAttentionParams<float>&, const Launch&);
 
 }  // namespace cuda
 }  // namespace tnattn

@@ -238,7 +238,7 @@ class Layout:
 
     ``stacked`` is False for the single-model call (parameters without E): the kernels then run it
     as E = 1, and outputs and gradients drop the leading E. ``x_shared``: one batch for all
-    members (X = 1 in tnattn/cpu.h). ``u_pb``/``v_pb``: per-sequence boundary vectors (for
+    members (X = 1 in tnattn/api.h). ``u_pb``/``v_pb``: per-sequence boundary vectors (for
     ``contexts``, ``u_pb`` is its boundary's flag). A plain class with slots: built on every call.
     """
 

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 def _sources() -> list[Path]:
     csrc = ROOT / "csrc"
     return (
-        [csrc / "bindings.cpp", csrc / "cuda" / "register.cpp"]
+        [csrc / "bindings.cpp"]
         + sorted((csrc / "cpu").glob("*.cpp"))
         + sorted((csrc / "cuda").glob("*.cu"))
     )

@@ -85,7 +85,7 @@ Non-contiguous inputs are accepted (copied to contiguous memory first).
 Devices: CPU tensors run the threaded CPU kernels, which split the batch over
 ``torch.get_num_threads()`` threads (or those of :class:`kernel_threads`) (``std::thread``; small problems run on the calling thread).
 CUDA tensors (in an extension built with ``TNATTN_CUDA``; see ``_C.has_cuda()``) run the CUDA
-kernels of ``tnattn._C.cuda`` on the tensors' device and torch's current stream there (see
+kernels (the same entry points of ``tnattn._C``, given a CUDA execution context) on the tensors' device and torch's current stream there (see
 :mod:`tnattn.ops._native`). They are asynchronous except for integer symbols, where the call waits for the
 stream to read the kernel's count of out-of-range symbols (so the ValueError is raised eagerly).
 Gradients of A and C on CUDA are reduced in fp64 in a fixed order (bitwise reproducible for a

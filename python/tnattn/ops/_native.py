@@ -5,8 +5,8 @@ buffers to :func:`call`, which runs the entry point on the device of the tensors
 
 * CPU: the threaded kernels with :func:`num_threads` threads (:class:`kernel_threads`, else
   ``torch.get_num_threads()``);
-* CUDA (an extension built with ``TNATTN_CUDA``, see ``_C.has_cuda()``): the kernels of
-  ``tnattn._C.cuda`` on that device and torch's current stream there, with a workspace allocator
+* CUDA (an extension built with ``TNATTN_CUDA``, see ``_C.has_cuda()``): the CUDA kernels on that
+  device and torch's current stream there, with a workspace allocator
   that hands out torch tensors from the caching allocator (kept alive until the call returns;
   reuse by later work on the same stream is stream-ordered). The C++ side makes the device
   current for the call and restores the previous one.
@@ -90,8 +90,10 @@ class kernel_threads:
 def call(fn_name: str, *args, like: Tensor, d: int) -> None:
     """Run the entry point ``fn_name`` of :mod:`tnattn._C` on the device of ``like``.
 
-    ``args`` are the entry point's arguments without its execution argument, which depends on the
-    device (see the module docstring). ``d`` is the alphabet size, for the error message.
+    ``args`` are the fields of the entry point's parameter struct (csrc/include/tnattn/api.h, in
+    the order of the binding table csrc/bindings.cpp); the execution argument follows from the
+    device (see the module docstring): the thread count on the CPU, ``(device index, stream,
+    allocator)`` on CUDA. ``d`` is the alphabet size, for the error message.
 
     Raises
     ------
@@ -109,7 +111,7 @@ def call(fn_name: str, *args, like: Tensor, d: int) -> None:
             return buf.data_ptr()
 
         stream = torch.cuda.current_stream(dev).cuda_stream
-        bad = getattr(_C.cuda, fn_name)(*args, index, stream, alloc)
+        bad = getattr(_C, fn_name)(*args, (index, stream, alloc))
     else:
         bad = getattr(_C, fn_name)(*args, num_threads())
     if bad:
