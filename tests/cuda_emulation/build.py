@@ -1,7 +1,8 @@
 """Build tnattn's extension with the CUDA sources compiled as C++ against the CUDA emulator.
 
-The result is a module ``_C`` with the submodule ``_C.cuda`` whose kernels run on the CPU (one
-std::thread per CUDA thread, see ``cuda_runtime.h`` here) on host memory. Used by
+The result is a module ``_C`` whose entry points, given a CUDA execution context ``(device, stream,
+alloc)``, run the CUDA kernels on the CPU (one std::thread per CUDA thread, see ``cuda_runtime.h``
+here) on host memory. Used by
 ``tests/test_cuda_emulated.py`` to execute the CUDA kernels' logic without a GPU.
 
 The build is cached under ``build/cuda-emulation/<hash of sources and flags>/`` in the repository.
