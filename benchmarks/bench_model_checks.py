@@ -4,7 +4,7 @@ Times ``TNAttention._prepare`` (argument checks: shapes, dtypes, devices; parame
 when a parameter changed, timed separately as in a training step) and one forward without grad at the paper's setting (D = 10, d = 2,
 batch 128, length 8, float32), minimum over repeats (the machine is shared). The checks read no
 data, so the model also compiles with ``torch.compile(fullgraph=True)`` and exports with
-``torch.export`` (tests/test_model_compile.py).
+``torch.export`` (tests/models/test_model_compile.py).
 
 Usage::
 

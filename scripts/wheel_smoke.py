@@ -1,4 +1,4 @@
-"""Smoke test of an installed tnattn wheel (run by cibuildwheel and tests/test_wheel.py).
+"""Smoke test of an installed tnattn wheel (run by cibuildwheel and tests/package/test_wheel.py).
 
 Checks that the compiled extension loads without a compiler around, that the fused op agrees with
 the plain-PyTorch oracle (values and gradients) and that the licence travelled in the wheel.

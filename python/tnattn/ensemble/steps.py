@@ -14,7 +14,7 @@ calls it on every group of members of every mini-batch:
 ``AutogradStep`` (``"autograd"``)
     Everything else: autograd through :func:`~tnattn.models.functional.logits` and the loss.
 
-All three give the same losses and gradients up to rounding (tests/test_ensemble.py, test_fused.py);
+All three give the same losses and gradients up to rounding (tests/ensemble/test_ensemble.py, test_fused.py);
 they differ in speed only. A strategy is called as ``step(P, x, y)`` with the group's parameters
 ``P`` (fresh leaves, ``requires_grad`` where trainable) and its batch, and returns a
 :class:`StepResult`.

@@ -1,7 +1,7 @@
 """The head and the losses: local maps -> logits -> loss, each with its closed-form gradient.
 
 Written once for a leading member dimension E (a single model is E = 1). Two paths compute the
-same numbers and are tested against each other in float64 (tests/test_head.py):
+same numbers and are tested against each other in float64 (tests/models/test_head.py):
 
 * the **autograd path** (plain torch operations, every autograd transform applies):
   :func:`normalize_maps`, :func:`select`, :func:`head_logits` and :func:`compute_loss`; the model's

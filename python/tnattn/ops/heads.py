@@ -11,7 +11,7 @@ Pass one as ``tn_attention(x, A_left, A_right, C, u, v, head=...)``:
     nor their gradient is ever written to memory and no torch operation runs between forward and
     backward. It computes what the unfused path computes (the op, and the symbol head and
     squared-error loss of :mod:`tnattn.models.head` with their closed-form gradients), in the same
-    order of operations per site; only sums over sites are ordered differently (tests/test_fused.py compares the two).
+    order of operations per site; only sums over sites are ordered differently (tests/ensemble/test_fused.py compares the two).
 :class:`WrongSiteCount`
     The evaluation counterpart: the number of wrongly predicted sites per member (the sign of the
     logit against 0/1 labels), from the forward kernel without writing the maps.

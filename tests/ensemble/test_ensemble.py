@@ -1,4 +1,4 @@
-"""Ensembles: per-member batches and optimisers, stats (the trainer: tests/test_trainer.py)."""
+"""Ensembles: per-member batches and optimisers, stats (the trainer: tests/train/test_trainer.py)."""
 
 import dataclasses
 import math
@@ -16,7 +16,7 @@ from tnattn.train import TrainConfig, train
 
 F64 = torch.float64
 
-# A tiny rule-30 problem (as tests/test_train.py): all length-6 strings, short test sets.
+# A tiny rule-30 problem (as tests/train/test_train.py): all length-6 strings, short test sets.
 TINY = dict(
     D=4,
     train_length=6,

@@ -22,7 +22,7 @@ from tnattn.train.config import TrainConfig
 from tnattn.train.history import read_history_csv
 from tnattn.train.run import load_run_config
 
-OLD_RUN = Path(__file__).parent / "data" / "run_v0.1.0"
+OLD_RUN = Path(__file__).resolve().parents[1] / "data" / "run_v0.1.0"
 
 
 def test_old_config_file_loads_as_it_was_written():

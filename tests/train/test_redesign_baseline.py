@@ -20,7 +20,7 @@ import pytest
 
 from tnattn.cli import main
 
-BASELINE = Path(__file__).parent / "data" / "redesign_baseline_f64.csv"
+BASELINE = Path(__file__).resolve().parents[1] / "data" / "redesign_baseline_f64.csv"
 COMMAND = ["train", "--dtype", "float64", "--max-epochs", "60", "--stop-after-grok", "-1", "--seed", "0",
            "--eval-every", "10"]
 

@@ -10,7 +10,7 @@ import torch
 
 from tnattn.train import Callback, TrainConfig, Trainer, train
 
-# A tiny rule-30 problem (as tests/test_train.py): all length-6 strings, short test sets.
+# A tiny rule-30 problem (as tests/train/test_train.py): all length-6 strings, short test sets.
 TINY = dict(
     D=4,
     train_length=6,

@@ -21,7 +21,7 @@ import pytest
 
 import tnattn
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _text(page: Path) -> str:

@@ -25,7 +25,7 @@ from tnattn.train.config import (
     TrainConfig,
 )
 
-OLD_CONFIG = Path(__file__).parent / "data" / "run_v0.1.0" / "config.json"
+OLD_CONFIG = Path(__file__).resolve().parents[1] / "data" / "run_v0.1.0" / "config.json"
 SECTIONS = {"teacher": TeacherConfig, "data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
 
 
