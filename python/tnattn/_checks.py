@@ -159,11 +159,7 @@ def check_devices(**tensors: Tensor) -> torch.device:
     """All tensors on one device, and one the build supports (CPU; CUDA when built with it)."""
     if all(t.is_cpu for t in tensors.values()):
         return _CPU  # the common case, without building a torch.device per tensor (eager ops pay per call)
-    devs = {name: t.device for name, t in tensors.items()}
-    first_name, first = next(iter(devs.items()))
-    for name, dev in devs.items():
-        if dev != first:
-            raise ValueError(f"{name} is on {dev} but {first_name} is on {first}; put all inputs on one device")
+    first = check_same_device(**tensors)
     if first.type == "cuda":
         if not _cuda_built():
             raise ValueError(

@@ -28,6 +28,7 @@ import numpy as np
 
 __all__ = [
     "effective_dimension",
+    "binomial_stderr",
     "GROKKING_DEFINITIONS",
     "check_definition",
     "GrokkingTimes",
@@ -107,6 +108,27 @@ def effective_dimension(points: Any) -> Any:
 #: (Žunkovič & Ilievski, arXiv:2210.15435, Sec. 3: t_eps is the time at which the test error
 #: reaches zero) and the default everywhere in tnattn.
 GROKKING_DEFINITIONS = ("first_zero", "stays_zero")
+
+
+def binomial_stderr(p: Any, n: int) -> Any:
+    """Standard error ``sqrt(max(p (1 - p), 1/n) / n)`` of a Monte Carlo fraction ``p`` of ``n`` trials.
+
+    The binomial standard error ``sqrt(p (1 - p) / n)``, with ``p (1 - p)`` floored at ``1/n`` so
+    that a fraction of exactly 0 or 1 still carries an error bar of about one trial in ``n``.
+
+    Parameters
+    ----------
+    p : float or array_like
+        Fractions in [0, 1].
+    n : int
+        Trials behind each fraction.
+
+    Returns
+    -------
+    float or ndarray
+        Same shape as ``p``.
+    """
+    return np.sqrt(np.maximum(np.multiply(p, np.subtract(1, p)), 1.0 / n) / n)
 
 
 def check_definition(definition: str, name: str = "definition") -> str:

@@ -139,9 +139,14 @@ def contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -
     TypeError, ValueError
         Bad arguments, named (see the module docstring).
     """
-    xi, d, _, _ = check_contexts_args(A, x, boundary, native=False)
-    check_symbol_range(x, d)
+    _check_contexts(A, x, boundary)
     return _contexts(A, x, boundary, reverse=reverse)
+
+
+def _check_contexts(A: Tensor, x: Tensor, boundary: Tensor) -> None:
+    """The argument checks of :func:`contexts` and :func:`contexts_vectorized`."""
+    _, d, _, _ = check_contexts_args(A, x, boundary, native=False)
+    check_symbol_range(x, d)
 
 
 def _contexts(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool = False) -> Tensor:
@@ -253,24 +258,9 @@ def contexts_vectorized(A: Tensor, x: Tensor, boundary: Tensor, *, reverse: bool
     with the products); rounding differs and, for products that become exactly zero, so may the
     detection of that case.
 
-    Parameters
-    ----------
-    A : Tensor, shape (d, D, D)
-    x : Tensor, shape (N, M) integer symbols or (N, M, d) real embeddings
-    boundary : Tensor, shape (D,) or (N, D)
-    reverse : bool
-
-    Returns
-    -------
-    Tensor, shape (N, M, D)
-
-    Raises
-    ------
-    TypeError, ValueError
-        Bad arguments, named (see the module docstring).
+    Parameters, shapes and errors are those of :func:`contexts`.
     """
-    _, d, _, _ = check_contexts_args(A, x, boundary, native=False)
-    check_symbol_range(x, d)
+    _check_contexts(A, x, boundary)
     return _contexts_vectorized(A, x, boundary, reverse=reverse)
 
 

@@ -126,18 +126,8 @@ class LocalRule:
         return index
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the rule.
-
-        Parameters
-        ----------
-        x : torch.Tensor
-            Shape (N, M), integer symbols in ``[0, d)``.
-
-        Returns
-        -------
-        torch.Tensor
-            Shape (N, M), int64 outputs.
-        """
+        """Apply the rule: the :attr:`table` entry of every site's window (:meth:`window_indices`);
+        ``x`` as there, the outputs are int64 of the same shape (N, M)."""
         return self.table.to(x.device)[self.window_indices(x)]
 
     def with_boundary(self, boundary: str) -> "LocalRule":

@@ -918,153 +918,42 @@ def analyse_tensor(
     -------
     TensorAnalysis
     """
-    if deff_on not in DEFF_ON:
-        raise ValueError(f"deff_on must be one of {DEFF_ON}, got {deff_on!r}")
-    if xi_method not in metrics.XI_METHODS:
-        raise ValueError(f"xi_method must be one of {metrics.XI_METHODS}, got {xi_method!r}")
-    if eps_method not in metrics.EPS_METHODS:
-        raise ValueError(f"eps_method must be one of {metrics.EPS_METHODS}, got {eps_method!r}")
+    for name, value, allowed in (("deff_on", deff_on, DEFF_ON), ("xi_method", xi_method, metrics.XI_METHODS),
+                                 ("eps_method", eps_method, metrics.EPS_METHODS)):  # fmt: skip
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     metrics.check_definition(definition)
-    d, D = A.shape[0], A.shape[1]
+    D = A.shape[1]
+    # One generator, drawn in a fixed order: test sequences, initialisations, then the gap subset.
     gen = torch.Generator().manual_seed(seed)
-    x_test = torch.randint(0, d, (test_sequences, test_length), generator=gen)
-    y_test = rule_labels(x_test, rule)
-    A1, u1, v1 = A[None].to(_DTYPE), u[None].to(_DTYPE), v[None].to(_DTYPE)
-    Lt = ensemble_contexts(A1, x_test, u1)[0]
-    Rt = ensemble_contexts(A1, x_test, v1, reverse=True)[0]
-    F_test = features(Lt[None], Rt[None], x_test, d)[0].reshape(-1, d * D * D)
-    yt = y_test.reshape(-1)
-    prob = training_problem(A1, u1, v1, train_length=train_length, rule=rule)
+    Lt, Rt, F_test, yt = _test_features(A, u, v, gen, test_sequences, test_length, rule)
+    prob = training_problem(A[None].to(_DTYPE), u[None].to(_DTYPE), v[None].to(_DTYPE), train_length=train_length,
+                            rule=rule)  # fmt: skip
     F_train, y_train = prob.F[0], prob.y
-
     G = prob.G0[0] + lambda2 * torch.eye(F_train.shape[1], dtype=_DTYPE)
-    g = torch.linalg.eigvalsh(G)
-    g_min = float(g[g > 1e-10 * g.max()].min())
-    if t_max is None:
-        t_max = 20.0 / g_min
-    times = torch.cat([torch.zeros(1, dtype=_DTYPE), torch.logspace(-2, np.log10(t_max), n_times - 1, dtype=_DTYPE)])
+    g, times = _flow_times(G, t_max, n_times)
     c0 = init_scale * torch.randn(n_inits, F_train.shape[1], generator=gen, dtype=_DTYPE)
     res = train_classifier(F_train, y_train, F_test, yt, c0, times, lambda1=lambda1, lambda2=lambda2,
                            definition=definition)  # fmt: skip
     t_eps = res["t_eps"].numpy()
     t_train = res["t_train"].numpy()
-    grokked_fraction = float(np.isfinite(t_eps).mean())
     grok = np.isfinite(t_eps) & (t_eps > 0)  # runs with a history before t_eps (for nu)
-
-    # nu from runs aligned at t_eps, with its error budget (see TensorAnalysis and NU_WINDOW_FAMILY).
-    nu = nu_err = nu_fit_err = jump = float("nan")
-    budget = {"window_syst": float("nan"), "resolution_syst": float("nan"), "total": float("nan"), "by_window": []}
-    aligned_tau = aligned_mean = None
-    if grok.sum() >= 2:
-        t_lower = res["t_eps_lower"].numpy()
-        if lambda1 == 0:
-            # Align the runs whose t_eps is at least the median: their histories cover the whole
-            # tau range up to tau_hi = median t_eps (runs that grok earlier would cut it short).
-            tmed = float(np.median(t_eps[grok]))
-            grok = grok & (t_eps >= tmed)
-            tau = torch.as_tensor(np.geomspace(tmed * 10 ** (-tau_decades), tmed * 0.999, 60))
-            c0g = c0[torch.as_tensor(grok)]
-
-            def aligned(te_np, window, n_boot):
-                te_r = torch.as_tensor(te_np)
-                tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
-                Eg = flow_errors(flow_weights(res["G"], res["a"], c0g, tgrid), F_test, yt)
-                return metrics.fit_critical_exponent(Eg.numpy(), tgrid.numpy(), te_np, window=window, n_boot=n_boot)
-
-            try:
-                full = aligned(t_eps[grok], (float(tau[0]), float(tau[-1])), 100)
-            except ValueError:
-                full = None
-            if full is not None:
-                jump = float(full.mean_error[0])
-                # Window: mean error between min_count/Q (below, the discrete test set makes the
-                # error a staircase of single sites) and max_error (the asymptotic regime); the
-                # family scales both ends.
-                lo_err = min_count / yt.numel()
-                windows = {}
-                for f_lo, f_hi in NU_WINDOW_FAMILY:
-                    lo_e, hi_e = f_lo * lo_err, f_hi * max_error
-                    sel = (full.mean_error <= hi_e) & (full.mean_error >= lo_e)
-                    central = (f_lo, f_hi) == (1.0, 1.0)  # always tried, as before the family
-                    if (central or hi_e >= 3 * lo_e) and sel.sum() >= 4:
-                        windows[(f_lo, f_hi)] = (float(full.tau[sel][0]), float(full.tau[sel][-1]))
-                if (1.0, 1.0) in windows:
-                    fit = aligned(t_eps[grok], windows[(1.0, 1.0)], 100)
-                else:
-                    # The error never gets below max_error before t_eps (a jump, see error_jump),
-                    # or the band holds too few points: the fit over the whole tau range is the
-                    # central value (nu ~ 0 for a jump) and joins the family.
-                    fit = full
-                    windows = {(1.0, 1.0): (float(full.tau[0]), float(full.tau[-1])), **windows}
-                nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
-                aligned_tau, aligned_mean = fit.tau, fit.mean_error
-
-                def nu_or_nan(te_np, window):
-                    try:
-                        return aligned(te_np, window, 0).nu
-                    except ValueError:
-                        return float("nan")
-
-                by_window = [{"band": [f_lo * lo_err, f_hi * max_error] if (f_lo, f_hi) != (1.0, 1.0) or fit is not full
-                              else [0.0, 1.0], "window": list(w),
-                              "nu": fit.nu if (f_lo, f_hi) == (1.0, 1.0) else nu_or_nan(t_eps[grok], w)}
-                             for (f_lo, f_hi), w in windows.items()]  # fmt: skip
-                # Resolution: the same window with every run aligned at the lower end of its
-                # t_eps bracket instead (the true crossing lies in between).
-                nu_lower = nu_or_nan(t_lower[grok], fit.window)
-                budget = _nu_budget(nu, nu_err, by_window, nu_lower)
-        else:
-            hist = res["test_error"][torch.as_tensor(grok)].numpy()
-
-            def recorded(te_np, n_boot, **kw):
-                try:
-                    return metrics.fit_critical_exponent(hist, times.numpy(), te_np, n_boot=n_boot, **kw)
-                except ValueError:
-                    return None
-
-            # Recorded histories: the window ends where the mean error exceeds f_hi max_error.
-            fit = recorded(t_eps[grok], 200, max_error=max_error)
-            if fit is not None:
-                nu, nu_err, nu_fit_err = fit.nu, fit.nu_err, fit.fit_err
-                aligned_tau, aligned_mean = fit.tau, fit.mean_error
-                by_window = []
-                for f in sorted({f_hi for _, f_hi in NU_WINDOW_FAMILY}):
-                    v = fit if f == 1.0 else recorded(t_eps[grok], 0, max_error=f * max_error)
-                    if v is not None:
-                        by_window.append({"band": [float("nan"), f * max_error], "window": list(v.window), "nu": v.nu})
-                lower = recorded(t_lower[grok], 0, window=fit.window)
-                budget = _nu_budget(nu, nu_err, by_window, lower.nu if lower is not None else float("nan"))
-
-    Fn, yn = F_test.numpy(), yt.numpy()
-    deffs = {
-        "test": float(metrics.effective_dimension(Fn)),
-        "train": float(metrics.effective_dimension(F_train.numpy())),
-        "per_class": float(np.mean([metrics.effective_dimension(Fn[yn == c]) for c in np.unique(yn)])),
-    }
-    xis, pers = {}, {}
-    for m in metrics.XI_METHODS:
-        if D == 2:
-            xis[m], pers[m] = metrics.xi_star(Lt.reshape(-1, 2).numpy(), Rt.reshape(-1, 2).numpy(), yn, method=m)
-        else:
-            xis[m], pers[m] = float("nan"), {}
-    pick = torch.randperm(F_test.shape[0], generator=gen)[:gap_points]
-    epss = {"centroid": metrics.class_separation(Fn, yn)}
-    for m in ("gap", "spread"):
-        epss[m] = metrics.class_separation(F_test[pick].numpy(), yt[pick].numpy(), method=m)
-    D_eff, xs, per = deffs[deff_on], xis[xi_method], pers[xi_method]
-    variants = {
-        "D_eff": deffs,
-        "xi_star": xis,
-        "xi_predicted": {k: float((v - 2 * nu + 1) / 2) for k, v in deffs.items()},
-        "eps": epss,
-    }
+    fit = _no_nu()
+    if grok.sum() >= 2 and lambda1 == 0:
+        fit = _nu_closed_form(res, c0, grok, F_test, yt, tau_decades=tau_decades, max_error=max_error,
+                              min_count=min_count)  # fmt: skip
+    elif grok.sum() >= 2:
+        fit = _nu_recorded(res, times, grok, max_error=max_error)
+    nu, budget = fit["nu"], fit["budget"]
+    deffs, xis, pers, epss = _estimator_variants(F_test, yt, F_train, Lt, Rt, gen, gap_points)
+    D_eff = deffs[deff_on]
     show = min(8, n_inits)
     curves = {
         "times": times.numpy(),
         "train_error": res["train_error"][:show].numpy(),
         "test_error": res["test_error"][:show].numpy(),
-        "aligned_tau": aligned_tau,
-        "aligned_mean_error": aligned_mean,
+        "aligned_tau": fit["aligned_tau"],
+        "aligned_mean_error": fit["aligned_mean"],
         "test_angles_left": metrics.angles(Lt.reshape(-1, 2).numpy()) if D == 2 else None,
         "test_angles_right": metrics.angles(Rt.reshape(-1, 2).numpy()) if D == 2 else None,
         "test_labels": yt.numpy(),
@@ -1073,25 +962,185 @@ def analyse_tensor(
     return TensorAnalysis(
         D_eff=D_eff,
         nu=float(nu),
-        nu_err=float(nu_err),
-        xi_star=float(xs),
-        xi_per_class={str(k_): v_ for k_, v_ in per.items()},
+        nu_err=float(fit["nu_err"]),
+        xi_star=float(xis[xi_method]),
+        xi_per_class={str(k_): v_ for k_, v_ in pers[xi_method].items()},
         xi_predicted=float((D_eff - 2 * nu + 1) / 2),
         eps_centroid=float(epss["centroid"]),
         eps_gap=float(epss["gap"]),
         t_train=t_train,
         t_eps=t_eps,
         t_grok=t_eps - t_train,
-        grokked_fraction=grokked_fraction,
-        error_jump=jump,
+        grokked_fraction=float(np.isfinite(t_eps).mean()),
+        error_jump=fit["jump"],
         curves=curves,
         eps_spread=float(epss["spread"]),
         eps=float(epss[eps_method]),
-        nu_fit_err=float(nu_fit_err),
+        nu_fit_err=float(fit["nu_fit_err"]),
         nu_window_syst=float(budget["window_syst"]),
         nu_resolution_syst=float(budget["resolution_syst"]),
         nu_total=float(budget["total"]),
         nu_by_window=budget["by_window"],
-        variants=variants,
+        variants={
+            "D_eff": deffs,
+            "xi_star": xis,
+            "xi_predicted": {k: float((v - 2 * nu + 1) / 2) for k, v in deffs.items()},
+            "eps": epss,
+        },
         options={"deff_on": deff_on, "xi_method": xi_method, "eps_method": eps_method, "definition": definition},
     )
+
+
+# The named steps of analyse_tensor, in the order it takes them.
+
+
+def _test_features(A: Tensor, u: Tensor, v: Tensor, gen: torch.Generator, test_sequences: int, test_length: int,
+                   rule: int) -> tuple:  # fmt: skip
+    """Random test sequences (drawn from ``gen``), their contexts and feature points.
+
+    Returns ``Lt, Rt`` (shape (test_sequences, test_length, D)), ``F_test`` (shape (Q, d D^2),
+    ``Q = test_sequences * test_length`` sites) and the labels ``yt`` (shape (Q,)).
+    """
+    d, D = A.shape[0], A.shape[1]
+    x_test = torch.randint(0, d, (test_sequences, test_length), generator=gen)
+    y_test = rule_labels(x_test, rule)
+    A1, u1, v1 = A[None].to(_DTYPE), u[None].to(_DTYPE), v[None].to(_DTYPE)
+    Lt = ensemble_contexts(A1, x_test, u1)[0]
+    Rt = ensemble_contexts(A1, x_test, v1, reverse=True)[0]
+    F_test = features(Lt[None], Rt[None], x_test, d)[0].reshape(-1, d * D * D)
+    return Lt, Rt, F_test, y_test.reshape(-1)
+
+
+def _flow_times(G: Tensor, t_max: Optional[float], n_times: int) -> tuple:
+    """Eigenvalues of ``G`` and the record times: 0, then a log grid from 0.01 to ``t_max``
+    (default ``20 / g_min``, ``g_min`` the smallest nonzero eigenvalue: the slowest mode relaxes)."""
+    g = torch.linalg.eigvalsh(G)
+    g_min = float(g[g > 1e-10 * g.max()].min())
+    if t_max is None:
+        t_max = 20.0 / g_min
+    times = torch.cat([torch.zeros(1, dtype=_DTYPE), torch.logspace(-2, np.log10(t_max), n_times - 1, dtype=_DTYPE)])
+    return g, times
+
+
+def _no_nu() -> dict:
+    """The nu measurement of a tensor with too few grokking runs to fit (all nan)."""
+    nan = float("nan")
+    return {"nu": nan, "nu_err": nan, "nu_fit_err": nan, "jump": nan, "aligned_tau": None, "aligned_mean": None,
+            "budget": {"window_syst": nan, "resolution_syst": nan, "total": nan, "by_window": []}}  # fmt: skip
+
+
+def _with_fit(out: dict, fit, budget: dict) -> dict:
+    out.update(nu=fit.nu, nu_err=fit.nu_err, nu_fit_err=fit.fit_err, aligned_tau=fit.tau, aligned_mean=fit.mean_error,
+               budget=budget)  # fmt: skip
+    return out
+
+
+def _nu_closed_form(res: dict, c0: Tensor, grok: np.ndarray, F_test: Tensor, yt: Tensor, *, tau_decades: float,
+                    max_error: float, min_count: int) -> dict:  # fmt: skip
+    """nu with ``lambda1 = 0``: the test error of every late-grokking run evaluated on the closed-form
+    flow at ``t_eps - tau``, aligned, averaged and fitted, with its error budget
+    (:class:`TensorAnalysis`, :data:`NU_WINDOW_FAMILY`). Returns the fields of :func:`_no_nu`."""
+    out = _no_nu()
+    t_eps, t_lower = res["t_eps"].numpy(), res["t_eps_lower"].numpy()
+    # Align the runs whose t_eps is at least the median: their histories cover the whole
+    # tau range up to tau_hi = median t_eps (runs that grok earlier would cut it short).
+    tmed = float(np.median(t_eps[grok]))
+    grok = grok & (t_eps >= tmed)
+    tau = torch.as_tensor(np.geomspace(tmed * 10 ** (-tau_decades), tmed * 0.999, 60))
+    c0g = c0[torch.as_tensor(grok)]
+
+    def aligned(te_np, window, n_boot):
+        te_r = torch.as_tensor(te_np)
+        tgrid = torch.cat([te_r[:, None] - tau.flip(0)[None, :], te_r[:, None]], 1)  # increasing
+        Eg = flow_errors(flow_weights(res["G"], res["a"], c0g, tgrid), F_test, yt)
+        return metrics.fit_critical_exponent(Eg.numpy(), tgrid.numpy(), te_np, window=window, n_boot=n_boot)
+
+    def nu_or_nan(te_np, window):
+        try:
+            return aligned(te_np, window, 0).nu
+        except ValueError:
+            return float("nan")
+
+    try:
+        full = aligned(t_eps[grok], (float(tau[0]), float(tau[-1])), 100)
+    except ValueError:
+        return out
+    out["jump"] = float(full.mean_error[0])
+    # Window: mean error between min_count/Q (below, the discrete test set makes the
+    # error a staircase of single sites) and max_error (the asymptotic regime); the
+    # family scales both ends.
+    lo_err = min_count / yt.numel()
+    windows = {}
+    for f_lo, f_hi in NU_WINDOW_FAMILY:
+        lo_e, hi_e = f_lo * lo_err, f_hi * max_error
+        sel = (full.mean_error <= hi_e) & (full.mean_error >= lo_e)
+        central = (f_lo, f_hi) == (1.0, 1.0)  # always tried, as before the family
+        if (central or hi_e >= 3 * lo_e) and sel.sum() >= 4:
+            windows[(f_lo, f_hi)] = (float(full.tau[sel][0]), float(full.tau[sel][-1]))
+    if (1.0, 1.0) in windows:
+        fit = aligned(t_eps[grok], windows[(1.0, 1.0)], 100)
+    else:
+        # The error never gets below max_error before t_eps (a jump, see error_jump),
+        # or the band holds too few points: the fit over the whole tau range is the
+        # central value (nu ~ 0 for a jump) and joins the family.
+        fit = full
+        windows = {(1.0, 1.0): (float(full.tau[0]), float(full.tau[-1])), **windows}
+    by_window = [{"band": [f_lo * lo_err, f_hi * max_error] if (f_lo, f_hi) != (1.0, 1.0) or fit is not full
+                  else [0.0, 1.0], "window": list(w),
+                  "nu": fit.nu if (f_lo, f_hi) == (1.0, 1.0) else nu_or_nan(t_eps[grok], w)}
+                 for (f_lo, f_hi), w in windows.items()]  # fmt: skip
+    # Resolution: the same window with every run aligned at the lower end of its
+    # t_eps bracket instead (the true crossing lies in between).
+    nu_lower = nu_or_nan(t_lower[grok], fit.window)
+    return _with_fit(out, fit, _nu_budget(fit.nu, fit.nu_err, by_window, nu_lower))
+
+
+def _nu_recorded(res: dict, times: Tensor, grok: np.ndarray, *, max_error: float) -> dict:
+    """nu with ``lambda1 > 0``: the recorded test-error histories of the grokking runs, aligned and
+    fitted, with its error budget (window family over ``max_error``; resolution: one record step).
+    Returns the fields of :func:`_no_nu`."""
+    out = _no_nu()
+    t_eps, t_lower = res["t_eps"].numpy(), res["t_eps_lower"].numpy()
+    hist = res["test_error"][torch.as_tensor(grok)].numpy()
+
+    def recorded(te_np, n_boot, **kw):
+        try:
+            return metrics.fit_critical_exponent(hist, times.numpy(), te_np, n_boot=n_boot, **kw)
+        except ValueError:
+            return None
+
+    # Recorded histories: the window ends where the mean error exceeds f_hi max_error.
+    fit = recorded(t_eps[grok], 200, max_error=max_error)
+    if fit is None:
+        return out
+    by_window = []
+    for f in sorted({f_hi for _, f_hi in NU_WINDOW_FAMILY}):
+        v = fit if f == 1.0 else recorded(t_eps[grok], 0, max_error=f * max_error)
+        if v is not None:
+            by_window.append({"band": [float("nan"), f * max_error], "window": list(v.window), "nu": v.nu})
+    lower = recorded(t_lower[grok], 0, window=fit.window)
+    return _with_fit(out, fit, _nu_budget(fit.nu, fit.nu_err, by_window, lower.nu if lower is not None else float("nan")))
+
+
+def _estimator_variants(F_test: Tensor, yt: Tensor, F_train: Tensor, Lt: Tensor, Rt: Tensor, gen: torch.Generator,
+                        gap_points: int) -> tuple:  # fmt: skip
+    """``D_eff``, ``xi*`` (with its per-class values) and ``eps`` under every estimator choice:
+    dicts keyed by :data:`DEFF_ON`, :data:`tnattn.metrics.XI_METHODS` (twice) and the
+    ``eps`` methods; the gap and spread estimators use ``gap_points`` sites drawn from ``gen``."""
+    Fn, yn = F_test.numpy(), yt.numpy()
+    deffs = {
+        "test": float(metrics.effective_dimension(Fn)),
+        "train": float(metrics.effective_dimension(F_train.numpy())),
+        "per_class": float(np.mean([metrics.effective_dimension(Fn[yn == c]) for c in np.unique(yn)])),
+    }
+    xis, pers = {}, {}
+    for m in metrics.XI_METHODS:
+        if Lt.shape[-1] == 2:
+            xis[m], pers[m] = metrics.xi_star(Lt.reshape(-1, 2).numpy(), Rt.reshape(-1, 2).numpy(), yn, method=m)
+        else:
+            xis[m], pers[m] = float("nan"), {}
+    pick = torch.randperm(F_test.shape[0], generator=gen)[:gap_points]
+    epss = {"centroid": metrics.class_separation(Fn, yn)}
+    for m in ("gap", "spread"):
+        epss[m] = metrics.class_separation(F_test[pick].numpy(), yt[pick].numpy(), method=m)
+    return deffs, xis, pers, epss

@@ -281,3 +281,9 @@ def test_class_separation_spread_units_hand_computed():
     # Gap units: radius 1, gap 4 -> 1 + 4 / 2 = 3; centroid: (4 / 2) / 1 = 2.
     assert metrics.class_separation(pts, lab, method="gap") == pytest.approx(3.0)
     assert metrics.class_separation(pts, lab) == pytest.approx(2.0)
+
+
+def test_binomial_stderr_hand_values_and_floor():
+    # sqrt(0.5 * 0.5 / 100) = 0.05; at p = 0 (and 1) p(1-p) is floored at 1/n: sqrt(0.01 / 100) = 0.01.
+    assert metrics.binomial_stderr(0.5, 100) == pytest.approx(0.05)
+    np.testing.assert_allclose(metrics.binomial_stderr(np.array([0.0, 1.0, 0.5]), 100), [0.01, 0.01, 0.05])

@@ -19,6 +19,17 @@ from tnattn.bench.ops import OpCase, bench_case
 __all__ = ["scaling_M", "scaling_D", "scaling_threads", "thread_counts"]
 
 
+#: Timing settings of the M and D sweeps unless the caller names them (keywords of
+#: :func:`tnattn.bench.ops.bench_case`).
+SWEEP_TIMING = {"device": "cpu", "repeats": 10, "budget_s": 1.0, "peak": None}
+
+
+def _sweep(points: Sequence[tuple], timing: dict) -> list[dict]:
+    """:func:`tnattn.bench.ops.bench_case` rows of every ``(case, implementations)`` point, in order."""
+    timing = {**SWEEP_TIMING, **timing}
+    return [row for case, names in points for row in bench_case(case, list(names), **timing)]
+
+
 def scaling_M(
     Ms: Sequence[int],
     *,
@@ -26,35 +37,21 @@ def scaling_M(
     D: int = 8,
     impls: Sequence[str] = ("tnattn", "loop", "vectorized"),
     max_baseline_M: int = 10_000,
-    device: str = "cpu",
-    repeats: int = 10,
-    budget_s: float = 1.0,
-    peak: Optional[dict] = None,
+    **timing,
 ) -> list[dict]:
-    """Rows of :func:`tnattn.bench.ops.bench_case` for each M (baselines only up to max_baseline_M)."""
-    rows = []
-    for M in Ms:
-        names = [n for n in impls if n == "tnattn" or M <= max_baseline_M]
-        rows += bench_case(OpCase(N, int(M), D), names, device=device, repeats=repeats, budget_s=budget_s, peak=peak)
-    return rows
+    """Rows of :func:`tnattn.bench.ops.bench_case` for each M (baselines only up to max_baseline_M).
+
+    ``timing``: ``device``, ``repeats``, ``budget_s`` and ``peak`` of ``bench_case`` (defaults
+    :data:`SWEEP_TIMING`).
+    """
+    return _sweep([(OpCase(N, int(M), D), [n for n in impls if n == "tnattn" or M <= max_baseline_M]) for M in Ms],
+                  timing)  # fmt: skip
 
 
-def scaling_D(
-    Ds: Sequence[int],
-    *,
-    N: int = 256,
-    M: int = 256,
-    impls: Sequence[str] = ("tnattn",),
-    device: str = "cpu",
-    repeats: int = 10,
-    budget_s: float = 1.0,
-    peak: Optional[dict] = None,
-) -> list[dict]:
-    """Rows of :func:`tnattn.bench.ops.bench_case` for each bond dimension D."""
-    rows = []
-    for D in Ds:
-        rows += bench_case(OpCase(N, M, int(D)), list(impls), device=device, repeats=repeats, budget_s=budget_s, peak=peak)
-    return rows
+def scaling_D(Ds: Sequence[int], *, N: int = 256, M: int = 256, impls: Sequence[str] = ("tnattn",), **timing) -> list[dict]:
+    """Rows of :func:`tnattn.bench.ops.bench_case` for each bond dimension D (``timing`` as in
+    :func:`scaling_M`)."""
+    return _sweep([(OpCase(N, M, int(D)), impls) for D in Ds], timing)
 
 
 def thread_counts(max_threads: Optional[int] = None) -> list[int]:

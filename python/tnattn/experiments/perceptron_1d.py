@@ -17,16 +17,13 @@ sets whose test error is zero for a while on the way to a nonzero final error: u
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from tnattn._fields import check_fields, check_ranges, require
-from tnattn.io import result_envelope, write_json
-from tnattn.locks import lock_directory
-from tnattn.metrics import GROKKING_DEFINITIONS
+from tnattn.experiments._common import check_choices, grokking_definition_field, option as _f, progress_bar, run_locked
+from tnattn.metrics import binomial_stderr
 from tnattn.theory import perceptron_1d as p1
 
 NAME = "perceptron-1d"
@@ -34,21 +31,21 @@ NAME = "perceptron-1d"
 
 @dataclass
 class Config:
-    out: str = field(default="results/perceptron-1d", metadata={"help": "output folder (JSON + PNG)"})
-    seed: int = field(default=0, metadata={"help": "seed of the Monte Carlo generator"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    n_values: tuple[int, ...] = field(default=(1, 2, 5, 20), metadata={"help": "samples per class for the probability curves"})
-    eps_max: float = field(default=1.0, metadata={"help": "largest eps of the probability curves"})
-    n_eps: int = field(default=9, metadata={"help": "eps points with Monte Carlo estimates"})
-    prob_datasets: int = field(default=4000, metadata={"help": "simulated data sets per probability point"})
-    n: int = field(default=2, metadata={"help": "samples per class for the grokking-time density"})
-    eps: float = field(default=0.3, metadata={"help": "half-gap eps for the grokking-time density"})
-    lambda1: float = field(default=0.05, metadata={"help": "L1 strength of the regularised density"})
-    lambda2: float = field(default=0.2, metadata={"help": "L2 strength of the regularised density"})
-    time_datasets: int = field(default=20000, metadata={"help": "simulated data sets per grokking-time histogram"})
-    dt: float = field(default=0.005, metadata={"help": "Euler step of the simulated flows"})
-    t_max: float = field(default=15.0, metadata={"help": "horizon of the simulated flows"})
-    grokking_definition: str = field(default="first_zero", metadata={"help": "t_train/t_eps: first time with zero error (the paper's) or first time from which it stays zero", "choices": ("first_zero", "stays_zero")})
+    out: str = _f("results/perceptron-1d", "output folder (JSON + PNG)")
+    seed: int = _f(0, "seed of the Monte Carlo generator")
+    progress: bool = _f(True, "show progress bars")
+    n_values: tuple[int, ...] = _f((1, 2, 5, 20), "samples per class for the probability curves")
+    eps_max: float = _f(1.0, "largest eps of the probability curves")
+    n_eps: int = _f(9, "eps points with Monte Carlo estimates")
+    prob_datasets: int = _f(4000, "simulated data sets per probability point")
+    n: int = _f(2, "samples per class for the grokking-time density")
+    eps: float = _f(0.3, "half-gap eps for the grokking-time density")
+    lambda1: float = _f(0.05, "L1 strength of the regularised density")
+    lambda2: float = _f(0.2, "L2 strength of the regularised density")
+    time_datasets: int = _f(20000, "simulated data sets per grokking-time histogram")
+    dt: float = _f(0.005, "Euler step of the simulated flows")
+    t_max: float = _f(15.0, "horizon of the simulated flows")
+    grokking_definition: str = grokking_definition_field()
 
     def __post_init__(self):
         self.n_values = tuple(self.n_values)
@@ -57,30 +54,18 @@ class Config:
                      nonnegative=("seed", "lambda1", "lambda2"), above={"n_eps": 1})
         require(len(self.n_values) >= 1, "n_values", "must name at least one sample count")
         require(self.t_max > self.dt, "t_max", f"must be > dt ({self.dt}), got {self.t_max}")
-        require(self.grokking_definition in GROKKING_DEFINITIONS, "grokking_definition",
-                f"must be one of {GROKKING_DEFINITIONS}, got {self.grokking_definition!r}")
-
-
-def _tqdm(it, progress, desc):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc)
+        check_choices(self, "grokking_definition")
 
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``perceptron_1d.png``; return the results."""
-    config.__post_init__()  # (again: the fields may have been changed after construction)
-    # Nothing is resumed (a rerun recomputes everything); the lock keeps two runs from writing one folder.
-    with lock_directory(config.out, "experiment directory"):
-        return _run(config)
+    from tnattn.plots.theory import plot_perceptron_1d
+
+    return run_locked(config, _run, name=NAME, plot=plot_perceptron_1d, png="perceptron_1d.png", summary=_summary)
 
 
 def _run(config: Config) -> dict:
-    t_start = time.time()
     rng = np.random.default_rng(config.seed)
-    out = Path(config.out)
 
     # Probability against eps: closed form (dense) and simulated flows (points).
     eps_dense = np.linspace(0.0, config.eps_max, 201)
@@ -88,7 +73,7 @@ def _run(config: Config) -> dict:
     prob = {}
     steps = [(n, e) for n in config.n_values for e in eps_pts]
     mc = {n: [] for n in config.n_values}
-    for n, e in _tqdm(steps, config.progress, "perceptron-1d: probability"):
+    for n, e in progress_bar(steps, config.progress, "perceptron-1d: probability"):
         sim = p1.simulate_gradient_flow(int(n), float(e), config.prob_datasets, rng, dt=0.02, t_max=config.t_max)
         mc[n].append(float(np.mean(sim.final_test_error == 0)))
     for n in config.n_values:
@@ -98,14 +83,14 @@ def _run(config: Config) -> dict:
             "theory": p1.grokking_probability(eps_dense, int(n)),
             "eps_mc": eps_pts,
             "mc": p_mc,
-            "mc_stderr": np.sqrt(np.maximum(p_mc * (1 - p_mc), 1.0 / config.prob_datasets) / config.prob_datasets),
+            "mc_stderr": binomial_stderr(p_mc, config.prob_datasets),
         }
 
     # Grokking-time density, plain and regularised.
     times = {}
     settings = [("none", 0.0, 0.0), ("L1+L2", config.lambda1, config.lambda2)]
     example = None
-    for label, l1, l2 in _tqdm(settings, config.progress, "perceptron-1d: grokking times"):
+    for label, l1, l2 in progress_bar(settings, config.progress, "perceptron-1d: grokking times"):
         sim = p1.simulate_gradient_flow(
             config.n, config.eps, config.time_datasets, rng, lambda1=l1, lambda2=l2, dt=config.dt,
             t_max=config.t_max, record_every=max(1, int(round(0.05 / config.dt))) if example is None else None,
@@ -138,18 +123,12 @@ def _run(config: Config) -> dict:
                 "train_error_sim": sim.train_error[:k],
                 "eps": config.eps,
             }
-    results = {
+    return {
         "probability": prob,
         "grokking_time": times,
         "example_flows": example,
         "critical_exponent": p1.critical_exponent(),
-        "seconds": time.time() - t_start,
     }
-    from tnattn.plots.theory import plot_perceptron_1d
-
-    plot_perceptron_1d(results, out / "perceptron_1d.png")
-    write_json(out / "results.json", result_envelope(NAME, config, _summary(results)))
-    return results
 
 
 def _summary(results: dict) -> dict:

@@ -16,17 +16,14 @@ paper's first zero, :func:`tnattn.theory.ball.simulate_gradient_flow`).
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from tnattn import metrics
 from tnattn._fields import check_fields, check_ranges, require
-from tnattn.io import result_envelope, write_json
-from tnattn.locks import lock_directory
-from tnattn.metrics import GROKKING_DEFINITIONS
+from tnattn.experiments._common import check_choices, grokking_definition_field, option as _f, progress_bar, run_locked
+from tnattn.metrics import binomial_stderr
 from tnattn.theory import ball as B
 
 NAME = "perceptron-ball"
@@ -34,27 +31,27 @@ NAME = "perceptron-ball"
 
 @dataclass
 class Config:
-    out: str = field(default="results/perceptron-ball", metadata={"help": "output folder (JSON + PNG)"})
-    seed: int = field(default=0, metadata={"help": "seed of the Monte Carlo generator"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    D_values: tuple[int, ...] = field(default=(2, 3, 5), metadata={"help": "dimensions for the cap error and nu"})
-    eps: float = field(default=1.3, metadata={"help": "half-distance of the ball centres (> 1)"})
-    n: int = field(default=200, metadata={"help": "training samples per class of the simulated flows"})
-    runs: int = field(default=100, metadata={"help": "simulated flows per dimension for nu"})
-    lambda2: float = field(default=0.0, metadata={"help": "L2 strength of the simulated flows"})
-    sigma0: float = field(default=3.0, metadata={"help": "scale of the initial weights (nu runs)"})
-    cap_points: int = field(default=100000, metadata={"help": "sampled test points per cap-error curve"})
-    prob_n: int = field(default=5, metadata={"help": "samples per class for the probability curves"})
-    prob_eps: float = field(default=1.05, metadata={"help": "eps for the probability curves"})
-    prob_D: tuple[int, ...] = field(default=(2, 4, 8, 12, 16, 24), metadata={"help": "dimensions of the probability curves"})
-    prob_lambda1: tuple[float, ...] = field(default=(0.0, 0.02, 0.05), metadata={"help": "lambda1 values of the probability curves"})
-    prob_datasets: int = field(default=2000, metadata={"help": "data sets per probability point"})
-    time_D: int = field(default=3, metadata={"help": "dimension of the grokking-time histogram"})
-    time_eps: float = field(default=1.5, metadata={"help": "eps of the grokking-time histogram"})
-    time_sigma0: float = field(default=1.0, metadata={"help": "initial weight scale of the grokking-time runs"})
-    time_lambda2: float = field(default=0.01, metadata={"help": "lambda2 of the grokking-time runs"})
-    time_runs: int = field(default=1500, metadata={"help": "simulated flows for the grokking-time histogram"})
-    grokking_definition: str = field(default="first_zero", metadata={"help": "t_train/t_eps: first time with zero error (the paper's) or first time from which it stays zero", "choices": ("first_zero", "stays_zero")})
+    out: str = _f("results/perceptron-ball", "output folder (JSON + PNG)")
+    seed: int = _f(0, "seed of the Monte Carlo generator")
+    progress: bool = _f(True, "show progress bars")
+    D_values: tuple[int, ...] = _f((2, 3, 5), "dimensions for the cap error and nu")
+    eps: float = _f(1.3, "half-distance of the ball centres (> 1)")
+    n: int = _f(200, "training samples per class of the simulated flows")
+    runs: int = _f(100, "simulated flows per dimension for nu")
+    lambda2: float = _f(0.0, "L2 strength of the simulated flows")
+    sigma0: float = _f(3.0, "scale of the initial weights (nu runs)")
+    cap_points: int = _f(100000, "sampled test points per cap-error curve")
+    prob_n: int = _f(5, "samples per class for the probability curves")
+    prob_eps: float = _f(1.05, "eps for the probability curves")
+    prob_D: tuple[int, ...] = _f((2, 4, 8, 12, 16, 24), "dimensions of the probability curves")
+    prob_lambda1: tuple[float, ...] = _f((0.0, 0.02, 0.05), "lambda1 values of the probability curves")
+    prob_datasets: int = _f(2000, "data sets per probability point")
+    time_D: int = _f(3, "dimension of the grokking-time histogram")
+    time_eps: float = _f(1.5, "eps of the grokking-time histogram")
+    time_sigma0: float = _f(1.0, "initial weight scale of the grokking-time runs")
+    time_lambda2: float = _f(0.01, "lambda2 of the grokking-time runs")
+    time_runs: int = _f(1500, "simulated flows for the grokking-time histogram")
+    grokking_definition: str = grokking_definition_field()
 
     def __post_init__(self):
         self.D_values, self.prob_D = tuple(self.D_values), tuple(self.prob_D)
@@ -66,33 +63,21 @@ class Config:
                      above={"eps": 1.0, "time_eps": 1.0})
         for name in ("D_values", "prob_D", "prob_lambda1"):
             require(len(getattr(self, name)) >= 1, name, "must hold at least one value")
-        require(self.grokking_definition in GROKKING_DEFINITIONS, "grokking_definition",
-                f"must be one of {GROKKING_DEFINITIONS}, got {self.grokking_definition!r}")
-
-
-def _tqdm(it, progress, desc):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc)
+        check_choices(self, "grokking_definition")
 
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``perceptron_ball.png``; return the results."""
-    config.__post_init__()  # (again: the fields may have been changed after construction)
-    # Nothing is resumed (a rerun recomputes everything); the lock keeps two runs from writing one folder.
-    with lock_directory(config.out, "experiment directory"):
-        return _run(config)
+    from tnattn.plots.theory import plot_perceptron_ball
+
+    return run_locked(config, _run, name=NAME, plot=plot_perceptron_ball, png="perceptron_ball.png", summary=_summary)
 
 
 def _run(config: Config) -> dict:
-    t_start = time.time()
     rng = np.random.default_rng(config.seed)
-    out = Path(config.out)
 
     cap, critical = {}, {}
-    for D in _tqdm(config.D_values, config.progress, "perceptron-ball: cap error and nu"):
+    for D in progress_bar(config.D_values, config.progress, "perceptron-ball: cap error and nu"):
         D = int(D)
         u = B.sample_ball((config.cap_points,), D, rng)
         h_mc = np.linspace(-0.5, 0.95, 12)
@@ -103,7 +88,7 @@ def _run(config: Config) -> dict:
             "theory": B.test_error(h, D),
             "h_mc": h_mc,
             "mc": mc,
-            "mc_stderr": np.sqrt(np.maximum(mc * (1 - mc), 1.0 / config.cap_points) / config.cap_points),
+            "mc_stderr": binomial_stderr(mc, config.cap_points),
         }
         # Fine uniform records: the fit window starts at 10 record steps before t_eps.
         t = np.linspace(0.0, 12.0 / (1.0 / (D + 2) + config.lambda2), 6001)
@@ -126,7 +111,7 @@ def _run(config: Config) -> dict:
 
     curves = {}
     grid = [(l1, D) for l1 in config.prob_lambda1 for D in config.prob_D]
-    for l1, D in _tqdm(grid, config.progress, "perceptron-ball: grokking probability"):
+    for l1, D in progress_bar(grid, config.progress, "perceptron-ball: grokking probability"):
         p, se = B.grokking_probability_mc(config.prob_n, int(D), config.prob_eps, config.prob_datasets, rng,
                                           lambda1=float(l1))
         c = curves.setdefault(str(l1), {"p": [], "stderr": []})
@@ -154,18 +139,13 @@ def _run(config: Config) -> dict:
         "grokked_fraction_mc": float(np.mean(np.isfinite(sim.t_grok))),
         "median_t_grok_mc": float(np.median(tg)) if tg.size else float("nan"),
     }
-    results = {
-        "cap": cap,
-        "critical": critical,
-        "probability": probability,
-        "grokking_time": grokking_time,
-        "seconds": time.time() - t_start,
-    }
-    from tnattn.plots.theory import plot_perceptron_ball
+    return {"cap": cap, "critical": critical, "probability": probability, "grokking_time": grokking_time}
 
-    plot_perceptron_ball(results, out / "perceptron_ball.png")
+
+def _summary(results: dict) -> dict:
+    """What goes into the JSON: everything except the raw grokking-time samples."""
     summary = dict(results)
-    summary["grokking_time"] = {k: v for k, v in grokking_time.items() if k != "t_grok_samples"}
-    summary["grokking_time"]["n_samples"] = int(tg.size)
-    write_json(out / "results.json", result_envelope(NAME, config, summary))
-    return results
+    times = results["grokking_time"]
+    summary["grokking_time"] = {k: v for k, v in times.items() if k != "t_grok_samples"}
+    summary["grokking_time"]["n_samples"] = int(times["t_grok_samples"].size)
+    return summary

@@ -54,6 +54,7 @@ from tnattn._fields import FlatAccess, check_fields, flat_init, check_ranges, re
 from tnattn.errors import ConfigError
 from tnattn.ensemble.distributed import init_distributed, lock_for_ranks, run_ensemble
 from tnattn.ensemble.nu_budget import T_EPS_ESTIMATES, format_budget, nu_error_budget
+from tnattn.experiments._common import option as _f
 from tnattn.experiments._rerun import check_rerun, save_study
 from tnattn.ensemble.stats import aligned_mean, aligned_test_error, grokking_time_histogram, protocol_cost
 from tnattn.metrics import zero_times
@@ -70,10 +71,6 @@ PAPER_NU = {
     "l1": {10: 0.64, 20: 0.72, 40: 0.67},
 }
 REGULARISERS = ("none", "l2", "l1")
-
-
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
 
 
 #: The training settings shared by every run of the study (the paper's protocol, see the module

@@ -26,17 +26,14 @@ stationary solutions, estimators).
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from tnattn import scenario_b as sb
 from tnattn._fields import check_fields, check_ranges
-from tnattn.errors import ConfigError
-from tnattn.io import result_envelope, write_json
-from tnattn.locks import lock_directory
+from tnattn.experiments._common import check_choices, grokking_definition_field, option as _f, progress_bar, run_locked
+from tnattn.metrics import EPS_METHODS, XI_METHODS
 
 NAME = "scenario-b"
 
@@ -50,35 +47,29 @@ PAPER_TABLE_1 = [
 
 @dataclass
 class Config:
-    out: str = field(default="results/scenario-b", metadata={"help": "output folder (JSON + PNG)"})
-    seed: int = field(default=0, metadata={"help": "seed of A samples, test sets and initialisations"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-    n_tensors: int = field(default=4000, metadata={"help": "random A per probability point (paper: 20000)"})
-    lambda1_values: tuple[float, ...] = field(default=(1e-5, 1e-4, 1e-3, 1e-2), metadata={"help": "L1 strengths (lambda2 = 0)"})
-    lambda2_values: tuple[float, ...] = field(default=(1e-4, 1e-3, 1e-2), metadata={"help": "L2 strengths (lambda1 = 0)"})
-    test_sequences: int = field(default=1000, metadata={"help": "random test sequences for acceptance"})
-    test_length: int = field(default=100, metadata={"help": "length of the test sequences"})
-    chunk: int = field(default=2000, metadata={"help": "tensors per vectorised block"})
-    n_analyse: int = field(default=3, metadata={"help": "accepted tensors to train and measure"})
-    n_inits: int = field(default=100, metadata={"help": "random initialisations of C per tensor"})
-    analysis_sequences: int = field(default=100, metadata={"help": "test sequences for the measurements"})
-    deff_on: str = field(default="test", metadata={"help": "D_eff of the test, train or per-class test features", "choices": sb.DEFF_ON})
-    xi_method: str = field(default="edges", metadata={"help": "xi at the edges of the support or from the max density", "choices": ("edges", "max_density")})
-    eps_method: str = field(default="gap", metadata={"help": "eps estimator: centroid, gap or spread units", "choices": ("centroid", "gap", "spread")})
-    grokking_definition: str = field(default="first_zero", metadata={"help": "t_train/t_eps: first time with zero error (the paper's) or first time from which it stays zero", "choices": ("first_zero", "stays_zero")})
+    out: str = _f("results/scenario-b", "output folder (JSON + PNG)")
+    seed: int = _f(0, "seed of A samples, test sets and initialisations")
+    progress: bool = _f(True, "show progress bars")
+    n_tensors: int = _f(4000, "random A per probability point (paper: 20000)")
+    lambda1_values: tuple[float, ...] = _f((1e-5, 1e-4, 1e-3, 1e-2), "L1 strengths (lambda2 = 0)")
+    lambda2_values: tuple[float, ...] = _f((1e-4, 1e-3, 1e-2), "L2 strengths (lambda1 = 0)")
+    test_sequences: int = _f(1000, "random test sequences for acceptance")
+    test_length: int = _f(100, "length of the test sequences")
+    chunk: int = _f(2000, "tensors per vectorised block")
+    n_analyse: int = _f(3, "accepted tensors to train and measure")
+    n_inits: int = _f(100, "random initialisations of C per tensor")
+    analysis_sequences: int = _f(100, "test sequences for the measurements")
+    deff_on: str = _f("test", "D_eff of the test, train or per-class test features", choices=sb.DEFF_ON)
+    xi_method: str = _f("edges", "xi at the edges of the support or from the max density", choices=XI_METHODS)
+    eps_method: str = _f("gap", "eps estimator: centroid, gap or spread units", choices=EPS_METHODS)
+    grokking_definition: str = grokking_definition_field()
 
     def __post_init__(self):
-        from tnattn.metrics import EPS_METHODS, GROKKING_DEFINITIONS, XI_METHODS
-
         self.lambda1_values, self.lambda2_values = tuple(self.lambda1_values), tuple(self.lambda2_values)
         check_fields(self)
         check_ranges(self, positive=("n_tensors", "test_sequences", "test_length", "chunk", "analysis_sequences"),
                      nonnegative=("seed", "lambda1_values", "lambda2_values", "n_analyse"), above={"n_inits": 1})
-        for name, val, allowed in (("deff_on", self.deff_on, sb.DEFF_ON), ("xi_method", self.xi_method, XI_METHODS),
-                                   ("eps_method", self.eps_method, EPS_METHODS),
-                                   ("grokking_definition", self.grokking_definition, GROKKING_DEFINITIONS)):  # fmt: skip
-            if val not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {val!r}")
+        check_choices(self, "deff_on", "xi_method", "eps_method", "grokking_definition")
 
 
 def _row(k: int, a: sb.TensorAnalysis) -> dict:
@@ -212,15 +203,12 @@ def sensitivity_table(rows: list) -> str:
 
 def run(config: Config) -> dict:
     """Run the experiment; write ``results.json`` and ``scenario_b.png``; return the results."""
-    config.__post_init__()  # (again: the fields may have been changed after construction)
-    # Nothing is resumed (a rerun recomputes everything); the lock keeps two runs from writing one folder.
-    with lock_directory(config.out, "experiment directory"):
-        return _run(config)
+    from tnattn.plots.theory import plot_scenario_b
+
+    return run_locked(config, _run, name=NAME, plot=plot_scenario_b, png="scenario_b.png", summary=_summary)
 
 
 def _run(config: Config) -> dict:
-    t_start = time.time()
-    out = Path(config.out)
     l1 = [0.0] + [float(v) for v in config.lambda1_values] + [0.0] * len(config.lambda2_values)
     l2 = [0.0] + [0.0] * len(config.lambda1_values) + [float(v) for v in config.lambda2_values]
     prob = sb.grokking_probability(
@@ -229,10 +217,7 @@ def _run(config: Config) -> dict:
     )
     As, us, vs = prob.pop("accepted_tensors")
     picks = list(range(min(config.n_analyse, len(As))))
-    if config.progress and picks:
-        from tqdm.auto import tqdm
-
-        picks = tqdm(picks, desc="scenario B: training C")
+    picks = progress_bar(picks, config.progress and bool(picks), "scenario B: training C")
     rows = []
     for k in picks:
         a = sb.analyse_tensor(As[k], us[k], vs[k], n_inits=config.n_inits,
@@ -250,7 +235,7 @@ def _run(config: Config) -> dict:
     print(t1)
     print("Sensitivity of the Table-1 quantities to the estimator choices:")
     print(sens)
-    results = {
+    return {
         "probability": prob,
         "tensors": rows,
         "accepted_A": [A.tolist() for A in As[: config.n_analyse]],
@@ -260,16 +245,15 @@ def _run(config: Config) -> dict:
         "probability_report": report,
         "sensitivity_table": sens,
         "paper_table_1": PAPER_TABLE_1,
-        "seconds": time.time() - t_start,
     }
-    from tnattn.plots.theory import plot_scenario_b
 
-    plot_scenario_b(results, out / "scenario_b.png")
+
+def _summary(results: dict) -> dict:
+    """What goes into the JSON: everything except the per-site test curves of each tensor."""
     summary = dict(results)
     summary["tensors"] = [
         {k: v for k, v in r.items() if k != "curves"}
         | {"curves": {ck: cv for ck, cv in r["curves"].items() if not ck.startswith("test_")}}
-        for r in rows
+        for r in results["tensors"]
     ]
-    write_json(out / "results.json", result_envelope(NAME, config, summary))
-    return results
+    return summary

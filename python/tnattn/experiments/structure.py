@@ -52,6 +52,7 @@ import numpy as np
 
 from tnattn._fields import FlatAccess, check_fields, check_ranges, flat_init
 from tnattn.errors import ConfigError
+from tnattn.experiments._common import option as _f
 from tnattn.experiments._rerun import check_rerun, save_study
 from tnattn.io import result_envelope, write_json
 from tnattn.locks import lock_directory
@@ -60,10 +61,6 @@ from tnattn.train.config import TrainConfig
 NAME = "structure"
 
 _DEFAULT_EPOCHS = {"figure": 1500, "compare": 1000}
-
-
-def _f(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
 
 
 #: Training settings of every run (no stop at grokking, so post-grokking spikes show; one thread

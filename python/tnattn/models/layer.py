@@ -517,17 +517,8 @@ class TNAttention(TiedContextsMixin, nn.Module):
         return functional.maps(P, x, normalize_map=self.normalize_map, backend=self.backend)
 
     def logits(self, x: Tensor, members=None) -> Tensor:
-        """Outputs before the activation: ``W_i[x_i, :]`` or ``sum_s x[n, i, s] W_i[s, :]``.
-
-        Parameters
-        ----------
-        x, members
-            As in :meth:`local_maps`.
-
-        Returns
-        -------
-        Tensor, shape ([E',] N, M, c)
-        """
+        """Outputs before the activation: ``W_i[x_i, :]`` or ``sum_s x[n, i, s] W_i[s, :]``, shape
+        ([E',] N, M, c); ``x`` and ``members`` as in :meth:`local_maps`."""
         P, x = self._inputs(x, members)
         return functional.logits(P, x, normalize_map=self.normalize_map, backend=self.backend)
 

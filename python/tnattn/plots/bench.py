@@ -15,18 +15,11 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tnattn.plots import save_figure  # noqa: E402
+
 __all__ = ["plot_bench", "plot_ops", "plot_scaling_M", "plot_scaling_D", "plot_threads", "plot_training"]
 
 _COLORS = {"tnattn": "C0", "loop": "C1", "vectorized": "C2", "einsum": "C3", "tensorkrowch": "C4"}
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)  # atomic, like every other result file
-    return path
 
 
 def _ok(rows, key):
@@ -65,7 +58,7 @@ def plot_ops(rows: list[dict], path: str | os.PathLike, *, title: str = "op thro
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_scaling_M(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -86,7 +79,7 @@ def plot_scaling_M(rows: list[dict], path: str | os.PathLike) -> Path:
     ax.set_title(f"time against M (N={n}, D={d})")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_scaling_D(rows: list[dict], path: str | os.PathLike, peak: Optional[float] = None) -> Path:
@@ -98,12 +91,11 @@ def plot_scaling_D(rows: list[dict], path: str | os.PathLike, peak: Optional[flo
     ax.semilogx([r["D"] for r in rb], [r["fwd_bwd_GFLOP_s"] for r in rb], "s--", label="tnattn fwd+bwd", base=2)
     if peak:
         ax.axhline(peak, color="k", lw=1, ls=":", label=f"sgemm {peak:.0f} GFLOP/s")
-    ax.set_xlabel("bond dimension D")
-    ax.set_ylabel("effective GFLOP/s (2 D^2 per mat-vec)")
-    ax.set_title("roofline: tnattn against the GEMM rate")
+    ax.set(xlabel="bond dimension D", ylabel="effective GFLOP/s (2 D^2 per mat-vec)",
+           title="roofline: tnattn against the GEMM rate")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_threads(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -115,12 +107,10 @@ def plot_threads(rows: list[dict], path: str | os.PathLike) -> Path:
     ax.plot(ts, [r.get("fwd_bwd_speedup", float("nan")) for r in rs], "s--", label="fwd+bwd")
     if ts:
         ax.plot(ts, ts, "k:", lw=1, label="ideal")
-    ax.set_xlabel("threads")
-    ax.set_ylabel("speed-up over 1 thread")
-    ax.set_title("tnattn thread scaling")
+    ax.set(xlabel="threads", ylabel="speed-up over 1 thread", title="tnattn thread scaling")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_training(rows: list[dict], path: str | os.PathLike) -> Path:
@@ -133,7 +123,7 @@ def plot_training(rows: list[dict], path: str | os.PathLike) -> Path:
     setting = rows[0].get("setting", "") if rows else ""
     ax.set_title(f"training throughput ({setting})")
     fig.tight_layout()
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_bench(results: dict, outdir: str | os.PathLike) -> list[Path]:

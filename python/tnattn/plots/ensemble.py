@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-import tnattn.plots  # noqa: F401  (selects the Agg backend)
+from tnattn.plots import save_figure  # (importing tnattn.plots selects the Agg backend)
 
 
 def _legend(ax) -> None:
@@ -110,11 +110,7 @@ def plot_scenario_a(results: dict, path: str | os.PathLike) -> Path:
         axes[r, 1].set_title(f"D = {block['D']}: grokking times")
         axes[r, 2].set_title(f"D = {block['D']}: D_eff around grokking")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_nu_windows(budgets: dict, path: str | os.PathLike, *, title: str = "") -> Path:
@@ -166,8 +162,4 @@ def plot_nu_windows(budgets: dict, path: str | os.PathLike, *, title: str = "") 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

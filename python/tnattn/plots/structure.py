@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import tnattn.plots  # noqa: F401  (selects the Agg backend)
+from tnattn.plots import save_figure  # (importing tnattn.plots selects the Agg backend)
 
 __all__ = [
     "equal_area",
@@ -231,11 +231,7 @@ def render_frame(snap, k: int, history, path: str | os.PathLike, *, projection: 
         pts, lab = cloud_points(snap, k, side, color_by=color_by, basis=basis)
         _draw_cloud(ax, pts, lab, projection, on_sphere, f"{side} contexts" + ("" if on_sphere else " (PCA)"))
     fig.suptitle(f"{title}  epoch {int(snap.epochs[k])}".strip(), fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi)
 
 
 def frame_indices(epochs: np.ndarray, n_frames: int, *, spacing: str = "log", include: Sequence[int] = ()) -> np.ndarray:
@@ -343,11 +339,7 @@ def plot_structure_figure(runs: Sequence[dict], times: Sequence[Sequence[int]], 
     axes[0].legend(fontsize=7, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_compare(table: dict, members: dict, path: str | os.PathLike, *, sweep: Optional[dict] = None,
@@ -424,8 +416,4 @@ def plot_compare(table: dict, members: dict, path: str | os.PathLike, *, sweep: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -12,26 +12,13 @@ PNG with several panels:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
-import tnattn.plots  # noqa: F401  (selects the Agg backend)
+from tnattn.plots import save_figure  # (importing tnattn.plots selects the Agg backend)
 
 __all__ = ["plot_perceptron_1d", "plot_perceptron_ball", "plot_scenario_b"]
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)  # atomic, like tnattn.io
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
 
 
 def plot_perceptron_1d(results: dict, path) -> Path:
@@ -75,7 +62,7 @@ def plot_perceptron_1d(results: dict, path) -> Path:
     ax[2].set_title("grokking-time density")
     ax[2].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_perceptron_ball(results: dict, path) -> Path:
@@ -136,7 +123,7 @@ def plot_perceptron_ball(results: dict, path) -> Path:
     ax[1, 1].set_title(f"two-branch t_G law (D={tg['D']}, n={tg['n']}, eps={tg['eps']}, sigma0={tg['sigma0']})")
     ax[1, 1].legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def plot_scenario_b(results: dict, path) -> Path:
@@ -221,4 +208,4 @@ def plot_scenario_b(results: dict, path) -> Path:
             axis.set_xlabel("context angle (rad)")
             axis.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight")

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import tnattn.plots  # noqa: F401  (selects the Agg backend)
+from tnattn.plots import save_figure  # (importing tnattn.plots selects the Agg backend)
 
 __all__ = ["plot_training"]
 
@@ -120,10 +120,4 @@ def plot_training(
     axes[-1].set_xlabel("epoch")
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)  # atomic, like every other result file
-    return path
+    return save_figure(fig, path)

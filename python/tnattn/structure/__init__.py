@@ -21,20 +21,8 @@ from tnattn.structure.snapshots import (
     make_probe,
     neighbourhood_index,
 )
-from tnattn.structure.spikes import (
-    DeffSteps,
-    PeriodicityResult,
-    align_spikes_with_steps,
-    analyse_history,
-    deff_drift_between_spikes,
-    deff_jumps_at,
-    deff_steps,
-    inter_spike_intervals,
-    periodicity_test,
-    pooled_periodicity_test,
-    spike_events,
-    spike_spectrum,
-)
+from tnattn.structure import spikes as _spikes
+from tnattn.structure.spikes import *  # noqa: F401,F403  (the names of spikes.__all__)
 
 __all__ = [
     "ProbeSet",
@@ -45,21 +33,9 @@ __all__ = [
     "load_snapshots",
     "SpikeGuard",
     "probe_deff",
-    "spike_events",
-    "inter_spike_intervals",
-    "spike_spectrum",
-    "PeriodicityResult",
-    "periodicity_test",
-    "pooled_periodicity_test",
-    "DeffSteps",
-    "deff_steps",
-    "align_spikes_with_steps",
-    "deff_jumps_at",
-    "deff_drift_between_spikes",
-    "analyse_history",
     "Setting",
     "parse_setting",
     "run_member",
     "run_members",
     "summarise_members",
-]
+] + _spikes.__all__

@@ -473,8 +473,10 @@ def grokking_probability_mc(
         G, a = moments(X, y, lambda2)
         w = stationary_weights(G, a, lambda1)
         hits += int(np.sum(overlap(w, eps) >= 1.0))
+    from tnattn.metrics import binomial_stderr
+
     p = hits / n_datasets
-    return p, float(np.sqrt(max(p * (1 - p), 1.0 / n_datasets) / n_datasets))
+    return p, float(binomial_stderr(p, n_datasets))
 
 
 # ---------------------------------------------------------------------------------------------
