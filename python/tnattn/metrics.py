@@ -111,23 +111,9 @@ GROKKING_DEFINITIONS = ("first_zero", "stays_zero")
 
 
 def binomial_stderr(p: Any, n: int) -> Any:
-    """Standard error ``sqrt(max(p (1 - p), 1/n) / n)`` of a Monte Carlo fraction ``p`` of ``n`` trials.
-
-    The binomial standard error ``sqrt(p (1 - p) / n)``, with ``p (1 - p)`` floored at ``1/n`` so
-    that a fraction of exactly 0 or 1 still carries an error bar of about one trial in ``n``.
-
-    Parameters
-    ----------
-    p : float or array_like
-        Fractions in [0, 1].
-    n : int
-        Trials behind each fraction.
-
-    Returns
-    -------
-    float or ndarray
-        Same shape as ``p``.
-    """
+    """Standard error ``sqrt(max(p (1 - p), 1/n) / n)`` of Monte Carlo fractions ``p`` (float or
+    array, same shape out) of ``n`` trials each: the binomial one, with ``p (1 - p)`` floored at
+    ``1/n`` so that a fraction of exactly 0 or 1 still carries an error bar of about one trial."""
     return np.sqrt(np.maximum(np.multiply(p, np.subtract(1, p)), 1.0 / n) / n)
 
 

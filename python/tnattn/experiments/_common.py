@@ -60,18 +60,14 @@ def progress_bar(it: Iterable[T], progress: bool, desc: str) -> Iterable[T]:
 
 def run_locked(config: Any, body: Callable[[Any], dict], *, name: str, plot: Callable[[dict, Path], Any], png: str,
                summary: Callable[[dict], dict] = dict) -> dict:  # fmt: skip
-    """Check ``config`` again, run ``body(config)`` with ``config.out`` locked, draw and write its results.
+    """Check ``config`` again, run ``body(config)`` with ``config.out`` locked, draw and write and
+    return its results.
 
     The fields may have been changed after construction, hence the second check. Nothing is
     resumed (a rerun of a Monte Carlo experiment recomputes everything); the lock keeps two runs
     from writing one folder. The results get ``seconds`` (the time ``body`` took); ``plot(results,
     path)`` draws them into ``config.out/png`` and ``summary(results)`` (default: all of them) goes
     into ``results.json`` (:func:`tnattn.io.result_envelope` of experiment ``name``).
-
-    Returns
-    -------
-    dict
-        The results.
     """
     config.__post_init__()
     with lock_directory(config.out, "experiment directory"):

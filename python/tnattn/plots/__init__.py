@@ -18,20 +18,12 @@ __all__: list[str] = ["save_figure"]
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, dpi: float = 110, **savefig_kw: Any) -> Path:
-    """Write ``fig`` to ``path`` and close it; returns ``path`` as a Path.
+    """Write matplotlib figure ``fig`` to ``path`` at ``dpi`` (``savefig_kw`` go to ``fig.savefig``,
+    e.g. ``bbox_inches="tight"``), close it and return ``path`` as a Path.
 
-    The folder is created, and the file is written atomically (a temporary file in the same folder,
-    then a rename, like every result file of :mod:`tnattn.io`), so a reader never sees half a
-    figure. The format follows the suffix of ``path`` (PNG when it has none).
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-    path : path-like
-    dpi : float
-        Resolution of the written file.
-    **savefig_kw
-        Passed on to :meth:`matplotlib.figure.Figure.savefig` (e.g. ``bbox_inches="tight"``).
+    The folder is created and the file written atomically (a temporary file in the same folder,
+    then a rename, like :mod:`tnattn.io`): a reader never sees half a figure. The format follows
+    the suffix of ``path`` (PNG when it has none).
     """
     import matplotlib.pyplot as plt
 
