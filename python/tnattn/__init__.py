@@ -1,20 +1,26 @@
 """tnattn: tensor-network attention students for local sequence-to-sequence rules.
 
-Layers, left to right (a module only imports from layers to its left)::
+Layers, left to right; data flows to the right and a module imports only from its own layer or
+layers to its left::
 
-    tnattn._C (C++/CUDA kernels) -> tnattn.ops (torch custom ops over (E, ...) member stacks;
-      one model is E = 1) -> tnattn.models -> tnattn.train -> tnattn.experiments -> tnattn.cli
+    csrc (C++/CUDA kernels; tnattn._C, one binding table)
+      -> tnattn.ops          one op set over (E, ...) member stacks; one model is E = 1
+      -> tnattn.models       TNAttention with E members; models.head (head and losses, written once);
+                             models.functional (the forward pass over Params)
+      -> tnattn.train        Trainer(config, seeds); member sets (train.members); callbacks per
+                             member; MemberHistory
+      -> tnattn.experiments  Scenario A/B, perceptron theory, structure
+      -> tnattn.cli          the ``tnattn`` command
 
-``tnattn.ensemble`` trains E members at once; its modules sit beside those of one model and import
-from them (and use ``tnattn.ops`` directly; the model of E members is ``tnattn.models.TNAttention``),
-``ensemble.optim``, ``ensemble.steps`` and ``ensemble.evaluators`` under the one
-trainer ``tnattn.train.Trainer`` (E >= 1 members), and ``ensemble.distributed`` (members sharded over
-ranks) above it.
+``tnattn.ensemble`` holds what E members add: ``steps``, ``evaluators`` and ``optim`` (under the
+trainer, which imports them), ``fused`` (Scenario A's step in one kernel call), ``allstrings``,
+``stats``, ``nu_budget``, and ``distributed`` (members sharded over ranks, above the trainer), plus
+deprecated aliases for one release.
 
-Beside them: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
+Beside the layers: ``tnattn.reference`` (the pure-PyTorch oracle of every op), ``tnattn.rules``
 (teachers) with ``tnattn.teachers`` (the registry a training config names its teacher from),
-``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models)
-and ``tnattn.plots``.
+``tnattn.data``, ``tnattn.metrics``, ``tnattn.theory`` (perceptron grokking models),
+``tnattn.structure``, ``tnattn.plots``, ``tnattn.io`` and ``tnattn.bench``.
 
 The most used names are importable from the top level; the heavier modules (``metrics``,
 ``theory``, ``experiments``, ``plots``) load on first attribute access so that ``import tnattn``
