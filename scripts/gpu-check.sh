@@ -3,8 +3,8 @@
 # TNATTN_CUDA=ON, runs the GPU tests and the GPU op benchmark. About 6 minutes, no network needed.
 #
 # Expects: python3 (3.12) with torch (CUDA build, 2.11), pybind11, scikit-build-core, cmake, ninja
-# and nvcc on PATH. pytest/hypothesis are optional: without pytest, tests/test_cuda.py runs as a
-# script and tests/test_ops.py is skipped (it needs pytest and hypothesis), and with it the GPU cases
+# and nvcc on PATH. pytest/hypothesis are optional: without pytest, tests/kernels/test_cuda.py runs as a
+# script and tests/ops/test_ops.py is skipped (it needs pytest and hypothesis), and with it the GPU cases
 # of its device-parametrised tests (values and gradients on every CUDA kernel path, bad symbols, ...).
 #
 # Usage (from anywhere):   scripts/gpu-check.sh
@@ -57,17 +57,17 @@ print('has_cuda', C.has_cuda(), '| devices seen by the extension', C.cuda.device
 assert C.has_cuda()
 ") || fail "import"
 
-step "GPU tests: tests/test_cuda.py"
+step "GPU tests: tests/kernels/test_cuda.py"
 if has pytest; then
-  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py || fail "tests/test_cuda.py"
+  timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels/test_cuda.py || fail "tests/kernels/test_cuda.py"
 else
-  timeout 240 "$PY" tests/test_cuda.py || fail "tests/test_cuda.py"
+  timeout 240 "$PY" tests/kernels/test_cuda.py || fail "tests/kernels/test_cuda.py"
 fi
 
-step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/test_ops.py"
+step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/ops/test_ops.py"
 if has pytest && has hypothesis; then
   XDIST=(); if has xdist; then XDIST=(-n 8); fi
-  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -x ${XDIST[@]+"${XDIST[@]}"} tests/test_ops.py || fail "tests/test_ops.py"
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -x ${XDIST[@]+"${XDIST[@]}"} tests/ops/test_ops.py || fail "tests/ops/test_ops.py"
 else
   echo "skipped: needs pytest and hypothesis"
 fi

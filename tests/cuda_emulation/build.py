@@ -3,7 +3,7 @@
 The result is a module ``_C`` whose entry points, given a CUDA execution context ``(device, stream,
 alloc)``, run the CUDA kernels on the CPU (one std::thread per CUDA thread, see ``cuda_runtime.h``
 here) on host memory. Used by
-``tests/test_cuda_emulated.py`` to execute the CUDA kernels' logic without a GPU.
+``tests/kernels/test_cuda_emulated.py`` to execute the CUDA kernels' logic without a GPU.
 
 The build is cached under ``build/cuda-emulation/<hash of sources and flags>/`` in the repository.
 """

@@ -1,6 +1,6 @@
 // A minimal CUDA runtime for compiling tnattn's CUDA sources (csrc/cuda) with a host C++ compiler,
 // so that the kernels' logic (indexing, passes, shared-memory staging, block reductions, barriers)
-// runs and is tested on machines without a GPU. Tests only (tests/test_cuda_emulated.py); it is
+// runs and is tested on machines without a GPU. Tests only (tests/kernels/test_cuda_emulated.py); it is
 // found before the real cuda_runtime.h through the include path, with TNATTN_CUDA_EMULATION defined.
 //
 // Model: a launch runs its blocks one after another; a block runs as blockDim.x std::threads that

@@ -155,7 +155,7 @@ def test_backends_are_a_registry_over_member_stacks():
     u = torch.randn(2, 3, generator=g, dtype=F64)
     xs = torch.randint(0, 2, (2, 4, 6), generator=g)
     # the native backend is the one op set itself (member stacks in one kernel call, one model's
-    # parameters as E = 1; tests/test_ops.py checks those calls)
+    # parameters as E = 1; tests/ops/test_ops.py checks those calls)
     fast = _backend.resolve_backend("ops")
     assert fast.name == "ops"
     assert fast.tn_attention is ops.tn_attention and fast.contexts is ops.contexts

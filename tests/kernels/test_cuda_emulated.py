@@ -9,7 +9,7 @@ real inputs, shared x, per-sequence and shared boundaries, ensembles, partial gr
 batches that span several blocks with idle threads in the last one, and out-of-range symbols.
 
 What this cannot cover: the real compiler's device code generation, memory coalescing, the
-hardware's scheduling and the CUDA runtime; tests/test_cuda.py covers those on a GPU.
+hardware's scheduling and the CUDA runtime; tests/kernels/test_cuda.py covers those on a GPU.
 """
 
 from __future__ import annotations

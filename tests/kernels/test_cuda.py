@@ -4,11 +4,11 @@ Agreement with the CPU kernels on larger problems, determinism, opcheck on CUDA 
 torch.compile smoke test, mixed-device errors, non-default streams, a second GPU, and the ensemble
 (E > 1) entry points of tnattn._C on CUDA. Values and gradients against tnattn.reference on every
 kernel path, symbol dtypes, bad symbols, the exact-zero rule and a long sequence are the
-device-parametrised tests of tests/test_ops.py (the ``device`` fixture of tests/conftest.py),
+device-parametrised tests of tests/ops/test_ops.py (the ``device`` fixture of tests/conftest.py),
 which run on the GPU too.
 
 Runs under pytest, or as a script where pytest is not installed (scripts/gpu-check.sh):
-``python tests/test_cuda.py`` runs every test here and exits non-zero on a failure (the
+``python tests/kernels/test_cuda.py`` runs every test here and exits non-zero on a failure (the
 device-parametrised tests need pytest).
 """
 
