@@ -62,3 +62,14 @@ def test_bench_model_checks_prints_its_row(capsys):
     out = capsys.readouterr().out
     assert "N=3 M=4 D=2" in out and "checks" in out and "% of the forward" in out
     assert "checks after a parameter change" in out
+
+
+def test_bench_build_ab_prints_every_row(capsys):
+    import tnattn
+
+    build = str(Path(tnattn.__file__).resolve().parents[1])  # the tested package, as both "old" and "new"
+    isa = tnattn.build_info()["cpu_isa"]
+    assert _load("bench_build_ab").main([build, build, "--D", "3", "--isa", isa, "--rounds", "1", "--quick"]) == 0
+    out = capsys.readouterr().out
+    for row in ("fwd", "f+b", "step"):
+        assert f"| {isa} | 3 | {row} |" in out, row
