@@ -73,3 +73,31 @@ def test_bench_build_ab_prints_every_row(capsys):
     out = capsys.readouterr().out
     for row in ("fwd", "f+b", "step"):
         assert f"| {isa} | 3 | {row} |" in out, row
+
+
+def test_profile_training_splits_the_epochs(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert _load("profile_training").main(["--quick", "--members", "3", "--epochs", "1", "--threads", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "# cpu_isa:" in out
+    shares = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[0] in ("kernel", "draws", "batching", "other"):
+            shares[parts[0]] = float(parts[1])
+    assert set(shares) == {"kernel", "draws", "batching", "other"}
+    # the fused step and the draws were found in the profile (a renamed function would read 0 s)
+    assert shares["kernel"] > 0 and shares["draws"] > 0
+
+
+def test_probe_long_sequence_prints_every_row(capsys):
+    assert _load("probe_long_sequence").main(["--M", "64", "--D", "3", "--chunk", "8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for row in ("one scan, 1 thread", "two scans at once", "tn_attention forward, 1 thread", "tn_attention forward, 2 thread",
+                "chunked phase 1 (D chains per chunk of 8, 24 x 8"):  # fmt: skip
+        assert row in out, row
