@@ -57,11 +57,13 @@ print('has_cuda', C.has_cuda(), '| devices seen by the extension', C.cuda.device
 assert C.has_cuda()
 ") || fail "import"
 
-step "GPU tests: tests/kernels/test_cuda.py"
+step "GPU tests: tests/kernels/test_cuda.py, tests/kernels/test_cuda_scan.py"
 if has pytest; then
   timeout 240 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels/test_cuda.py || fail "tests/kernels/test_cuda.py"
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels/test_cuda_scan.py || fail "tests/kernels/test_cuda_scan.py"
 else
   timeout 240 "$PY" tests/kernels/test_cuda.py || fail "tests/kernels/test_cuda.py"
+  timeout 120 "$PY" tests/kernels/test_cuda_scan.py || fail "tests/kernels/test_cuda_scan.py"
 fi
 
 step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/ops/test_ops.py"
@@ -83,6 +85,37 @@ timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --re
 timeout 90 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop,vectorized --repeats 20 --budget 1 \
   --grid "4096,256,8" --json "$OUT/bench_ops_cuda_vectorized.json" || fail "benchmark (vectorized)"
 fi
+
+step "GPU long-sequence forward: N = 1, M = 10^7 (chunked scan) and the sequential kernel"
+# tn_attention forward, float32, D = 8, d = 2, c = 1, integer x; tokens/s = N*M / median time of 5
+# calls after a warm-up. The sequential kernel (one thread) runs M = 10^6 only, to keep the check short.
+# These numbers fix the crossover constants of csrc/cuda/chunked_scan.cuh (kFewSequences, kLongSequence).
+timeout 120 "$PY" - <<'PYEOF' || fail "GPU long-sequence forward"
+import os, statistics, torch
+from tnattn import ops
+def rate(M, mode, N=1, D=8):
+    os.environ["TNATTN_CUDA_SCAN"] = mode
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (N, M), generator=g).cuda()
+    AL, AR, C = (torch.randn(*s, generator=g).cuda() for s in ((2, D, D), (2, D, D), (2, D, D, 1)))
+    u, v = torch.randn(D, generator=g).cuda(), torch.randn(D, generator=g).cuda()
+    ops.tn_attention(x, AL, AR, C, u, v); torch.cuda.synchronize()
+    ts = []
+    for _ in range(5):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); ops.tn_attention(x, AL, AR, C, u, v); b.record(); torch.cuda.synchronize()
+        ts.append(a.elapsed_time(b) / 1e3)
+    t = statistics.median(ts)
+    print(f"tn_attention forward N={N} M={M} D={D} float32 TNATTN_CUDA_SCAN={mode}: {t * 1e3:.2f} ms, "
+          f"{N * M / t / 1e9:.3f} G tok/s", flush=True)
+rate(10_000_000, "auto")
+rate(10_000_000, "chunked")
+rate(1_000_000, "sequential")
+rate(1_000_000, "chunked")
+for N in (64, 1024):
+    for mode in ("sequential", "chunked"):
+        rate(65536, mode, N=N)
+PYEOF
 
 step "GPU ensemble training: Scenario A setting (D = 10, batch 128, crops 6-10, L1 1e-3)"
 # Member-token-steps/s of tnattn.train.Trainer (E members) on the GPU; the rate is the difference between a long and a

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 
+#include "chunked_scan.cuh"
 #include "runtime.cuh"
 
 namespace tnattn {
@@ -337,6 +338,12 @@ int64_t contexts_forward(const ContextsParams<T>& P, const Launch& L) {
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   CtxPlan<T> p = choose_ctx<T>(false, real, reverse, dm, A, false);
+  if (chunked::use_chunked(dm)) {  // few, long sequences: chunked_scan.cuh
+    chunked::Forward<T> f = chunked::from_plan<T>(dm, p, real, x);
+    f.dir[0] = chunked::Dir<T>{0, boundary, bpb, reverse};
+    f.out = out;
+    return chunked::forward(f, L);
+  }
   unsigned long long* bad = allocate(p, dm, false, false, L);
   cudaStream_t st = host::stream_of(L);
   CtxArgs<T>& a = p.a;

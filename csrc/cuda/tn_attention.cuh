@@ -42,6 +42,7 @@
 
 #include <algorithm>
 
+#include "chunked_scan.cuh"
 #include "runtime.cuh"
 
 namespace tnattn {
@@ -515,6 +516,17 @@ int64_t tn_attention_forward(const TnAttentionParams<T>& P, const Launch& L) {
   host::DeviceGuard guard(L.device);
   const bool real = x.kind == cpu::kReal;
   TnPlan<T> p = choose_tn<T>(false, real, dm, AL, AR, C, false, false, false, false);
+  if (chunked::use_chunked(dm)) {  // few, long sequences: chunked_scan.cuh (right contexts, then left + W)
+    chunked::Forward<T> f = chunked::from_plan<T>(dm, p, real, x);
+    f.c = dm.c;
+    f.ndir = 2;
+    f.dir[0] = chunked::Dir<T>{p.a.off_ART, v, vpb, true};
+    f.dir[1] = chunked::Dir<T>{p.a.off_AL, u, upb, false};
+    f.W = W;
+    f.off_Ct = p.a.off_Ct;
+    f.K = p.a.K;
+    return chunked::forward(f, L);
+  }
   TnSpace<T> sp = allocate(p, dm, false, L);
   cudaStream_t st = host::stream_of(L);
   TnArgs<T>& a = p.a;
