@@ -143,10 +143,6 @@ int64_t with_dtype(bool dbl, F&& f) {
 #define TNATTN_ON_DEVICE(OP, P, EXEC) tnattn::cpu::OP(P, EXEC)
 #endif
 
-void cpu_only(const Exec& exec, const char* op) {
-  if (exec.on_cuda()) throw py::value_error(std::string("tnattn._C: ") + op + " runs on the CPU only");
-}
-
 int64_t contexts(bool backward, bool dbl, addr A, addr x, int x_kind, bool x_shared, addr boundary,
                  bool boundary_per_batch, addr out, addr grad_out, addr grad_A, addr grad_boundary, addr grad_x,
                  int64_t E, int64_t N, int64_t M, int d, int D, bool reverse, const py::object& exec_arg) {
@@ -226,7 +222,6 @@ int64_t tn_attention_mse_step(bool dbl, addr x, int x_kind, bool x_shared, addr 
                               int64_t N, int64_t M, int d, int D, const py::object& exec_arg) {
   ExecHolder h;
   make_exec(exec_arg, h);
-  cpu_only(h.exec, "tn_attention_mse_step");
   const Dims dm = make_dims(E, N, M, d, D, 1, h.exec);
   return with_dtype(dbl, [&](auto tag) {
     using T = decltype(tag);
@@ -237,7 +232,7 @@ int64_t tn_attention_mse_step(bool dbl, addr x, int x_kind, bool x_shared, addr 
     p.wrong = ptr<double>(wrong);
     p.grad_scale = ptr<T>(grad_scale);
     p.grad = make_grads<T>(grad_A_left, grad_A_right, grad_C, grad_u, grad_v);
-    return tnattn::cpu::tn_attention_mse_step(p, h.exec);
+    return TNATTN_ON_DEVICE(tn_attention_mse_step, p, h.exec);
   });
 }
 
@@ -247,7 +242,6 @@ int64_t tn_attention_count_wrong(bool dbl, addr x, int x_kind, bool x_shared, ad
                                  const py::object& exec_arg) {
   ExecHolder h;
   make_exec(exec_arg, h);
-  cpu_only(h.exec, "tn_attention_count_wrong");
   const Dims dm = make_dims(E, N, M, d, D, 1, h.exec);
   return with_dtype(dbl, [&](auto tag) {
     using T = decltype(tag);
@@ -257,7 +251,7 @@ int64_t tn_attention_count_wrong(bool dbl, addr x, int x_kind, bool x_shared, ad
     p.y = ptr<const std::uint8_t>(y);
     p.y_shared = y_shared;
     p.wrong = ptr<double>(wrong);
-    return tnattn::cpu::tn_attention_count_wrong(p, h.exec);
+    return TNATTN_ON_DEVICE(tn_attention_count_wrong, p, h.exec);
   });
 }
 
@@ -319,12 +313,12 @@ PYBIND11_MODULE(_C, m) {
         py::arg("grad_scale"), py::arg("grad_A_left"), py::arg("grad_A_right"), py::arg("grad_C"), py::arg("grad_u"),
         py::arg("grad_v"), py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"), py::arg("exec"),
         "Fused Scenario A step (c = 1; MseStepParams): local maps, symbol head, squared-error loss and its "
-        "gradients; see tnattn/api.h. CPU only. Returns the number of bad sequences.");
+        "gradients; see tnattn/api.h. Returns the number of bad sequences.");
   m.def("tn_attention_count_wrong", &tn_attention_count_wrong, py::arg("dbl"), py::arg("x"), py::arg("x_kind"),
         py::arg("x_shared"), py::arg("A_left"), py::arg("A_right"), py::arg("C"), py::arg("u"),
         py::arg("u_per_batch"), py::arg("v"), py::arg("v_per_batch"), py::arg("sign"), py::arg("y"),
         py::arg("y_shared"), py::arg("wrong"), py::arg("E"), py::arg("N"), py::arg("M"), py::arg("d"), py::arg("D"),
         py::arg("exec"),
         "Wrong-site counts of the sign prediction (c = 1; CountWrongParams) into wrong (E,), float64, without "
-        "writing the maps; see tnattn/api.h. CPU only. Returns the number of bad sequences.");
+        "writing the maps; see tnattn/api.h. Returns the number of bad sequences.");
 }

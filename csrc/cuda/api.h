@@ -5,7 +5,8 @@
 // Kernels are enqueued asynchronously. With integer symbols the call waits for the stream at the end
 // to read the number of sequences that hold an out-of-range symbol (the return value); with real
 // embeddings it returns 0 without waiting. CUDA errors throw std::runtime_error. The fused heads
-// (MseStepParams, CountWrongParams) have no CUDA kernels.
+// (MseStepParams, CountWrongParams; csrc/cuda/mse_step.cuh) take integer symbols and c = 1, else
+// std::invalid_argument, and always wait once at the end (the bad-symbol count).
 #pragma once
 
 #include <cstdint>
@@ -29,6 +30,10 @@ template <typename T>
 int64_t tn_attention_forward(const TnAttentionParams<T>& p, const Launch& launch);
 template <typename T>
 int64_t tn_attention_backward(const TnAttentionParams<T>& p, const Launch& launch);
+template <typename T>
+int64_t tn_attention_mse_step(const MseStepParams<T>& p, const Launch& launch);
+template <typename T>
+int64_t tn_attention_count_wrong(const CountWrongParams<T>& p, const Launch& launch);
 
 // Number of CUDA devices the runtime sees (0 when there is no driver or no device; never throws).
 int device_count();

@@ -258,22 +258,6 @@ def test_out_of_range_symbols_are_counted(emu, xdtype, bad_symbol):
     assert ctx_forward(emu, q, False, True)[0] == 1
 
 
-def test_fused_heads_refuse_a_cuda_execution_context(emu):
-    """The fused heads have CPU kernels only: the one binding table refuses them a CUDA context."""
-    p = Problem(1, 2, 3, 2, 4, 1)
-    y = torch.zeros(1, p.N, p.M, dtype=torch.uint8)
-    loss, wrong = torch.empty(1, dtype=F64), torch.empty(1, dtype=F64)
-    with pytest.raises(ValueError, match="tn_attention_count_wrong runs on the CPU only"):
-        call(emu, "tn_attention_count_wrong", True, p.x.data_ptr(), p.xkind, p.x_shared, p.AL.data_ptr(),
-             p.AR.data_ptr(), p.C.data_ptr(), p.u.data_ptr(), p.u_pb, p.v.data_ptr(), p.v_pb, 0, y.data_ptr(), False,
-             wrong.data_ptr(), p.E, p.N, p.M, p.d, p.D, emulated=True)  # fmt: skip
-    with pytest.raises(ValueError, match="tn_attention_mse_step runs on the CPU only"):
-        call(emu, "tn_attention_mse_step", True, p.x.data_ptr(), p.xkind, p.x_shared, p.AL.data_ptr(),
-             p.AR.data_ptr(), p.C.data_ptr(), p.u.data_ptr(), p.u_pb, p.v.data_ptr(), p.v_pb, 0, y.data_ptr(), False,
-             True, True, loss.data_ptr(), wrong.data_ptr(), 0, 0, 0, 0, 0, 0, p.E, p.N, p.M, p.d, p.D,
-             emulated=True)  # fmt: skip
-
-
 def test_parameter_gradients_are_bitwise_reproducible(emu):
     p = Problem(2, 150, 9, 2, 8, 1, dtype=F32)
     runs = [tn_backward(emu, p, {"AL", "AR", "C"}, True)[1] for _ in range(2)]

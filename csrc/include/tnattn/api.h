@@ -125,7 +125,8 @@ struct MseHead {
 // Writes loss[e] (the sum of r^2 over the member's N*M sites; the mean loss is loss[e] / (N*M)),
 // wrong[e] (sites with (z > 0) != y), grad_scale[e] and the parameter gradients (as the backward
 // of tn_attention) of the mean loss. Symbols only (x.kind != kReal) and c = 1, else
-// std::invalid_argument. CPU only.
+// std::invalid_argument. CPU and CUDA (on CUDA, W and grad_W go through a workspace: see
+// csrc/cuda/mse_step.cuh).
 template <typename T>
 struct MseStepParams {
   TnInputs<T> in;
@@ -140,7 +141,7 @@ struct MseStepParams {
 // without writing W: wrong[e] is the number of sites where (sign * W[x] > 0) != (y == 1), plus
 // every site whose label y is not 0 or 1 (y as uint8: (E, N, M), or (N, M) when y_shared). sign is
 // (E,) (the sign of the map's scale) or nullptr (+1). Symbols only, else std::invalid_argument.
-// CPU only.
+// CPU and CUDA.
 template <typename T>
 struct CountWrongParams {
   TnInputs<T> in;
