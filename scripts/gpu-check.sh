@@ -66,6 +66,13 @@ else
   timeout 120 "$PY" tests/kernels/test_cuda_scan.py || fail "tests/kernels/test_cuda_scan.py"
 fi
 
+step "GPU tests of the fused heads (mse_step, count_wrong): tests/kernels/test_cuda_step.py"
+if has pytest; then
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels/test_cuda_step.py || fail "tests/kernels/test_cuda_step.py"
+else
+  timeout 120 "$PY" tests/kernels/test_cuda_step.py || fail "tests/kernels/test_cuda_step.py"
+fi
+
 step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/ops/test_ops.py"
 if has pytest && has hypothesis; then
   XDIST=(); if has xdist; then XDIST=(-n 8); fi

@@ -7,7 +7,7 @@ with the members' parameters ``P``, inputs ``x`` ((N, M) shared or (E, N, M) per
 cost:
 
 ``FusedCount`` (``"fused count"``)
-    One output, integer symbols, on the CPU: the wrong sites are counted inside one forward kernel
+    One output, integer symbols, on the CPU (or CUDA in a CUDA build): the wrong sites are counted inside one forward kernel
     call (:func:`tnattn.ensemble.fused.count_wrong`; no local maps in memory, so no chunking).
 ``Chunked`` (``"chunked"``)
     Otherwise: predictions of chunks of members and sequences, sized so that the local maps of one
@@ -31,6 +31,7 @@ from tnattn.ensemble import fused
 from tnattn.ensemble.allstrings import all_strings_wrong_fraction, is_all_strings
 from tnattn.models.functional import Params
 from tnattn.models.functional import positive, predict
+from tnattn.ops.heads import fused_heads_available
 
 __all__ = ["FusedCount", "Chunked", "AllStrings", "choose_evaluator", "choose_train_evaluator", "EVAL_ELEMENTS"]
 
@@ -49,7 +50,7 @@ class FusedCount:
     @torch.no_grad()
     def __call__(self, P: Params, x: Tensor, y: Tensor) -> np.ndarray:
         N, M = x.shape[-2], x.shape[-1]
-        return (fused.count_wrong(x, y, P, normalize_map=self.normalize_map) / (N * M)).numpy()
+        return (fused.count_wrong(x, y, P, normalize_map=self.normalize_map) / (N * M)).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class AllStrings:
 
 def choose_evaluator(x: Tensor, *, c: int, d: int, normalize_map: bool):
     """The evaluator for inputs like ``x`` (symbols or embeddings, device) and ``c`` outputs."""
-    if c == 1 and not x.is_floating_point() and x.device.type == "cpu":
+    if c == 1 and not x.is_floating_point() and fused_heads_available(x.device):
         return FusedCount(normalize_map)
     return Chunked(normalize_map, d, c)
 

@@ -3,7 +3,8 @@
 Thin adapters from a model's stacked parameters to the fused heads of :func:`tnattn.ops.tn_attention`
 (:class:`tnattn.ops.SquaredErrorStep`, :class:`tnattn.ops.WrongSiteCount`; see
 :mod:`tnattn.ops.heads` for what the kernel computes and its scope). :func:`supports` tells a
-trainer when the fused step applies; otherwise it takes the unfused path.
+trainer when the fused step applies (integer symbols, c = 1, squared error; CPU tensors, or CUDA
+tensors in an extension built with CUDA); otherwise it takes the unfused path.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ __all__ = ["mse_step", "count_wrong", "supports", "PARAM_NAMES"]
 def supports(x: Tensor, P: Params, *, loss: str, activation: str) -> bool:
     """True when :func:`mse_step` handles this batch and model (see :mod:`tnattn.ops.heads`)."""
     return (
-        fused_heads_available()
-        and not x.is_floating_point()
-        and x.device.type == "cpu"
+        not x.is_floating_point()
+        and fused_heads_available(x.device)  # the CPU, or CUDA in a CUDA build
         and P.C.shape[-1] == 1
         and loss == "mse"
         and activation in ("sigmoid", "none")

@@ -16,9 +16,13 @@ Pass one as ``tn_attention(x, A_left, A_right, C, u, v, head=...)``:
     The evaluation counterpart: the number of wrongly predicted sites per member (the sign of the
     logit against 0/1 labels), from the forward kernel without writing the maps.
 
-Scope: integer symbols, one output (c = 1), CPU tensors, stacked (E, ...) or single parameters (then
-results drop the leading E). Anything else raises ``ValueError``; heads record no autograd graph
-(the step returns its gradients).
+Scope: integer symbols, one output (c = 1), stacked (E, ...) or single parameters (then results
+drop the leading E), on the CPU or, in an extension built with CUDA (``_C.has_cuda()``), on a CUDA
+device. Anything else raises ``ValueError``; heads record no autograd graph (the step returns its
+gradients). On CUDA (csrc/cuda/mse_step.cuh) the same head runs as a short sequence of kernels for
+all members (forward, head, backward, fixed-order reductions) with the maps W and their gradient
+in a workspace; results are on the parameters' device and the call waits for the device once (to
+check the symbols).
 """
 
 from __future__ import annotations
@@ -38,11 +42,15 @@ __all__ = ["SquaredErrorStep", "StepResult", "WrongSiteCount", "Head", "PARAM_NA
 PARAM_NAMES = ("A_left", "A_right", "C", "u", "v", "scale")
 
 
-def fused_heads_available() -> bool:
-    """Whether the extension has the fused-head kernels (every CPU build does)."""
+def fused_heads_available(device: torch.device | str | None = None) -> bool:
+    """Whether the extension has the fused-head kernels for ``device`` (default: the CPU; every
+    build has them there, CUDA builds on CUDA devices too)."""
     from .. import _C
 
-    return hasattr(_C, "tn_attention_mse_step")
+    if not hasattr(_C, "tn_attention_mse_step"):
+        return False
+    kind = torch.device(device).type if device is not None else "cpu"
+    return kind == "cpu" or (kind == "cuda" and _C.has_cuda())
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass costs microseconds per construction
@@ -129,16 +137,16 @@ class WrongSiteCount:
 Head = Union[SquaredErrorStep, WrongSiteCount]
 
 
-def _check_targets(y, L: Layout, what: str) -> None:
-    # (heads run on the CPU only: the parameters' device is checked by the caller)
+def _check_targets(y, L: Layout, what: str, device: torch.device) -> None:
+    # (the parameters' device is checked by tn_attention_layout; y must be on the same one)
     if not isinstance(y, Tensor) or y.is_floating_point():
         raise TypeError(f"y must be an integer or bool tensor of {what}, got {getattr(y, 'dtype', type(y))}")
     shapes = ((L.E, L.N, L.M), (L.N, L.M)) if L.stacked else ((L.N, L.M),)
     if tuple(y.shape) not in shapes:
         want = f"(E, N, M) = {(L.E, L.N, L.M)} or (N, M) = {(L.N, L.M)}" if L.stacked else f"(N, M) = {(L.N, L.M)}"
         raise ValueError(f"y must have shape {want}, got {tuple(y.shape)}")
-    if not y.is_cpu:
-        raise ValueError(f"y is on {y.device} but the parameters are on cpu")
+    if y.device != device:
+        raise ValueError(f"y is on {y.device} but the parameters are on {device}")
 
 
 def run(head: Head, x: Tensor, A_left: Tensor, A_right: Tensor, C: Tensor, u: Tensor, v: Tensor):
@@ -154,9 +162,7 @@ def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> Ste
         raise ValueError("x must hold integer symbols for the fused step (real embeddings: use the unfused path)")
     if L.c != 1:
         raise ValueError(f"the fused step needs one output per site (c = 1), got C with c = {L.c}")
-    if not C.is_cpu:
-        raise ValueError(f"the fused step runs on the CPU; the parameters are on {C.device}")
-    _check_targets(h.y, L, "0/1 targets")
+    _check_targets(h.y, L, "0/1 targets", C.device)
     scale = h.scale
     if scale is not None and (tuple(scale.shape) != L.lead or scale.dtype != C.dtype):
         raise ValueError(
@@ -172,7 +178,8 @@ def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> Ste
     AL, AR, C, u, v = (t.detach().contiguous() for t in (A_left, A_right, C, u, v))
     x = x.contiguous()
     sc = scale.detach().contiguous() if (scale is not None and h.normalize_map) else None
-    losses, wrong = torch.empty(L.lead, dtype=torch.float64), torch.empty(L.lead, dtype=torch.float64)
+    losses = torch.empty(L.lead, dtype=torch.float64, device=C.device)
+    wrong = torch.empty(L.lead, dtype=torch.float64, device=C.device)
     g = {
         "A_left": torch.empty_like(AL) if n_AL else None,
         "A_right": torch.empty_like(AR) if n_AR else None,
@@ -201,15 +208,15 @@ def _squared_error_step(h: SquaredErrorStep, x, A_left, A_right, C, u, v) -> Ste
 
 def _wrong_site_count(h: WrongSiteCount, x, A_left, A_right, C, u, v) -> Tensor:
     L = tn_attention_layout(x, A_left, A_right, C, u, v)
-    if L.real or L.c != 1 or not C.is_cpu:
-        raise ValueError("the wrong-site count needs integer symbols, one output (c = 1) and CPU tensors")
-    _check_targets(h.y, L, "labels")
+    if L.real or L.c != 1:
+        raise ValueError("the wrong-site count needs integer symbols and one output (c = 1)")
+    _check_targets(h.y, L, "labels", C.device)
     y = h.y
     # labels 0/1 as they are, anything else as 2 (always wrong)
     y8 = (y if y.dtype == torch.bool else torch.where((y == 0) | (y == 1), y, 2)).to(torch.uint8).contiguous()
     sign = torch.sign(h.scale.detach()).contiguous() if (h.normalize_map and h.scale is not None) else None
     AL, AR, C, u, v = (t.detach().contiguous() for t in (A_left, A_right, C, u, v))
-    wrong = torch.empty(L.lead, dtype=torch.float64)
+    wrong = torch.empty(L.lead, dtype=torch.float64, device=C.device)
     call(
         "tn_attention_count_wrong", C.dtype == torch.float64, x.contiguous().data_ptr(), L.kind, L.x_shared,
         AL.data_ptr(), AR.data_ptr(), C.data_ptr(), u.data_ptr(), L.u_pb, v.data_ptr(), L.v_pb, ptr(sign),
