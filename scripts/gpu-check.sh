@@ -73,6 +73,13 @@ else
   timeout 120 "$PY" tests/kernels/test_cuda_step.py || fail "tests/kernels/test_cuda_step.py"
 fi
 
+step "GPU tests of the large-D kernels: tests/kernels/test_cuda_large_d.py"
+if has pytest; then
+  timeout 120 "$PY" -m pytest -q -p no:cacheprovider -rs tests/kernels/test_cuda_large_d.py || fail "tests/kernels/test_cuda_large_d.py"
+else
+  timeout 120 "$PY" tests/kernels/test_cuda_large_d.py || fail "tests/kernels/test_cuda_large_d.py"
+fi
+
 step "op tests in the CUDA build, on the CPU and (device-parametrised ones) the GPU: tests/ops/test_ops.py"
 if has pytest && has hypothesis; then
   XDIST=(); if has xdist; then XDIST=(-n 8); fi
@@ -83,8 +90,8 @@ fi
 
 if [ -z "${SKIP_OPS_BENCH:-}" ]; then
 step "GPU benchmark: benchmarks/bench_ops.py --device cuda"
-# Large batches for the throughput target (D = 8), a D sweep (D = 40: runtime-D path with fp64
-# atomics, kept small), and the vectorised baseline on a
+# Large batches for the throughput target (D = 8), a D sweep (D = 40: the block-cooperative
+# large-D kernels, csrc/cuda/large_d.cuh; kept small), and the vectorised baseline on a
 # size where it fits in memory. Tokens/s and the ratio to the pure-torch loop come from the script.
 timeout 150 "$PY" benchmarks/bench_ops.py --device cuda --impls tnattn,loop --repeats 10 --budget 1 \
   --grid "65536,256,8;16384,256,8;1024,256,8;16384,256,2;16384,256,32;1024,64,40" \

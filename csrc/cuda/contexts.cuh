@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "chunked_scan.cuh"
+#include "contexts_large.cuh"
 #include "runtime.cuh"
 
 namespace tnattn {
@@ -297,6 +298,7 @@ CtxPlan<T> choose_ctx(bool backward, bool real, bool reverse, const Dims& dm, co
     CtxPlan<T> p = plan_ctx<T>(DC, backward, real, reverse, dm, A, need_A);
     if (p.smem <= static_cast<std::size_t>(host::max_shared_optin())) return p;
   }
+  // DC == 0: the chunked scan uses this plan's layout; everything else goes to contexts_large.cuh.
   return plan_ctx<T>(0, backward, real, reverse, dm, A, need_A);
 }
 
@@ -344,6 +346,7 @@ int64_t contexts_forward(const ContextsParams<T>& P, const Launch& L) {
     f.out = out;
     return chunked::forward(f, L);
   }
+  if (p.DC == 0) return large::contexts_forward<T>(P, L);
   unsigned long long* bad = allocate(p, dm, false, false, L);
   cudaStream_t st = host::stream_of(L);
   CtxArgs<T>& a = p.a;
@@ -354,7 +357,7 @@ int64_t contexts_forward(const ContextsParams<T>& P, const Launch& L) {
   a.bpb = bpb;
   a.out = out;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, 1, p.Dp, a.PS, const_cast<T*>(a.prep), st);
-  host::dispatch(p.DC, real, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, real, [&](auto dc, auto re) {
     auto kern = contexts_forward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "contexts_forward_kernel", a);
@@ -375,6 +378,7 @@ int64_t contexts_backward(const ContextsParams<T>& P, const Launch& L) {
   const bool real = x.kind == cpu::kReal;
   if (!real) grad_x = nullptr;
   CtxPlan<T> p = choose_ctx<T>(true, real, reverse, dm, A, grad_A != nullptr);
+  if (p.DC == 0) return large::contexts_backward<T>(P, L);
   unsigned long long* bad = allocate(p, dm, true, grad_A != nullptr, L);
   cudaStream_t st = host::stream_of(L);
   CtxArgs<T>& a = p.a;
@@ -387,7 +391,7 @@ int64_t contexts_backward(const ContextsParams<T>& P, const Launch& L) {
   a.gb = grad_boundary;
   a.gx = grad_x;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, 1, p.Dp, a.PS, const_cast<T*>(a.prep), st);
-  host::dispatch(p.DC, real, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, real, [&](auto dc, auto re) {
     auto kern = contexts_backward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "contexts_backward_kernel", a);

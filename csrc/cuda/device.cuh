@@ -5,13 +5,13 @@
 // See tn_attention.cuh for the thread mapping. Pieces here:
 //   * parameter staging: a prep kernel writes each group's matrices once per call into a padded,
 //     optionally transposed layout (prep_params); blocks copy their group's slice into shared memory;
-//   * per-thread vectors: registers for a compile-time bond dimension DC (fully unrolled loops), or a
-//     slice of a global workspace for the runtime-D fallback (DC == 0);
+//   * per-thread vectors: registers for a compile-time bond dimension DC (fully unrolled loops);
+//     a runtime D (DC == 0) has its own block-cooperative kernels (large_d.cuh), not these;
 //   * Sink: where the per-token outer products of the parameter gradients go. DC > 0: staged in
 //     shared memory for a chunk of time steps, then reduced by the whole block (each thread owns
 //     output tiles x token ranges, fp32 partial sums per chunk, fp64 block accumulators), written as
 //     one fp64 partial per block, and summed over blocks in a fixed order by reduce_partials:
-//     deterministic. DC == 0: fp64 atomicAdd into one accumulator per group (order not fixed).
+//     deterministic.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -254,7 +254,7 @@ struct Sink {
         __syncthreads();
       }
     } else {
-      if (active) atomic_record(rec);
+      static_assert(DC > 0, "the runtime bond dimension has its own kernels (large_d.cuh)");
     }
   }
 
@@ -290,25 +290,6 @@ struct Sink {
       double* dst = acc + static_cast<int64_t>(g) * OUT + tm.out_off + (q * DC + a) * DC + b0;
 #pragma unroll
       for (int v = 0; v < VB; ++v) dst[v] += static_cast<double>(part[v]);
-    }
-  }
-
-  // DC == 0: add one token's contributions with fp64 atomics.
-  TNATTN_DEV void atomic_record(const T* rec) {
-#pragma unroll
-    for (int t = 0; t < kMaxTerms; ++t) {
-      if (t >= geo.nterms) break;
-      const Term& tm = geo.terms[t];
-      for (int q = 0; q < tm.nmat; ++q) {
-        const T cq = term_coef(tm, rec, q);
-        if (tm.coef_sym && cq == T(0)) continue;  // not this token's symbol
-        double* dst = acc + tm.out_off + static_cast<int64_t>(q) * Dp * Dp;
-        for (int a = 0; a < Dp; ++a) {
-          const T alpha = cq * rec[tm.u_off + a];
-          for (int b = 0; b < Dp; ++b)
-            atomicAdd(dst + a * Dp + b, static_cast<double>(alpha * rec[tm.w_off + b]));
-        }
-      }
     }
   }
 };

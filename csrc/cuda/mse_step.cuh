@@ -188,6 +188,7 @@ template <typename T>
 unsigned long long* enqueue_forward(const TnInputs<T>& in, T* W, const Launch& L) {
   const Dims dm = in.dims;
   TnPlan<T> p = choose_tn<T>(false, false, dm, in.A_left, in.A_right, in.C, false, false, false, false);
+  if (p.DC == 0) return large::enqueue_forward<T>(in, W, L);  // runtime D: tn_attention_large.cuh
   TnSpace<T> sp = allocate(p, dm, false, L);
   cudaStream_t st = host::stream_of(L);
   TnArgs<T>& a = p.a;
@@ -200,7 +201,7 @@ unsigned long long* enqueue_forward(const TnInputs<T>& in, T* W, const Launch& L
   a.vpb = in.v_per_batch;
   a.W = W;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, dm.c, p.Dp, a.PS, sp.prep, st);
-  host::dispatch(p.DC, false, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, false, [&](auto dc, auto re) {
     auto kern = tn_forward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_forward_kernel", a);
@@ -217,6 +218,7 @@ unsigned long long* enqueue_backward(const TnInputs<T>& in, const T* gW, const T
   const bool need_right = g.A_right || g.v;
   TnPlan<T> p = choose_tn<T>(true, false, dm, in.A_left, in.A_right, in.C, g.A_left != nullptr,
                              g.A_right != nullptr, g.C != nullptr, need_right);
+  if (p.DC == 0) return large::enqueue_backward<T>(in, gW, g, nullptr, L);
   const bool need_part = g.A_left || g.A_right || g.C;
   TnSpace<T> sp = allocate(p, dm, need_part, L);
   cudaStream_t st = host::stream_of(L);
@@ -233,7 +235,7 @@ unsigned long long* enqueue_backward(const TnInputs<T>& in, const T* gW, const T
   a.gv = g.v;
   a.gx = nullptr;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, dm.c, p.Dp, a.PS, sp.prep, st);
-  host::dispatch(p.DC, false, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, false, [&](auto dc, auto re) {
     auto kern = tn_backward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_backward_kernel", a);

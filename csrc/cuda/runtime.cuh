@@ -59,7 +59,8 @@ class Workspace {
   std::size_t total_ = 0;
 };
 
-// Compile-time bond dimension of the fast kernels for a runtime D (padded up), or 0 (runtime path).
+// Compile-time bond dimension of the fast kernels for a runtime D (padded up), or 0 (runtime D:
+// the block-cooperative kernels of large_d.cuh, or the chunked scan's runtime path).
 inline int fast_dim(int D) {
   if (D <= 4) return 4;
   if (D <= 8) return 8;
@@ -76,9 +77,18 @@ inline int block_threads(int DC, int64_t N) {
   return static_cast<int>(std::min<int64_t>(cap, warps * 32));
 }
 
+template <bool RUNTIME_D, class W>
+void runtime_d(W& with_real) {
+  if constexpr (RUNTIME_D)
+    with_real(std::integral_constant<int, 0>{});
+  else
+    throw std::logic_error("tnattn: a runtime bond dimension has no kernel on this path");
+}
+
 // Calls f(std::integral_constant<int, DC>, std::bool_constant<REAL>) for the kernels' template
-// arguments.
-template <class F>
+// arguments. RUNTIME_D = false leaves DC == 0 out (throws): the one-thread-per-sequence kernels of
+// contexts.cuh / tn_attention.cuh exist for DC > 0 only, a runtime D goes to large_d.cuh instead.
+template <bool RUNTIME_D = true, class F>
 void dispatch(int DC, bool real, F&& f) {
   auto with_real = [&](auto dc) {
     if (real)
@@ -91,7 +101,7 @@ void dispatch(int DC, bool real, F&& f) {
     case 8: with_real(std::integral_constant<int, 8>{}); break;
     case 16: with_real(std::integral_constant<int, 16>{}); break;
     case 32: with_real(std::integral_constant<int, 32>{}); break;
-    case 0: with_real(std::integral_constant<int, 0>{}); break;
+    case 0: runtime_d<RUNTIME_D>(with_real); break;
     default: throw std::logic_error("tnattn: unsupported compile-time bond dimension");
   }
 }

@@ -13,8 +13,9 @@
 //   gradient vectors live in registers (DC scalars each, all loops unrolled). The group's parameters
 //   (A_left, A_left^T, A_right^T, A_right, C as (d*c, D, D) and its transpose) are staged once per
 //   block in shared memory; lanes reading row a of A[x] for different symbols x hit different banks
-//   (per-matrix padding). D > 32, or parameters too large for shared memory, take the runtime-D path
-//   (DC = 0): vectors in a per-thread global workspace, parameters read from global memory.
+//   (per-matrix padding). D > 32, or parameters too large for shared memory, take the
+//   block-cooperative kernels of large_d.cuh instead (a block per sequence, threads over the D
+//   entries, fixed-order reductions).
 // * Per-step arithmetic: tnattn/common.h (vecmat, normalize_inplace, step_adjoint, local_map, ...),
 //   shared with the CPU kernels; float runs in fp32 throughout, double in fp64.
 // * Forward: pass 1 walks right to left computing the right contexts into a context buffer (global
@@ -33,8 +34,8 @@
 //   tokens of a chunk of time steps are staged in shared memory; the whole block then reduces them
 //   into fp64 shared accumulators (each thread owns 1x4 output tiles over a range of tokens, fp32
 //   within a chunk), writes one fp64 partial per block, and reduce_partials sums the blocks of a
-//   group in a fixed order: results are bitwise reproducible for a given problem shape. (The
-//   runtime-D path uses fp64 atomics instead: correct, not bitwise reproducible.) grad_u/v/x are per
+//   group in a fixed order: results are bitwise reproducible for a given problem shape (so are
+//   large_d.cuh's, with per-block partials as well). grad_u/v/x are per
 //   sequence and written directly.
 // * Symbols outside [0, d) are read as 0 (never out of bounds) and counted in a device counter; the
 //   entry point returns the count and tnattn.ops raises ValueError.
@@ -44,6 +45,7 @@
 
 #include "chunked_scan.cuh"
 #include "runtime.cuh"
+#include "tn_attention_large.cuh"
 
 namespace tnattn {
 namespace cuda {
@@ -461,6 +463,7 @@ TnPlan<T> choose_tn(bool backward, bool real, const Dims& dm, const T* AL, const
     TnPlan<T> p = plan_tn<T>(DC, backward, real, dm, AL, AR, C, nAL, nAR, nC, nright);
     if (p.smem <= static_cast<std::size_t>(host::max_shared_optin())) return p;
   }
+  // DC == 0: the chunked scan uses this plan's layout; everything else goes to tn_attention_large.cuh.
   return plan_tn<T>(0, backward, real, dm, AL, AR, C, nAL, nAR, nC, nright);
 }
 
@@ -527,6 +530,7 @@ int64_t tn_attention_forward(const TnAttentionParams<T>& P, const Launch& L) {
     f.K = p.a.K;
     return chunked::forward(f, L);
   }
+  if (p.DC == 0) return large::tn_attention_forward<T>(P, L);
   TnSpace<T> sp = allocate(p, dm, false, L);
   cudaStream_t st = host::stream_of(L);
   TnArgs<T>& a = p.a;
@@ -539,7 +543,7 @@ int64_t tn_attention_forward(const TnAttentionParams<T>& P, const Launch& L) {
   a.vpb = vpb;
   a.W = W;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, dm.c, p.Dp, a.PS, sp.prep, st);
-  host::dispatch(p.DC, real, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, real, [&](auto dc, auto re) {
     auto kern = tn_forward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_forward_kernel", a);
@@ -560,6 +564,7 @@ int64_t tn_attention_backward(const TnAttentionParams<T>& P, const Launch& L) {
   if (!real) gx = nullptr;
   const bool need_right = gAR || gv || gx;
   TnPlan<T> p = choose_tn<T>(true, real, dm, AL, AR, C, gAL != nullptr, gAR != nullptr, gC != nullptr, need_right);
+  if (p.DC == 0) return large::tn_attention_backward<T>(P, L);
   const bool need_part = gAL || gAR || gC;
   TnSpace<T> sp = allocate(p, dm, need_part, L);
   cudaStream_t st = host::stream_of(L);
@@ -576,7 +581,7 @@ int64_t tn_attention_backward(const TnAttentionParams<T>& P, const Launch& L) {
   a.gv = gv;
   a.gx = gx;
   host::launch_prep<T>(p.segs, dm.E, dm.d, dm.D, dm.c, p.Dp, a.PS, sp.prep, st);
-  host::dispatch(p.DC, real, [&](auto dc, auto re) {
+  host::dispatch<false>(p.DC, real, [&](auto dc, auto re) {
     auto kern = tn_backward_kernel<T, decltype(dc)::value, decltype(re)::value>;
     host::allow_shared(kern, p.smem);
     host::launch(kern, static_cast<unsigned>(p.units), p.NT, p.smem, st, "tn_backward_kernel", a);

@@ -4,7 +4,8 @@
 block runs as real threads with a barrier for ``__syncthreads`` (see its cuda_runtime.h). This file
 calls the resulting module's entry points with a CUDA execution context on host memory and compares every output with the CPU
 entry points of the installed extension (themselves tested against tnattn.reference in
-test_ops.py): all compile-time bond dimensions (4, 8, 16, 32) and the runtime-D path, integer and
+test_ops.py): all compile-time bond dimensions (4, 8, 16, 32) and the runtime-D kernels (more of
+those in test_cuda_emulated_large_d.py), integer and
 real inputs, shared x, per-sequence and shared boundaries, ensembles, partial gradient requests,
 batches that span several blocks with idle threads in the last one, and out-of-range symbols.
 
@@ -196,8 +197,8 @@ def test_contexts_match_cpu(emu, E, N, M, d, D, c, real, x_shared, u_pb, v_pb, d
 @pytest.mark.parametrize("D", [3, 8, 20])
 @pytest.mark.parametrize("real", [False, True])
 def test_runtime_d_fallback_when_shared_memory_is_short(emu, D, real):
-    # With no shared memory the fast kernels do not fit: the runtime-D path (global-memory vectors,
-    # fp64 atomics) must give the same results.
+    # With no shared memory the fast kernels do not fit: the block-cooperative runtime-D kernels
+    # (large_d.cuh, within the default 48 KiB) must give the same results.
     p = Problem(2, 40, 5, 2, D, 2, dtype=F64, real=real, u_pb=True)
     with max_shared(0):
         _, W_e = tn_forward(emu, p, True)
