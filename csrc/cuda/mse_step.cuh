@@ -76,8 +76,9 @@ struct HeadArgs {
   double* part = nullptr;  // (E * nbh, 3)
 };
 
-// mse_head_one (csrc/cpu/tn_attention.inc) with the same operations in the same order; g (global
-// memory, not aliasing w) receives the gradient of the mean loss towards the K map entries.
+// mse_head_one (csrc/cpu/tn_attention.inc) with the same operations in the same order (nvcc may
+// contract multiply-adds into FMAs, the emulation does not); g (global memory, not aliasing w)
+// receives the gradient of the mean loss towards the K map entries.
 template <typename T>
 TNATTN_DEV void mse_head_site(const HeadArgs<T>& a, int K, const T* w, int s, T target, T scale, T* g,
                               double* sums) {
