@@ -20,7 +20,7 @@
 // Determinism: every sum has a fixed order for a given shape. The head sums go thread-local
 // (sites t, t + NT, ... of the block's range), then a shared-memory tree over the block's threads,
 // then the blocks of a member in order; the parameter gradients use tn_backward_kernel's per-block
-// partials and reduce_partials (the runtime-D path, D > 32, uses its fp64 atomics; see there).
+// partials and reduce_partials (for D > 32 those of large_d.cuh, also in a fixed order).
 #pragma once
 
 #include <cfloat>
