@@ -108,24 +108,9 @@ def test_large_d_gradients_are_bitwise_reproducible():
 
 
 def _main() -> int:
-    if not CUDA_OK:
-        print("SKIP: needs a CUDA device and tnattn built with TNATTN_CUDA=ON")
-        return 0
-    import time
-    import traceback
+    from gpu_script import run_tests  # this file's folder is on sys.path when run as a script
 
-    failed = 0
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-    for name, fn in tests:
-        t0 = time.perf_counter()
-        try:
-            fn()
-            print(f"PASS {name} ({time.perf_counter() - t0:.1f} s)", flush=True)
-        except Exception:  # noqa: BLE001 - report every failure, keep going
-            failed += 1
-            print(f"FAIL {name}\n{traceback.format_exc()}", flush=True)
-    print(f"{len(tests) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_tests(globals(), CUDA_OK)
 
 
 if __name__ == "__main__":
