@@ -51,3 +51,13 @@ def device(request) -> str:
         if request.getfixturevalue("cpu_isa") != _test_isas()[-1]:
             pytest.skip("cuda runs once, with the last CPU instruction-set parameter")
     return request.param
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (restored afterwards): the trainer tests compare runs that
+    must not depend on the thread count's reduction order."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -10,34 +10,11 @@ import torch
 
 from tnattn.train import Callback, TrainConfig, Trainer, train
 
-# A tiny rule-30 problem (as tests/train/test_train.py): all length-6 strings, short test sets.
-TINY = dict(
-    D=4,
-    train_length=6,
-    crop_min=3,
-    crop_max=6,
-    batch_size=16,
-    test_lengths=(30, 12),
-    test_size=40,
-    max_epochs=12,
-    eval_every=3,
-    deff_probe=24,
-    progress=False,
-    plots=False,
-    stop_after_grok=-1,
-    threads=1,
-)
+from tiny_runs import TINY_TRAIN as TINY  # the shared tiny rule-30 problem (tests/tiny_runs.py)
 
-# Every test here runs once per CPU instruction-set path this machine supports (tests/conftest.py).
-pytestmark = pytest.mark.usefixtures("cpu_isa")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+# Every test here runs once per CPU instruction-set path this machine supports (tests/conftest.py),
+# on one torch thread.
+pytestmark = pytest.mark.usefixtures("cpu_isa", "one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------
