@@ -16,7 +16,6 @@ hardware's scheduling and the CUDA runtime; tests/kernels/test_cuda.py covers th
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 
 import pytest
@@ -28,15 +27,6 @@ F64, F32 = torch.float64, torch.float32
 XKIND = {torch.uint8: 0, torch.int32: 1, torch.int64: 2}
 
 pytestmark = pytest.mark.slow  # builds the emulated extension (~1 min, cached under build/)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler")
-    from cuda_emulation.build import build, load
-
-    return load(build())
 
 
 @contextmanager

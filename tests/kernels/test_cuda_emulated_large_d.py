@@ -14,7 +14,6 @@ reproducibility. The emulator runs one OS thread per CUDA thread, so N and M sta
 from __future__ import annotations
 
 import os
-import shutil
 from contextlib import contextmanager
 
 import pytest
@@ -24,15 +23,6 @@ from test_cuda_emulated import ALL_TN, F32, F64, Problem, assert_same, ctx_backw
 from tnattn import _C
 
 pytestmark = pytest.mark.slow  # builds the emulated extension (~1 min, cached under build/)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler")
-    from cuda_emulation.build import build, load
-
-    return load(build())
 
 
 @contextmanager

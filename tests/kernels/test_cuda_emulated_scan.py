@@ -13,8 +13,6 @@ overflow or underflow float32; out-of-range symbols; determinism; and the mode s
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 import torch
@@ -25,15 +23,6 @@ from tnattn import reference as ref
 F64, F32 = torch.float64, torch.float32
 
 pytestmark = pytest.mark.slow  # builds the emulated extension (cached under build/, shared with test_cuda_emulated)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler")
-    from cuda_emulation.build import build, load
-
-    return load(build())
 
 
 @pytest.fixture

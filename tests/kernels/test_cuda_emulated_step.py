@@ -10,8 +10,6 @@ out-of-range symbols. tests/kernels/test_cuda_step.py runs the same comparisons 
 
 from __future__ import annotations
 
-import os
-import shutil
 
 import pytest
 import torch
@@ -21,15 +19,6 @@ from tnattn import _C
 F64, F32 = torch.float64, torch.float32
 
 pytestmark = pytest.mark.slow  # builds the emulated extension (~1 min, cached under build/)
-
-
-@pytest.fixture(scope="module")
-def emu():
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        pytest.skip("no C++ compiler")
-    from cuda_emulation.build import build, load
-
-    return load(build())
 
 
 def _exec(emulated, keep):
